@@ -1,0 +1,133 @@
+// Command berth runs the Berth OCI registry.
+//
+//	berth serve [--config FILE] [--addr HOST:PORT] [--data DIR] [--log-level LEVEL]
+//	berth version
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-registry/berth/registry"
+)
+
+// Set at build time with -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = ""
+	commit  = ""
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCommand().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "berth:", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "berth",
+		Short:         "Berth is an OCI container and artifact registry",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCommand(), newVersionCommand())
+	return root
+}
+
+func newServeCommand() *cobra.Command {
+	var configPath, addr, data, logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the registry",
+		Long: `Run the registry. With no configuration it listens on 127.0.0.1:5000 and
+keeps its data under ./data. Settings come from the defaults, then the YAML
+file named by --config (or BERTH_CONFIG), then BERTH_* environment
+variables (BERTH_ADDR, BERTH_DATA, BERTH_LOG_LEVEL, BERTH_LOG_FORMAT,
+BERTH_MAX_MANIFEST_BYTES, BERTH_MAX_PAGE_SIZE), then flags.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				configPath = os.Getenv("BERTH_CONFIG")
+			}
+			cfg, err := registry.LoadConfig(configPath, os.Getenv)
+			if err != nil {
+				return err
+			}
+			flags := cmd.Flags()
+			if flags.Changed("addr") {
+				cfg.Addr = addr
+			}
+			if flags.Changed("data") {
+				cfg.Data = data
+			}
+			if flags.Changed("log-level") {
+				cfg.Log.Level = logLevel
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("invalid configuration: %w", err)
+			}
+			log, err := cfg.Log.NewLogger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			v, c := buildInfo()
+			log.Info("starting berth", "version", v, "commit", c)
+			srv, err := registry.New(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "YAML configuration file")
+	f.StringVar(&addr, "addr", "", "listen address, host:port (default 127.0.0.1:5000)")
+	f.StringVar(&data, "data", "", "data directory (default ./data)")
+	f.StringVar(&logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
+	return cmd
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version and commit",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v, c := buildInfo()
+			fmt.Fprintf(cmd.OutOrStdout(), "berth %s (commit %s)\n", v, c)
+		},
+	}
+}
+
+// buildInfo returns the version and commit stamped at build time, falling
+// back to what the Go toolchain recorded.
+func buildInfo() (string, string) {
+	v, c := version, commit
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && c == "" {
+				c = s.Value
+			}
+		}
+	}
+	if v == "" {
+		v = "dev"
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return v, c
+}

@@ -1,0 +1,107 @@
+package distribution
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// blobTarget reads and checks the repository and digest of a blob request.
+func blobTarget(r *http.Request) (string, digest.Digest, error) {
+	repo, err := repoName(r)
+	if err != nil {
+		return "", "", err
+	}
+	d, err := parseDigest(pathVar(r, "digest"))
+	return repo, d, err
+}
+
+// getBlob serves GET and HEAD of a blob, with Range support. The file is
+// handed to http.ServeContent, which streams it (with sendfile where the
+// platform has it) and answers conditional and range requests.
+func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
+	repo, d, err := blobTarget(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	f, info, err := a.store.OpenBlob(r.Context(), repo, d)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	defer f.Close()
+	if rng := r.Header.Get("Range"); rng != "" && !satisfiable(rng, info.Size) {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
+		a.writeError(w, r, newError(CodeBlobUnknown, map[string]string{"range": rng},
+			"range %q cannot be satisfied by a blob of %d bytes", rng, info.Size).withStatus(http.StatusRequestedRangeNotSatisfiable))
+		return
+	}
+	h := w.Header()
+	h.Set("Docker-Content-Digest", string(d))
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+string(d)+`"`)
+	h.Set("Cache-Control", "max-age=31536000, immutable")
+	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// satisfiable reports whether a Range header is well formed and names at
+// least one range inside a blob of size bytes, which is when ServeContent
+// answers 206 rather than 416.
+func satisfiable(header string, size int64) bool {
+	spec, ok := strings.CutPrefix(header, "bytes=")
+	if !ok {
+		return false
+	}
+	any := false
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		first, last, ok := strings.Cut(part, "-")
+		if !ok {
+			return false
+		}
+		first, last = strings.TrimSpace(first), strings.TrimSpace(last)
+		if first == "" {
+			n, err := strconv.ParseInt(last, 10, 64)
+			if err != nil || n < 0 {
+				return false
+			}
+			any = any || (n > 0 && size > 0)
+			continue
+		}
+		start, err := strconv.ParseInt(first, 10, 64)
+		if err != nil || start < 0 {
+			return false
+		}
+		if last != "" {
+			end, err := strconv.ParseInt(last, 10, 64)
+			if err != nil || end < start {
+				return false
+			}
+		}
+		any = any || start < size
+	}
+	return any
+}
+
+// deleteBlob unlinks a blob from the repository.
+func (a *API) deleteBlob(w http.ResponseWriter, r *http.Request) {
+	repo, d, err := blobTarget(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if err := a.store.DeleteBlob(r.Context(), repo, d); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+}

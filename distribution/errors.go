@@ -1,0 +1,139 @@
+package distribution
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/berth-registry/berth/storage"
+)
+
+// Code is an error code of the OCI Distribution Specification with the HTTP
+// status Berth answers it with.
+type Code struct {
+	Name    string
+	Status  int
+	Message string
+}
+
+// The specification's error codes. UNKNOWN is Berth's code for internal
+// failures, which the specification leaves open.
+var (
+	CodeBlobUnknown         = Code{"BLOB_UNKNOWN", http.StatusNotFound, "blob unknown to registry"}
+	CodeBlobUploadInvalid   = Code{"BLOB_UPLOAD_INVALID", http.StatusBadRequest, "blob upload invalid"}
+	CodeBlobUploadUnknown   = Code{"BLOB_UPLOAD_UNKNOWN", http.StatusNotFound, "blob upload unknown to registry"}
+	CodeDigestInvalid       = Code{"DIGEST_INVALID", http.StatusBadRequest, "provided digest did not match uploaded content"}
+	CodeManifestBlobUnknown = Code{"MANIFEST_BLOB_UNKNOWN", http.StatusBadRequest, "manifest references a manifest or blob unknown to registry"}
+	CodeManifestInvalid     = Code{"MANIFEST_INVALID", http.StatusBadRequest, "manifest invalid"}
+	CodeManifestUnknown     = Code{"MANIFEST_UNKNOWN", http.StatusNotFound, "manifest unknown to registry"}
+	CodeNameInvalid         = Code{"NAME_INVALID", http.StatusBadRequest, "invalid repository name"}
+	CodeNameUnknown         = Code{"NAME_UNKNOWN", http.StatusNotFound, "repository name not known to registry"}
+	CodeSizeInvalid         = Code{"SIZE_INVALID", http.StatusBadRequest, "provided length did not match content length"}
+	CodeUnauthorized        = Code{"UNAUTHORIZED", http.StatusUnauthorized, "authentication required"}
+	CodeDenied              = Code{"DENIED", http.StatusForbidden, "requested access to the resource is denied"}
+	CodeUnsupported         = Code{"UNSUPPORTED", http.StatusMethodNotAllowed, "the operation is unsupported"}
+	CodeTooManyRequests     = Code{"TOO_MANY_REQUESTS", http.StatusTooManyRequests, "too many requests"}
+	CodeUnknown             = Code{"UNKNOWN", http.StatusInternalServerError, "unknown error"}
+)
+
+// Error is one error response: a code, a message for people and an optional
+// machine-readable detail. Status overrides the code's usual status when set.
+type Error struct {
+	Code    Code
+	Message string
+	Detail  any
+	Status  int
+}
+
+func (e *Error) Error() string { return e.Code.Name + ": " + e.Message }
+
+// newError builds an Error; the message is formatted from format and args,
+// or is the code's own message when format is empty.
+func newError(code Code, detail any, format string, args ...any) *Error {
+	msg := code.Message
+	if format != "" {
+		msg = fmt.Sprintf(format, args...)
+	}
+	return &Error{Code: code, Message: msg, Detail: detail}
+}
+
+// withStatus returns e answered with a status other than its code's usual.
+func (e *Error) withStatus(status int) *Error {
+	e.Status = status
+	return e
+}
+
+type errorBody struct {
+	Errors []errorEntry `json:"errors"`
+}
+
+type errorEntry struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Detail  any    `json:"detail,omitempty"`
+}
+
+// asError turns any error from a handler or the store into the response the
+// specification names for it.
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var detail any
+	var de *storage.DetailError
+	if errors.As(err, &de) && de.Detail != nil {
+		detail = de.Detail
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, storage.ErrBlobUnknown):
+		return &Error{Code: CodeBlobUnknown, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrManifestUnknown):
+		return &Error{Code: CodeManifestUnknown, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrNameUnknown):
+		return &Error{Code: CodeNameUnknown, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrUploadUnknown):
+		return &Error{Code: CodeBlobUploadUnknown, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrDigestMismatch):
+		return &Error{Code: CodeDigestInvalid, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrRangeInvalid):
+		return &Error{Code: CodeBlobUploadInvalid, Message: msg, Detail: detail, Status: http.StatusRequestedRangeNotSatisfiable}
+	case errors.Is(err, storage.ErrSizeInvalid):
+		return &Error{Code: CodeSizeInvalid, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrManifestBlobUnknown):
+		return &Error{Code: CodeManifestBlobUnknown, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrManifestInvalid):
+		return &Error{Code: CodeManifestInvalid, Message: msg, Detail: detail}
+	case errors.Is(err, storage.ErrUnsupported):
+		return &Error{Code: CodeUnsupported, Message: msg, Detail: detail, Status: http.StatusBadRequest}
+	}
+	return &Error{Code: CodeUnknown, Message: "internal error"}
+}
+
+// writeError answers the request with err in the specification's JSON form.
+// Internal failures are logged with their cause and answered without it.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := asError(err)
+	status := e.Code.Status
+	if e.Status != 0 {
+		status = e.Status
+	}
+	level := slog.LevelDebug
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	a.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path,
+		"status", status, "code", e.Code.Name, "error", err)
+	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code.Name, Message: e.Message, Detail: e.Detail}}})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	h.Del("Docker-Content-Digest")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}

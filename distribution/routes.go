@@ -1,0 +1,129 @@
+package distribution
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/manifest"
+)
+
+// Store is what the API needs from storage. *storage.Store implements it.
+type Store interface {
+	StatBlob(ctx context.Context, repo string, d digest.Digest) (storage.BlobInfo, error)
+	OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, storage.BlobInfo, error)
+	PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) (storage.BlobInfo, error)
+	MountBlob(ctx context.Context, repo, from string, d digest.Digest) (storage.BlobInfo, error)
+	DeleteBlob(ctx context.Context, repo string, d digest.Digest) error
+
+	StartUpload(ctx context.Context, repo string, alg digest.Algorithm) (storage.UploadInfo, error)
+	UploadStatus(ctx context.Context, repo, id string) (storage.UploadInfo, error)
+	AppendUpload(ctx context.Context, repo, id string, start int64, r io.Reader, length int64) (storage.UploadInfo, error)
+	CommitUpload(ctx context.Context, repo, id string, d digest.Digest, start int64, r io.Reader, length int64) (storage.BlobInfo, error)
+	CancelUpload(ctx context.Context, repo, id string) error
+
+	PutManifest(ctx context.Context, repo string, d digest.Digest, body []byte, m *manifest.Manifest, tags []string) error
+	StatManifest(ctx context.Context, repo, reference string) (storage.ManifestInfo, error)
+	GetManifest(ctx context.Context, repo, reference string) (storage.ManifestInfo, []byte, error)
+	DeleteManifest(ctx context.Context, repo string, d digest.Digest) error
+	DeleteTag(ctx context.Context, repo, tag string) error
+
+	ListTags(ctx context.Context, repo, last string, n int) ([]string, bool, error)
+	ListRepositories(ctx context.Context, last string, n int) ([]string, bool, error)
+	Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error)
+}
+
+// Options tune the API.
+type Options struct {
+	// MaxManifestBytes bounds a manifest body; zero means 4 MiB.
+	MaxManifestBytes int64
+	// MaxPageSize bounds a page of tags or repositories; zero means 1000.
+	MaxPageSize int
+	// Logger receives request failures; nil discards them.
+	Logger *slog.Logger
+}
+
+// API is the OCI Distribution API over a Store.
+type API struct {
+	store       Store
+	maxManifest int64
+	maxPage     int
+	log         *slog.Logger
+}
+
+// New returns the API serving store.
+func New(store Store, opts Options) *API {
+	a := &API{store: store, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize, log: opts.Logger}
+	if a.maxManifest <= 0 {
+		a.maxManifest = 4 << 20
+	}
+	if a.maxPage <= 0 {
+		a.maxPage = 1000
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	return a
+}
+
+// Handler returns the route table. Repository names may contain slashes, so
+// each route captures the name greedily up to its resource keyword; the
+// name is then checked against the specification's grammar by the handler.
+func (a *API) Handler() http.Handler {
+	r := mux.NewRouter()
+	r.SkipClean(true) // a path with ".." is an invalid name, never a redirect
+	r.UseEncodedPath()
+	const name = "/v2/{name:.+}"
+
+	r.HandleFunc("/v2/", a.base).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/v2/_catalog", a.catalog).Methods(http.MethodGet)
+
+	r.HandleFunc(name+"/blobs/uploads/", a.startUpload).Methods(http.MethodPost)
+	r.HandleFunc(name+"/blobs/uploads/{id}", a.uploadStatus).Methods(http.MethodGet)
+	r.HandleFunc(name+"/blobs/uploads/{id}", a.appendUpload).Methods(http.MethodPatch)
+	r.HandleFunc(name+"/blobs/uploads/{id}", a.commitUpload).Methods(http.MethodPut)
+	r.HandleFunc(name+"/blobs/uploads/{id}", a.cancelUpload).Methods(http.MethodDelete)
+
+	r.HandleFunc(name+"/blobs/{digest}", a.getBlob).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc(name+"/blobs/{digest}", a.deleteBlob).Methods(http.MethodDelete)
+
+	r.HandleFunc(name+"/manifests/{reference}", a.getManifest).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc(name+"/manifests/{reference}", a.putManifest).Methods(http.MethodPut)
+	r.HandleFunc(name+"/manifests/{reference}", a.deleteManifest).Methods(http.MethodDelete)
+
+	r.HandleFunc(name+"/tags/list", a.listTags).Methods(http.MethodGet)
+	r.HandleFunc(name+"/referrers/{digest}", a.referrers).Methods(http.MethodGet)
+
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		a.writeError(w, req, newError(CodeUnsupported, nil, "no such endpoint: %s %s", req.Method, req.URL.Path).withStatus(http.StatusNotFound))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		a.writeError(w, req, newError(CodeUnsupported, nil, "method %s is not supported on %s", req.Method, req.URL.Path))
+	})
+	return apiVersion(r)
+}
+
+// apiVersion marks every response as coming from a registry/2.0 API.
+func apiVersion(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// base answers the API version check.
+func (a *API) base(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", "2")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = io.WriteString(w, "{}")
+	}
+}

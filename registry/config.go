@@ -1,0 +1,174 @@
+package registry
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of a Berth server.
+type Config struct {
+	// Addr is the host:port the server listens on.
+	Addr string `yaml:"addr"`
+	// Data is the directory holding the blob store and its index.
+	Data string `yaml:"data"`
+	// Log configures the server's log.
+	Log LogConfig `yaml:"log"`
+	// Limits bound what a client may send.
+	Limits Limits `yaml:"limits"`
+	// HTTP tunes the HTTP server.
+	HTTP HTTPConfig `yaml:"http"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Limits bound request sizes.
+type Limits struct {
+	// MaxManifestBytes is the largest manifest accepted.
+	MaxManifestBytes int64 `yaml:"maxManifestBytes"`
+	// MaxPageSize is the most tags or repositories returned in one page.
+	MaxPageSize int `yaml:"maxPageSize"`
+}
+
+// HTTPConfig holds the HTTP server's timeouts.
+type HTTPConfig struct {
+	// ReadHeaderTimeout bounds the time to read request headers.
+	ReadHeaderTimeout time.Duration `yaml:"readHeaderTimeout"`
+	// IdleTimeout bounds how long an idle keep-alive connection is kept.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// ShutdownTimeout bounds how long in-flight requests may run after a
+	// shutdown signal.
+	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+}
+
+// DefaultConfig is the configuration of `berth serve` with nothing set:
+// loopback port 5000, data under ./data.
+func DefaultConfig() Config {
+	return Config{
+		Addr: "127.0.0.1:5000",
+		Data: "./data",
+		Log:  LogConfig{Level: "info", Format: "text"},
+		Limits: Limits{
+			MaxManifestBytes: 4 << 20,
+			MaxPageSize:      1000,
+		},
+		HTTP: HTTPConfig{
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ShutdownTimeout:   30 * time.Second,
+		},
+	}
+}
+
+// LoadConfig builds the configuration: the defaults, overlaid by the YAML
+// file at path (if path is not empty), overlaid by BERTH_* variables read
+// through getenv. Unknown YAML keys are an error, so typos do not pass
+// silently.
+func LoadConfig(path string, getenv func(string) string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		// An empty file decodes to io.EOF and means "all defaults".
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	if err := cfg.applyEnv(getenv); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// applyEnv overlays the BERTH_* environment variables.
+func (c *Config) applyEnv(getenv func(string) string) error {
+	str := map[string]*string{
+		"BERTH_ADDR":       &c.Addr,
+		"BERTH_DATA":       &c.Data,
+		"BERTH_LOG_LEVEL":  &c.Log.Level,
+		"BERTH_LOG_FORMAT": &c.Log.Format,
+	}
+	for k, p := range str {
+		if v := getenv(k); v != "" {
+			*p = v
+		}
+	}
+	if v := getenv("BERTH_MAX_MANIFEST_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("BERTH_MAX_MANIFEST_BYTES=%q: %w", v, err)
+		}
+		c.Limits.MaxManifestBytes = n
+	}
+	if v := getenv("BERTH_MAX_PAGE_SIZE"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("BERTH_MAX_PAGE_SIZE=%q: %w", v, err)
+		}
+		c.Limits.MaxPageSize = n
+	}
+	return nil
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("addr %q: %w", c.Addr, err)
+	}
+	if strings.TrimSpace(c.Data) == "" {
+		return errors.New("data: a data directory is required")
+	}
+	if _, err := c.Log.level(); err != nil {
+		return err
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
+	}
+	if c.Limits.MaxManifestBytes <= 0 {
+		return fmt.Errorf("limits.maxManifestBytes %d: must be positive", c.Limits.MaxManifestBytes)
+	}
+	if c.Limits.MaxPageSize <= 0 {
+		return fmt.Errorf("limits.maxPageSize %d: must be positive", c.Limits.MaxPageSize)
+	}
+	return nil
+}
+
+func (l LogConfig) level() (slog.Level, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.Level)); err != nil {
+		return 0, fmt.Errorf("log.level %q: %w", l.Level, err)
+	}
+	return lvl, nil
+}
+
+// NewLogger returns the logger the configuration asks for, writing to w.
+func (l LogConfig) NewLogger(w io.Writer) (*slog.Logger, error) {
+	lvl, err := l.level()
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

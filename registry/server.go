@@ -1,0 +1,84 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/storage"
+)
+
+// Server is a configured Berth registry: its store and its HTTP server.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	store *storage.Store
+	http  *http.Server
+}
+
+// New opens the store named by cfg and assembles the server. The caller
+// must call Run, which closes the store when it returns.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	store, err := storage.Open(ctx, cfg.Data, storage.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	api := distribution.New(store, distribution.Options{
+		MaxManifestBytes: cfg.Limits.MaxManifestBytes,
+		MaxPageSize:      cfg.Limits.MaxPageSize,
+		Logger:           log,
+	})
+	handler := recoverPanics(log, logRequests(log, api.Handler()))
+	return &Server{
+		cfg:   cfg,
+		log:   log,
+		store: store,
+		http: &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			IdleTimeout:       cfg.HTTP.IdleTimeout,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+	}, nil
+}
+
+// Run listens on the configured address and serves until ctx is done, then
+// shuts down gracefully: it stops accepting connections, lets in-flight
+// requests finish (up to the shutdown timeout) and closes the index.
+func (s *Server) Run(ctx context.Context) (err error) {
+	defer func() {
+		if cerr := s.store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
+	}
+	s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "data", s.cfg.Data)
+	served := make(chan error, 1)
+	go func() { served <- s.http.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.InfoContext(ctx, "shutting down", "timeout", s.cfg.HTTP.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	if err := s.http.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	s.log.InfoContext(ctx, "stopped")
+	return nil
+}

@@ -1,0 +1,184 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// BlobInfo describes a stored blob.
+type BlobInfo struct {
+	Digest digest.Digest
+	Size   int64
+}
+
+type blobRecord struct {
+	Size    int64     `json:"size"`
+	Created time.Time `json:"created"`
+}
+
+type linkRecord struct {
+	Linked time.Time `json:"linked"`
+}
+
+// StatBlob returns the blob's size if it is linked into repo.
+func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	var info BlobInfo
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		info, err = linkedBlob(tx, repo, d)
+		return err
+	})
+	return info, err
+}
+
+func linkedBlob(tx *bolt.Tx, repo string, d digest.Digest) (BlobInfo, error) {
+	rb := repoBucket(tx, repo)
+	if rb == nil || rb.Bucket(bucketLinks).Get([]byte(d)) == nil {
+		return BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
+	}
+	return storedBlob(tx, d)
+}
+
+func storedBlob(tx *bolt.Tx, d digest.Digest) (BlobInfo, error) {
+	var rec blobRecord
+	ok, err := getJSON(tx.Bucket(bucketBlobs), []byte(d), &rec)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if !ok {
+		return BlobInfo{}, fmt.Errorf("%w: %s", ErrBlobUnknown, d)
+	}
+	return BlobInfo{Digest: d, Size: rec.Size}, nil
+}
+
+// OpenBlob opens the content of a blob linked into repo. The caller closes
+// the file; it is an *os.File so that it can be served with sendfile.
+func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, BlobInfo, error) {
+	info, err := s.StatBlob(ctx, repo, d)
+	if err != nil {
+		return nil, BlobInfo{}, err
+	}
+	f, err := os.Open(s.blobPath(d))
+	if err != nil {
+		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	return f, info, nil
+}
+
+// PutBlob stores the content read from r, which must hash to d, and links
+// it into repo. size < 0 means the length is not known in advance.
+func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) (BlobInfo, error) {
+	if err := validDigest(d); err != nil {
+		return BlobInfo{}, err
+	}
+	path, got, n, err := s.writeContent(ctx, r, d.Algorithm(), size)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if got != d {
+		_ = os.Remove(path)
+		return BlobInfo{}, detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "content hashes to %s", got)
+	}
+	info := BlobInfo{Digest: d, Size: n}
+	if err := s.commitBlob(repo, path, info, nil); err != nil {
+		_ = os.Remove(path)
+		return BlobInfo{}, err
+	}
+	return info, nil
+}
+
+// commitBlob moves verified content into place and records it, linking it
+// into repo; extra runs inside the same transaction.
+func (s *Store) commitBlob(repo, path string, info BlobInfo, extra func(*bolt.Tx) error) error {
+	if err := s.place(path, info.Digest); err != nil {
+		return err
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := recordBlob(tx, info); err != nil {
+			return err
+		}
+		if err := link(tx, repo, info.Digest); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record blob %s: %w", info.Digest, err)
+	}
+	return nil
+}
+
+func recordBlob(tx *bolt.Tx, info BlobInfo) error {
+	b := tx.Bucket(bucketBlobs)
+	if b.Get([]byte(info.Digest)) != nil {
+		return nil
+	}
+	return putJSON(b, []byte(info.Digest), blobRecord{Size: info.Size, Created: time.Now().UTC()})
+}
+
+func link(tx *bolt.Tx, repo string, d digest.Digest) error {
+	rb, err := ensureRepo(tx, repo)
+	if err != nil {
+		return err
+	}
+	links := rb.Bucket(bucketLinks)
+	if links.Get([]byte(d)) != nil {
+		return nil
+	}
+	return putJSON(links, []byte(d), linkRecord{Linked: time.Now().UTC()})
+}
+
+// MountBlob links a blob into repo without transferring it. With from set,
+// the blob must be linked into that repository; with from empty, any blob
+// the store holds can be mounted. It returns ErrBlobUnknown when the blob
+// cannot be mounted, so the caller can fall back to an upload.
+func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Digest) (BlobInfo, error) {
+	if err := validDigest(d); err != nil {
+		return BlobInfo{}, err
+	}
+	var info BlobInfo
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if from != "" {
+			info, err = linkedBlob(tx, from, d)
+		} else {
+			info, err = storedBlob(tx, d)
+		}
+		if err != nil {
+			return err
+		}
+		return link(tx, repo, d)
+	})
+	return info, err
+}
+
+// DeleteBlob unlinks a blob from repo. The content stays on disk for other
+// repositories until garbage collection finds nothing referencing it.
+func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		rb := repoBucket(tx, repo)
+		if rb == nil || rb.Bucket(bucketLinks).Get([]byte(d)) == nil {
+			return fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
+		}
+		if err := rb.Bucket(bucketLinks).Delete([]byte(d)); err != nil {
+			return fmt.Errorf("unlink blob: %w", err)
+		}
+		return nil
+	})
+}
+
+// isNotFound reports whether err is one of the store's "unknown" errors.
+func isNotFound(err error) bool {
+	return errors.Is(err, ErrBlobUnknown) || errors.Is(err, ErrManifestUnknown) ||
+		errors.Is(err, ErrNameUnknown) || errors.Is(err, ErrUploadUnknown)
+}

@@ -1,0 +1,58 @@
+package storage
+
+// The bbolt index schema.
+//
+// All keys and values are byte strings; digests are stored in their canonical
+// string form ("sha256:<hex>"), and records are JSON so that they can grow new
+// fields without a migration.
+//
+//	meta/                           bucket
+//	  "schema"                      -> schema version, decimal ("1")
+//
+//	blobs/                          bucket: content present on disk
+//	  <digest>                      -> blobRecord {size, created}
+//
+//	uploads/                        bucket: open upload sessions
+//	  <session id>                  -> uploadRecord {repo, algorithm, started}
+//
+//	repos/                          bucket: one nested bucket per repository
+//	  <repository name>/            bucket
+//	    blobs/                      bucket: blobs linked into the repository
+//	      <digest>                  -> linkRecord {size, linked}
+//	    manifests/                  bucket
+//	      <digest>                  -> manifestRecord {mediaType, size,
+//	                                   artifactType, subject, annotations,
+//	                                   references, created}
+//	    tags/                       bucket
+//	      <tag>                     -> <digest>
+//	    referrers/                  bucket: one nested bucket per subject
+//	      <subject digest>/         bucket
+//	        <referrer digest>       -> OCI descriptor of the referrer (JSON)
+//
+// A repository bucket exists from the first blob linked or manifest pushed to
+// it. Because bbolt keeps keys sorted bytewise, listing repositories and tags
+// in lexical order is a cursor walk from the "last" key: the cost of a page is
+// proportional to the page, not to the size of the store.
+//
+// Invariants that every transaction preserves:
+//   - a key in blobs/ means the file blobs/<algorithm>/<hex[0:2]>/<hex> exists,
+//     is fsynced and has that digest and size;
+//   - a link in repos/<name>/blobs/ and a record in repos/<name>/manifests/
+//     always have a matching key in blobs/;
+//   - a tag always names a digest present in the same repository's manifests/;
+//   - a referrers entry always names a manifest present in manifests/.
+
+const schemaVersion = "1"
+
+var (
+	bucketMeta      = []byte("meta")
+	bucketBlobs     = []byte("blobs")
+	bucketUploads   = []byte("uploads")
+	bucketRepos     = []byte("repos")
+	bucketLinks     = []byte("blobs")
+	bucketManifests = []byte("manifests")
+	bucketTags      = []byte("tags")
+	bucketReferrers = []byte("referrers")
+
+	keySchema = []byte("schema")
+)

@@ -1,0 +1,268 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	_ "crypto/sha256" // digest algorithms must be linked in
+	_ "crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Options tune a Store.
+type Options struct {
+	// Logger receives the store's diagnostics; nil discards them.
+	Logger *slog.Logger
+	// OpenTimeout bounds the wait for the index file lock held by another
+	// process. Zero means one second.
+	OpenTimeout time.Duration
+}
+
+// Store is the blob store and its index. It is safe for concurrent use.
+type Store struct {
+	root     string
+	db       *bolt.DB
+	log      *slog.Logger
+	sessions *sessionTable
+}
+
+// Open opens (creating if needed) the store rooted at dir. It reads the index
+// only; the blob tree is never scanned, so opening costs the same whatever the
+// size of the store.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := opts.OpenTimeout
+	if timeout == 0 {
+		timeout = time.Second
+	}
+	for _, sub := range []string{"blobs", "uploads", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("create store directory: %w", err)
+		}
+	}
+	// Temporary files belong to requests that died with the last process.
+	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", filepath.Join(dir, "index.db"), err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(keySchema); {
+		case v == nil:
+			return meta.Put(keySchema, []byte(schemaVersion))
+		case string(v) != schemaVersion:
+			return fmt.Errorf("index schema version %q, this Berth reads %q", v, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("initialise index: %w", err)
+	}
+	s := &Store{root: dir, db: db, log: log, sessions: newSessionTable()}
+	log.DebugContext(ctx, "store opened", "dir", dir)
+	return s, nil
+}
+
+// Close closes the index. Callers must have stopped using the store.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close index: %w", err)
+	}
+	return nil
+}
+
+func clearDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("remove stale temporary file: %w", err)
+		}
+	}
+	return nil
+}
+
+// blobPath is where the content of d lives. d must have been validated, so
+// that its encoded part is plain hex and cannot name another directory.
+func (s *Store) blobPath(d digest.Digest) string {
+	enc := d.Encoded()
+	return filepath.Join(s.root, "blobs", string(d.Algorithm()), enc[:2], enc)
+}
+
+// newID returns a random 128-bit identifier in hex.
+func newID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate identifier: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// validDigest checks that d is well formed and uses an algorithm Berth hashes.
+func validDigest(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "invalid digest %q: %v", d, err)
+	}
+	return nil
+}
+
+// tempFile creates a file for content in flight under the store's tmp
+// directory, on the same filesystem as the blobs so it can be renamed.
+func (s *Store) tempFile() (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "content-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file: %w", err)
+	}
+	return f, nil
+}
+
+// place moves a fully written, fsynced file to the path of d. If the content
+// is already present it removes the file instead: content under a digest
+// never changes, so the existing copy is as good.
+func (s *Store) place(tmpPath string, d digest.Digest) error {
+	dst := s.blobPath(d)
+	if _, err := os.Stat(dst); err == nil {
+		return removeFile(tmpPath)
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create blob directory: %w", err)
+	}
+	if err := os.Rename(tmpPath, dst); err != nil {
+		return fmt.Errorf("move blob into place: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func removeFile(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory for sync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	return nil
+}
+
+// writeContent streams r into a new temporary file, hashing it with alg.
+// limit < 0 means no limit on the length; otherwise exactly limit bytes
+// must be read. The file is fsynced and closed; the caller owns its path.
+func (s *Store) writeContent(ctx context.Context, r io.Reader, alg digest.Algorithm, length int64) (path string, d digest.Digest, n int64, err error) {
+	f, err := s.tempFile()
+	if err != nil {
+		return "", "", 0, err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	h := alg.Hash()
+	src := r
+	if length >= 0 {
+		src = io.LimitReader(r, length+1)
+	}
+	n, err = io.Copy(io.MultiWriter(f, h), contextReader{ctx, src})
+	if err != nil {
+		return "", "", n, fmt.Errorf("write content: %w", err)
+	}
+	if length >= 0 && n != length {
+		return "", "", n, detailf(ErrSizeInvalid, nil, "received %d bytes, expected %d", n, length)
+	}
+	if err = f.Sync(); err != nil {
+		return "", "", n, fmt.Errorf("sync content: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return "", "", n, fmt.Errorf("close content: %w", err)
+	}
+	return f.Name(), digest.NewDigest(alg, h), n, nil
+}
+
+// contextReader stops a copy once its context is done.
+type contextReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c contextReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode record: %w", err)
+	}
+	if err := b.Put(key, buf); err != nil {
+		return fmt.Errorf("write record: %w", err)
+	}
+	return nil
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	buf := b.Get(key)
+	if buf == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(buf, v); err != nil {
+		return true, fmt.Errorf("decode record %q: %w", key, err)
+	}
+	return true, nil
+}
+
+// repoBucket returns the repository's bucket, or nil if it does not exist.
+func repoBucket(tx *bolt.Tx, repo string) *bolt.Bucket {
+	return tx.Bucket(bucketRepos).Bucket([]byte(repo))
+}
+
+// ensureRepo returns the repository's bucket, creating it and its
+// sub-buckets on first use.
+func ensureRepo(tx *bolt.Tx, repo string) (*bolt.Bucket, error) {
+	rb, err := tx.Bucket(bucketRepos).CreateBucketIfNotExists([]byte(repo))
+	if err != nil {
+		return nil, fmt.Errorf("create repository %s: %w", repo, err)
+	}
+	for _, name := range [][]byte{bucketLinks, bucketManifests, bucketTags, bucketReferrers} {
+		if _, err := rb.CreateBucketIfNotExists(name); err != nil {
+			return nil, fmt.Errorf("create repository %s bucket %s: %w", repo, name, err)
+		}
+	}
+	return rb, nil
+}
