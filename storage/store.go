@@ -53,13 +53,16 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("create store directory: %w", err)
 		}
 	}
-	// Temporary files belong to requests that died with the last process.
-	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
-		return nil, err
-	}
+	// The index's file lock makes this process the store's only user.
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, &bolt.Options{Timeout: timeout})
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", filepath.Join(dir, "index.db"), err)
+	}
+	// Only now is it safe to clear temporary files: they belong to requests
+	// that died with the last process.
+	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
+		_ = db.Close()
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos} {
