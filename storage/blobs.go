@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -175,10 +174,4 @@ func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) er
 		}
 		return nil
 	})
-}
-
-// isNotFound reports whether err is one of the store's "unknown" errors.
-func isNotFound(err error) bool {
-	return errors.Is(err, ErrBlobUnknown) || errors.Is(err, ErrManifestUnknown) ||
-		errors.Is(err, ErrNameUnknown) || errors.Is(err, ErrUploadUnknown)
 }

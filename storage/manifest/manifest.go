@@ -183,11 +183,14 @@ func foreign(d ocispec.Descriptor) bool {
 	if len(d.URLs) > 0 {
 		return true
 	}
+	// Non-distributable layer types are deprecated for new content but
+	// still valid to receive, so they are named here, not taken from
+	// image-spec's deprecated constants.
 	switch d.MediaType {
 	case mediaTypeDockerForeignLayer,
-		ocispec.MediaTypeImageLayerNonDistributable,     //nolint:staticcheck // still valid to receive
-		ocispec.MediaTypeImageLayerNonDistributableGzip, //nolint:staticcheck
-		ocispec.MediaTypeImageLayerNonDistributableZstd: //nolint:staticcheck
+		"application/vnd.oci.image.layer.nondistributable.v1.tar",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+		"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd":
 		return true
 	}
 	return false
