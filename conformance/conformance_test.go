@@ -49,10 +49,6 @@ func TestOCIConformance(t *testing.T) {
 		version string
 		// env holds extra OCI_* settings passed to the suite.
 		env []string
-		// allowedDisabled lists suffixes of leaf tests that the suite's own
-		// defaults for this version switch off. Any other disabled test
-		// fails the run.
-		allowedDisabled []string
 	}{
 		// For OCI_VERSION=1.1 the suite defaults these API switches to
 		// false ("dev" turns them on); turn them all on so that every API
@@ -125,10 +121,10 @@ func TestOCIConformance(t *testing.T) {
 			if runErr != nil {
 				t.Errorf("conformance suite exited with error: %v", runErr)
 			}
-			rep.check(t, tc.allowedDisabled)
+			rep.check(t)
 
 			if t.Failed() {
-				t.Logf("failing conformance tests:\n%s", rep.failureDetails(tc.allowedDisabled, filepath.Join(resultsDir, "junit.xml")))
+				t.Logf("failing conformance tests:\n%s", rep.failureDetails(filepath.Join(resultsDir, "junit.xml")))
 				if s := strings.TrimSpace(stderr.String()); s != "" {
 					t.Logf("conformance suite stderr (tail):\n%s", tail(s, 60))
 				}
@@ -295,14 +291,14 @@ func parseReport(out string) (*report, error) {
 	return rep, nil
 }
 
-// check asserts that everything passed: no failures, errors or skips, and
-// no disabled tests other than the allowed ones.
-func (r *report) check(t *testing.T, allowedDisabled []string) {
+// check asserts that everything passed: no failures, errors, skips or
+// disabled tests.
+func (r *report) check(t *testing.T) {
 	t.Helper()
 	if r.Result != statusPass {
 		t.Errorf("OCI Conformance Result = %s, want %s", r.Result, statusPass)
 	}
-	for _, s := range []string{statusFail, statusError, statusSkip} {
+	for _, s := range []string{statusFail, statusError, statusSkip, statusDisabled} {
 		if r.Counts[s] != 0 {
 			t.Errorf("%s count = %d, want 0", s, r.Counts[s])
 		}
@@ -317,44 +313,24 @@ func (r *report) check(t *testing.T, allowedDisabled []string) {
 	if sum != r.Counts["Total"] {
 		t.Errorf("status counts add up to %d, but Total = %d", sum, r.Counts["Total"])
 	}
-
-	allowed := 0
 	for _, n := range r.Nodes {
 		if n.Leaf && n.Status == statusDisabled {
-			if isAllowedDisabled(n.Name, allowedDisabled) {
-				allowed++
-			} else {
-				t.Errorf("test disabled unexpectedly: %s", n.Name)
-			}
+			t.Errorf("test disabled: %s", n.Name)
 		}
-	}
-	if r.Counts[statusDisabled] != allowed {
-		t.Errorf("Disabled count = %d, want %d (only tests the suite disables by default for this version: %q)",
-			r.Counts[statusDisabled], allowed, allowedDisabled)
 	}
 	if r.Errors != "" {
 		t.Errorf("suite reported errors:\n%s", r.Errors)
 	}
 }
 
-func isAllowedDisabled(name string, allowed []string) bool {
-	for _, suffix := range allowed {
-		if strings.HasSuffix(name, suffix) {
-			return true
-		}
-	}
-	return false
-}
-
 // failureDetails lists the leaf tests that did not pass, with their error
 // lines. Reasons for skipped tests are taken from the suite's junit.xml.
-func (r *report) failureDetails(allowedDisabled []string, junitPath string) string {
+func (r *report) failureDetails(junitPath string) string {
 	skipOut := junitOutput(junitPath)
 	var b strings.Builder
 	lines := 0
 	for _, n := range r.Nodes {
-		if !n.Leaf || n.Status == statusPass ||
-			(n.Status == statusDisabled && isAllowedDisabled(n.Name, allowedDisabled)) {
+		if !n.Leaf || n.Status == statusPass {
 			continue
 		}
 		if lines >= maxFailureLines {

@@ -201,6 +201,8 @@ type Option func(*options)
 type options struct {
 	dataDir      string
 	args         []string
+	cmdline      []string
+	workDir      string
 	env          []string
 	startTimeout time.Duration
 }
@@ -214,6 +216,18 @@ func WithDataDir(dir string) Option {
 // WithArgs appends extra command line arguments after "serve".
 func WithArgs(args ...string) Option {
 	return func(o *options) { o.args = append(o.args, args...) }
+}
+
+// WithCommandLine replaces the whole command line ("serve --addr
+// 127.0.0.1:0 --data DIR" and any WithArgs), for tests of the defaults,
+// the environment and the config file. Server.DataDir is then empty.
+func WithCommandLine(args ...string) Option {
+	return func(o *options) { o.cmdline = args }
+}
+
+// WithWorkDir runs the server in dir instead of the test's directory.
+func WithWorkDir(dir string) Option {
+	return func(o *options) { o.workDir = dir }
 }
 
 // WithStartTimeout changes how long Start waits for the server to log that
@@ -258,11 +272,15 @@ func Start(t testing.TB, opts ...Option) *Server {
 		opt(&o)
 	}
 	bin := Build(t)
-	if o.dataDir == "" {
-		o.dataDir = t.TempDir()
+	var args []string
+	if o.cmdline != nil {
+		args = o.cmdline
+	} else {
+		if o.dataDir == "" {
+			o.dataDir = t.TempDir()
+		}
+		args = append([]string{"serve", "--addr", "127.0.0.1:0", "--data", o.dataDir}, o.args...)
 	}
-
-	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--data", o.dataDir}, o.args...)
 	s := &Server{
 		DataDir: o.dataDir,
 		t:       t,
@@ -271,6 +289,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.Env = append(serverEnv(), o.env...)
+	s.cmd.Dir = o.workDir
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
 	s.cmd.SysProcAttr = sysProcAttr()
