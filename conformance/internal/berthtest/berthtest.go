@@ -436,6 +436,9 @@ func exitDesc(err error) string {
 	return err.Error()
 }
 
+// Pid is the server's process id, for reading its resource use from /proc.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Logs returns everything the process has written to stdout and stderr so
 // far (at most the last 16 MiB).
 func (s *Server) Logs() string {
