@@ -19,6 +19,24 @@ STATICCHECK := $(TOOLS)/staticcheck
 OCI_CONFORMANCE := $(TOOLS)/oci-conformance
 OCI_CONFORMANCE_PKG := github.com/opencontainers/distribution-spec/conformance
 
+# Real clients for the interoperability tests, pinned. The Go-built ones are
+# installed with "go install" into $(TOOLS); a stamp file per version makes a
+# new pin reinstall. skopeo, containerd (with ctr) and podman are Debian
+# packages.
+CRANE_VERSION := v0.22.1
+ORAS_VERSION := v1.3.6
+REGCTL_VERSION := v0.11.7
+HELM_VERSION := v3.22.0
+COSIGN_VERSION := v2.6.5
+GO_CLIENTS := \
+	crane=github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION) \
+	oras=oras.land/oras/cmd/oras@$(ORAS_VERSION) \
+	regctl=github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION) \
+	helm=helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) \
+	cosign=github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+CLIENT_STAMPS := $(foreach c,$(GO_CLIENTS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
+DEBIAN_CLIENTS := skopeo containerd podman
+
 RESULTS := $(CURDIR)/conformance/results
 
 # "make run" settings, e.g. make run ADDR=127.0.0.1:5001 ARGS='--log-level debug'.
@@ -26,7 +44,7 @@ ADDR ?= 127.0.0.1:5000
 DATA ?= ./data
 ARGS ?=
 
-.PHONY: all build run tools lint test test-unit test-conformance clean
+.PHONY: all build run tools clients debs lint test test-unit test-conformance clean
 
 all: test
 
@@ -47,6 +65,18 @@ $(STATICCHECK):
 $(OCI_CONFORMANCE): conformance/suite/go.mod conformance/suite/go.sum
 	@mkdir -p $(TOOLS)
 	cd conformance/suite && GOWORK=off $(GO) build -o $(OCI_CONFORMANCE) $(OCI_CONFORMANCE_PKG)
+
+clients: $(CLIENT_STAMPS) debs
+
+$(TOOLS)/.stamp-%:
+	@mkdir -p $(TOOLS)
+	@spec='$(filter $(word 1,$(subst -, ,$*))=%,$(GO_CLIENTS))'; \
+	echo "installing $${spec#*=}"; \
+	GOBIN=$(TOOLS) $(GO) install "$${spec#*=}"
+	@touch $@
+
+debs:
+	hack/install-debs.sh $(DEBIAN_CLIENTS)
 
 lint: $(STATICCHECK)
 	@unformatted="$$(gofmt -l .)"; \
@@ -69,14 +99,14 @@ BERTH_BIN=$(BIN)/berth OCI_CONFORMANCE_BIN=$(OCI_CONFORMANCE) \
 	$(GO) test -v -count=1 -timeout 20m ./conformance/...
 endef
 
-test: build tools lint
+test: build tools clients lint
 	$(unit-tests)
 	$(conformance-tests)
 
 test-unit:
 	$(unit-tests)
 
-test-conformance: build tools
+test-conformance: build tools clients
 	$(conformance-tests)
 
 clean:

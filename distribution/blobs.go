@@ -37,7 +37,7 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	if rng := r.Header.Get("Range"); rng != "" && !satisfiable(rng, info.Size) {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
-		a.writeError(w, r, newError(CodeBlobUnknown, map[string]string{"range": rng},
+		a.writeError(w, r, newError(CodeSizeInvalid, map[string]string{"range": rng},
 			"range %q cannot be satisfied by a blob of %d bytes", rng, info.Size).withStatus(http.StatusRequestedRangeNotSatisfiable))
 		return
 	}

@@ -1,7 +1,6 @@
 package distribution
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -187,9 +186,6 @@ func (a *API) deleteManifest(w http.ResponseWriter, r *http.Request) {
 		err = a.store.DeleteManifest(r.Context(), repo, ref.digest)
 	} else {
 		err = a.store.DeleteTag(r.Context(), repo, ref.tag)
-	}
-	if errors.Is(err, storage.ErrNameUnknown) {
-		err = fmt.Errorf("%w (%w)", storage.ErrManifestUnknown, err)
 	}
 	if err != nil {
 		a.writeError(w, r, err)

@@ -29,13 +29,16 @@ func validName(name string) bool {
 func validTag(tag string) bool { return tagRE.MatchString(tag) }
 
 // pathVar returns a route variable, unescaped. Routes match the encoded
-// path, so an escaped slash stays inside its variable and fails validation.
+// path, so an escaped slash stays inside its variable; such a value, or one
+// that does not unescape, is returned as sent, and its "%" fails every
+// grammar. Unescaping it would let "a%2Fb" name the repository "a/b".
 func pathVar(r *http.Request, key string) string {
 	v := mux.Vars(r)[key]
-	if u, err := url.PathUnescape(v); err == nil {
-		return u
+	u, err := url.PathUnescape(v)
+	if err != nil || strings.Count(u, "/") != strings.Count(v, "/") {
+		return v
 	}
-	return "\x00" // unescapable: invalid whatever the grammar
+	return u
 }
 
 // repoName returns the request's repository name or a NAME_INVALID error.

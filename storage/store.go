@@ -201,7 +201,7 @@ func (s *Store) writeContent(ctx context.Context, r io.Reader, alg digest.Algori
 	}
 	n, err = io.Copy(io.MultiWriter(f, h), contextReader{ctx, src})
 	if err != nil {
-		return "", "", n, fmt.Errorf("write content: %w", err)
+		return "", "", n, copyError("write content", n, err)
 	}
 	if length >= 0 && n != length {
 		return "", "", n, detailf(ErrSizeInvalid, nil, "received %d bytes, expected %d", n, length)
@@ -213,6 +213,16 @@ func (s *Store) writeContent(ctx context.Context, r io.Reader, alg digest.Algori
 		return "", "", n, fmt.Errorf("close content: %w", err)
 	}
 	return f.Name(), digest.NewDigest(alg, h), n, nil
+}
+
+// copyError describes a failed copy of content from a client. A body that
+// ends before the length it declared is the client's error, ErrSizeInvalid,
+// not a failure of the store.
+func copyError(what string, n int64, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return detailf(ErrSizeInvalid, nil, "%s: body ended after %d bytes: %v", what, n, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // contextReader stops a copy once its context is done.

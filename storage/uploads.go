@@ -216,7 +216,7 @@ func (s *Store) appendLocked(ctx context.Context, id string, sess *session, star
 	}
 	n, err := io.Copy(io.MultiWriter(f, sess.hash), contextReader{ctx, src})
 	if err != nil {
-		return fmt.Errorf("write chunk: %w", err)
+		return copyError("write chunk", n, err)
 	}
 	if length >= 0 && n != length {
 		return detailf(ErrSizeInvalid, nil, "chunk has %d bytes, declared %d", n, length)
