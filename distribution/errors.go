@@ -87,30 +87,39 @@ func asError(err error) *Error {
 	if errors.As(err, &de) && de.Detail != nil {
 		detail = de.Detail
 	}
-	msg := err.Error()
+	code, status := codeFor(err)
+	if code == CodeUnknown {
+		return &Error{Code: CodeUnknown, Message: "internal error"}
+	}
+	return &Error{Code: code, Message: err.Error(), Detail: detail, Status: status}
+}
+
+// codeFor names the code (and, where it differs from the code's usual one,
+// the status) that answers an error from the store.
+func codeFor(err error) (Code, int) {
 	switch {
 	case errors.Is(err, storage.ErrBlobUnknown):
-		return &Error{Code: CodeBlobUnknown, Message: msg, Detail: detail}
+		return CodeBlobUnknown, 0
 	case errors.Is(err, storage.ErrManifestUnknown):
-		return &Error{Code: CodeManifestUnknown, Message: msg, Detail: detail}
+		return CodeManifestUnknown, 0
 	case errors.Is(err, storage.ErrNameUnknown):
-		return &Error{Code: CodeNameUnknown, Message: msg, Detail: detail}
+		return CodeNameUnknown, 0
 	case errors.Is(err, storage.ErrUploadUnknown):
-		return &Error{Code: CodeBlobUploadUnknown, Message: msg, Detail: detail}
+		return CodeBlobUploadUnknown, 0
 	case errors.Is(err, storage.ErrDigestMismatch):
-		return &Error{Code: CodeDigestInvalid, Message: msg, Detail: detail}
+		return CodeDigestInvalid, 0
 	case errors.Is(err, storage.ErrRangeInvalid):
-		return &Error{Code: CodeBlobUploadInvalid, Message: msg, Detail: detail, Status: http.StatusRequestedRangeNotSatisfiable}
+		return CodeBlobUploadInvalid, http.StatusRequestedRangeNotSatisfiable
 	case errors.Is(err, storage.ErrSizeInvalid):
-		return &Error{Code: CodeSizeInvalid, Message: msg, Detail: detail}
+		return CodeSizeInvalid, 0
 	case errors.Is(err, storage.ErrManifestBlobUnknown):
-		return &Error{Code: CodeManifestBlobUnknown, Message: msg, Detail: detail}
+		return CodeManifestBlobUnknown, 0
 	case errors.Is(err, storage.ErrManifestInvalid):
-		return &Error{Code: CodeManifestInvalid, Message: msg, Detail: detail}
+		return CodeManifestInvalid, 0
 	case errors.Is(err, storage.ErrUnsupported):
-		return &Error{Code: CodeUnsupported, Message: msg, Detail: detail, Status: http.StatusBadRequest}
+		return CodeUnsupported, http.StatusBadRequest
 	}
-	return &Error{Code: CodeUnknown, Message: "internal error"}
+	return CodeUnknown, 0
 }
 
 // writeError answers the request with err in the specification's JSON form.

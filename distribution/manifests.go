@@ -18,14 +18,20 @@ func manifestLocation(repo string, d digest.Digest) string {
 	return "/v2/" + repo + "/manifests/" + string(d)
 }
 
-// getManifest serves GET and HEAD of a manifest by tag or digest.
-func (a *API) getManifest(w http.ResponseWriter, r *http.Request) {
+// manifestTarget reads and checks the repository and reference of a
+// manifest request.
+func manifestTarget(r *http.Request) (string, reference, error) {
 	repo, err := repoName(r)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return "", reference{}, err
 	}
 	ref, err := parseReference(r)
+	return repo, ref, err
+}
+
+// getManifest serves GET and HEAD of a manifest by tag or digest.
+func (a *API) getManifest(w http.ResponseWriter, r *http.Request) {
+	repo, ref, err := manifestTarget(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -85,13 +91,9 @@ func accepts(values []string, mediaType string) bool {
 // putManifest stores a manifest under a tag or digest. With a digest
 // reference, tag query parameters tag it in the same request.
 func (a *API) putManifest(w http.ResponseWriter, r *http.Request) {
-	repo, err := repoName(r)
+	repo, ref, err := manifestTarget(r)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	ref, err := parseReference(r)
-	if err != nil {
+		// An invalid tag is a bad manifest push, not a missing manifest.
 		if e := asError(err); e.Code == CodeManifestUnknown {
 			err = newError(CodeManifestInvalid, e.Detail, "%s", e.Message)
 		}
@@ -172,12 +174,7 @@ func (a *API) readManifest(r *http.Request) ([]byte, error) {
 
 // deleteManifest deletes a manifest by digest, or only a tag by tag.
 func (a *API) deleteManifest(w http.ResponseWriter, r *http.Request) {
-	repo, err := repoName(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	ref, err := parseReference(r)
+	repo, ref, err := manifestTarget(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
