@@ -1,0 +1,119 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage/manifest"
+)
+
+// seededReader streams deterministic pseudo-random bytes without holding
+// them in memory.
+type seededReader struct{ r *rand.ChaCha8 }
+
+func (s seededReader) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+func seeded(seed uint64) io.Reader {
+	var key [32]byte
+	key[0] = byte(seed)
+	key[1] = byte(seed >> 8)
+	return seededReader{rand.NewChaCha8(key)}
+}
+
+// BenchmarkPutBlob measures the whole write path of a monolithic push:
+// stream to a temporary file while hashing, fsync, rename, index commit.
+func BenchmarkPutBlob(b *testing.B) {
+	for _, size := range []int64{1 << 20, 64 << 20} {
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			s, err := Open(context.Background(), b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			// Digests are computed outside the timed loop.
+			digests := make([]digest.Digest, b.N)
+			for i := range b.N {
+				d, err := digest.Canonical.FromReader(io.LimitReader(seeded(uint64(i)), size))
+				if err != nil {
+					b.Fatal(err)
+				}
+				digests[i] = d
+			}
+			b.SetBytes(size)
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := s.PutBlob(context.Background(), "bench", digests[i], io.LimitReader(seeded(uint64(i)), size), size); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPutManifest measures a manifest push that tags it: parse, the
+// reference check and the index commit in one transaction.
+func BenchmarkPutManifest(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	config := []byte(`{}`)
+	cd := digest.FromBytes(config)
+	if _, err := s.PutBlob(ctx, "bench", cd, bytes.NewReader(config), 2); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		body := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+			`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[],`+
+			`"annotations":{"n":"%d"}}`, cd, i))
+		m, err := manifest.Parse("", body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.PutManifest(ctx, "bench", digest.FromBytes(body), body, m, []string{fmt.Sprintf("t%d", i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGetManifestByTag measures resolving a tag and reading the body.
+func BenchmarkGetManifestByTag(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	config := []byte(`{}`)
+	cd := digest.FromBytes(config)
+	if _, err := s.PutBlob(ctx, "bench", cd, bytes.NewReader(config), 2); err != nil {
+		b.Fatal(err)
+	}
+	body := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[]}`, cd))
+	m, err := manifest.Parse("", body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.PutManifest(ctx, "bench", digest.FromBytes(body), body, m, []string{"latest"}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := s.GetManifest(ctx, "bench", "latest"); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
