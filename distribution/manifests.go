@@ -1,6 +1,7 @@
 package distribution
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -161,6 +162,10 @@ func (a *API) readManifest(r *http.Request) ([]byte, error) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, a.maxManifest+1))
 	if err != nil {
+		var stalled *Error
+		if errors.As(err, &stalled) {
+			return nil, stalled
+		}
 		return nil, newError(CodeManifestInvalid, nil, "read manifest body: %v", err)
 	}
 	if int64(len(body)) > a.maxManifest {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
@@ -46,6 +47,12 @@ type Options struct {
 	MaxManifestBytes int64
 	// MaxPageSize bounds a page of tags or repositories; zero means 1000.
 	MaxPageSize int
+	// MaxConcurrentUploads bounds the upload requests (POST, PATCH and PUT
+	// of blobs) in flight; zero means 64.
+	MaxConcurrentUploads int
+	// BodyReadTimeout is the longest a request body may stall between two
+	// reads; zero means no limit.
+	BodyReadTimeout time.Duration
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -55,12 +62,20 @@ type API struct {
 	store       Store
 	maxManifest int64
 	maxPage     int
+	uploadSlots chan struct{}
+	bodyTimeout time.Duration
 	log         *slog.Logger
 }
 
 // New returns the API serving store.
 func New(store Store, opts Options) *API {
-	a := &API{store: store, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize, log: opts.Logger}
+	a := &API{store: store, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize,
+		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger}
+	slots := opts.MaxConcurrentUploads
+	if slots <= 0 {
+		slots = 64
+	}
+	a.uploadSlots = make(chan struct{}, slots)
 	if a.maxManifest <= 0 {
 		a.maxManifest = 4 << 20
 	}
@@ -85,17 +100,20 @@ func (a *API) Handler() http.Handler {
 	r.HandleFunc("/v2/", a.base).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v2/_catalog", a.catalog).Methods(http.MethodGet)
 
-	r.HandleFunc(name+"/blobs/uploads/", a.startUpload).Methods(http.MethodPost)
+	// Requests that carry blob content are bounded in number and may not
+	// stall; see limits.go.
+	upload := func(h http.HandlerFunc) http.HandlerFunc { return a.limitUploads(a.guardBody(h)) }
+	r.HandleFunc(name+"/blobs/uploads/", upload(a.startUpload)).Methods(http.MethodPost)
 	r.HandleFunc(name+"/blobs/uploads/{id}", a.uploadStatus).Methods(http.MethodGet)
-	r.HandleFunc(name+"/blobs/uploads/{id}", a.appendUpload).Methods(http.MethodPatch)
-	r.HandleFunc(name+"/blobs/uploads/{id}", a.commitUpload).Methods(http.MethodPut)
+	r.HandleFunc(name+"/blobs/uploads/{id}", upload(a.appendUpload)).Methods(http.MethodPatch)
+	r.HandleFunc(name+"/blobs/uploads/{id}", upload(a.commitUpload)).Methods(http.MethodPut)
 	r.HandleFunc(name+"/blobs/uploads/{id}", a.cancelUpload).Methods(http.MethodDelete)
 
 	r.HandleFunc(name+"/blobs/{digest}", a.getBlob).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc(name+"/blobs/{digest}", a.deleteBlob).Methods(http.MethodDelete)
 
 	r.HandleFunc(name+"/manifests/{reference}", a.getManifest).Methods(http.MethodGet, http.MethodHead)
-	r.HandleFunc(name+"/manifests/{reference}", a.putManifest).Methods(http.MethodPut)
+	r.HandleFunc(name+"/manifests/{reference}", a.guardBody(a.putManifest)).Methods(http.MethodPut)
 	r.HandleFunc(name+"/manifests/{reference}", a.deleteManifest).Methods(http.MethodDelete)
 
 	r.HandleFunc(name+"/tags/list", a.listTags).Methods(http.MethodGet)

@@ -43,12 +43,21 @@ type Limits struct {
 	MaxManifestBytes int64 `yaml:"maxManifestBytes"`
 	// MaxPageSize is the most tags or repositories returned in one page.
 	MaxPageSize int `yaml:"maxPageSize"`
+	// MaxConcurrentUploads is the most blob upload requests served at
+	// once; more are answered 429 with Retry-After.
+	MaxConcurrentUploads int `yaml:"maxConcurrentUploads"`
+	// UploadIdleTimeout is how long an upload session may receive nothing
+	// before it is removed with what it received.
+	UploadIdleTimeout time.Duration `yaml:"uploadIdleTimeout"`
 }
 
 // HTTPConfig holds the HTTP server's timeouts.
 type HTTPConfig struct {
 	// ReadHeaderTimeout bounds the time to read request headers.
 	ReadHeaderTimeout time.Duration `yaml:"readHeaderTimeout"`
+	// BodyReadTimeout is the longest a request body may stall between two
+	// reads before the request is cut off.
+	BodyReadTimeout time.Duration `yaml:"bodyReadTimeout"`
 	// IdleTimeout bounds how long an idle keep-alive connection is kept.
 	IdleTimeout time.Duration `yaml:"idleTimeout"`
 	// ShutdownTimeout bounds how long in-flight requests may run after a
@@ -64,11 +73,14 @@ func DefaultConfig() Config {
 		Data: "./data",
 		Log:  LogConfig{Level: "info", Format: "text"},
 		Limits: Limits{
-			MaxManifestBytes: 4 << 20,
-			MaxPageSize:      1000,
+			MaxManifestBytes:     4 << 20,
+			MaxPageSize:          1000,
+			MaxConcurrentUploads: 64,
+			UploadIdleTimeout:    24 * time.Hour,
 		},
 		HTTP: HTTPConfig{
 			ReadHeaderTimeout: 10 * time.Second,
+			BodyReadTimeout:   60 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			ShutdownTimeout:   30 * time.Second,
 		},
@@ -148,6 +160,20 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxPageSize <= 0 {
 		return fmt.Errorf("limits.maxPageSize %d: must be positive", c.Limits.MaxPageSize)
+	}
+	if c.Limits.MaxConcurrentUploads <= 0 {
+		return fmt.Errorf("limits.maxConcurrentUploads %d: must be positive", c.Limits.MaxConcurrentUploads)
+	}
+	for name, d := range map[string]time.Duration{
+		"limits.uploadIdleTimeout": c.Limits.UploadIdleTimeout,
+		"http.readHeaderTimeout":   c.HTTP.ReadHeaderTimeout,
+		"http.bodyReadTimeout":     c.HTTP.BodyReadTimeout,
+		"http.idleTimeout":         c.HTTP.IdleTimeout,
+		"http.shutdownTimeout":     c.HTTP.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("%s %s: must be positive", name, d)
+		}
 	}
 	return nil
 }

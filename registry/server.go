@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/storage"
@@ -31,9 +32,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	api := distribution.New(store, distribution.Options{
-		MaxManifestBytes: cfg.Limits.MaxManifestBytes,
-		MaxPageSize:      cfg.Limits.MaxPageSize,
-		Logger:           log,
+		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
+		MaxPageSize:          cfg.Limits.MaxPageSize,
+		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
+		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
+		Logger:               log,
 	})
 	handler := recoverPanics(log, logRequests(log, api.Handler()))
 	return &Server{
@@ -65,6 +68,16 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "data", s.cfg.Data)
 	served := make(chan error, 1)
 	go func() { served <- s.http.Serve(ln) }()
+	jctx, stopJanitor := context.WithCancel(ctx)
+	janitorDone := make(chan struct{})
+	go func() {
+		defer close(janitorDone)
+		s.expireUploads(jctx)
+	}()
+	defer func() {
+		stopJanitor()
+		<-janitorDone
+	}()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
@@ -81,4 +94,28 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.log.InfoContext(ctx, "stopped")
 	return nil
+}
+
+// expireUploads removes idle upload sessions until ctx is done. It looks
+// four times per idle timeout, at most once a minute and at least once a
+// second, so a session outlives its timeout by a quarter of it at most.
+func (s *Server) expireUploads(ctx context.Context) {
+	idle := s.cfg.Limits.UploadIdleTimeout
+	every := min(max(idle/4, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			n, err := s.store.ExpireUploads(ctx, idle, now)
+			if err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "expire upload sessions", "error", err)
+			}
+			if n > 0 {
+				s.log.InfoContext(ctx, "expired idle upload sessions", "count", n, "idle", idle)
+			}
+		}
+	}
 }

@@ -53,6 +53,19 @@ type sessionTable struct {
 
 func newSessionTable() *sessionTable { return &sessionTable{m: map[string]*session{}} }
 
+// entry returns the live state of session id, adding an empty one (to be
+// rebuilt from disk) if this process has not seen it.
+func (t *sessionTable) entry(id string) *session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	sess, ok := t.m[id]
+	if !ok {
+		sess = &session{}
+		t.m[id] = sess
+	}
+	return sess
+}
+
 func (s *Store) uploadPath(id string) string { return filepath.Join(s.root, "uploads", id) }
 
 // StartUpload opens an upload session in repo. alg is the digest algorithm
@@ -113,13 +126,7 @@ func (s *Store) acquire(ctx context.Context, repo, id string) (*session, uploadR
 	if rec, err := s.lookupUpload(repo, id); err != nil {
 		return nil, rec, err
 	}
-	s.sessions.mu.Lock()
-	sess, ok := s.sessions.m[id]
-	if !ok {
-		sess = &session{}
-		s.sessions.m[id] = sess
-	}
-	s.sessions.mu.Unlock()
+	sess := s.sessions.entry(id)
 	sess.mu.Lock()
 	rec, err := s.lookupUpload(repo, id)
 	if err == nil && sess.gone {
