@@ -131,10 +131,11 @@ func TestUploadConcurrencyBound(t *testing.T) {
 	srv := startLimited(t, "limits:\n  maxConcurrentUploads: 1\nhttp:\n  bodyReadTimeout: 30s\n")
 	loc := startUpload(t, srv.URL, "limits/busy")
 	conn := stalledPatch(t, srv.Addr, loc) // holds the only slot
-	// The slot is taken once the server has the request; poll (bounded)
-	// until a second upload is refused.
+	defer conn.Close()
+	// The slot is taken once the server has the request; poll (bounded:
+	// up to 10 s on a loaded machine) until a second upload is refused.
 	var refused *http.Response
-	for range 50 {
+	for range 500 {
 		resp, err := http.Post(srv.URL+"/v2/limits/other/blobs/uploads/", "", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -160,7 +161,6 @@ func TestUploadConcurrencyBound(t *testing.T) {
 	if resp, _ := readResponse(t, conn, 15*time.Second); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("held PATCH: status %d", resp.StatusCode)
 	}
-	conn.Close()
 	startUpload(t, srv.URL, "limits/other")
 }
 

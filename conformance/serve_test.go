@@ -168,6 +168,19 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	if _, err := pw.Write(content[:half]); err != nil {
 		t.Fatal(err)
 	}
+	// Signal only once the handler is mid-request: the upload file grows
+	// as the body streams in. (A connection the server has not accepted
+	// yet is not in flight.)
+	upload := filepath.Join(data, "uploads", loc[strings.LastIndex(loc, "/")+1:])
+	for i := 0; ; i++ {
+		if fi, err := os.Stat(upload); err == nil && fi.Size() > 0 {
+			break
+		}
+		if i == 500 {
+			t.Fatal("the server never started receiving the upload body")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	stopped := make(chan struct{})
 	go func() {
 		srv.Stop() // SIGTERM; fails the test unless berth exits 0
