@@ -132,10 +132,21 @@ func TestUploadConcurrencyBound(t *testing.T) {
 	loc := startUpload(t, srv.URL, "limits/busy")
 	conn := stalledPatch(t, srv.Addr, loc) // holds the only slot
 	defer conn.Close()
-	// The slot is taken once the server has the request; poll (bounded:
-	// up to 10 s on a loaded machine) until a second upload is refused.
+	// The PATCH holds the slot once its handler runs, which shows as its
+	// first 10 bytes reaching the upload file. Wait for that (bounded), so
+	// no probe below can take the slot first.
+	upload := filepath.Join(srv.DataDir, "uploads", loc[strings.LastIndex(loc, "/")+1:])
+	for i := 0; ; i++ {
+		if fi, err := os.Stat(upload); err == nil && fi.Size() == 10 {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("the stalled PATCH never reached its handler")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	var refused *http.Response
-	for range 500 {
+	for range 5 {
 		resp, err := http.Post(srv.URL+"/v2/limits/other/blobs/uploads/", "", nil)
 		if err != nil {
 			t.Fatal(err)
