@@ -41,8 +41,17 @@ type Store interface {
 	Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error)
 }
 
+// Access decides what the caller of a request may do. The API asks it for
+// decisions inside a request: which repositories the catalog shows, and
+// whether a cross-repository mount may read its source.
+type Access interface {
+	Allowed(ctx context.Context, repo, action string) bool
+}
+
 // Options tune the API.
 type Options struct {
+	// Access filters the catalog and mount sources; nil allows everything.
+	Access Access
 	// MaxManifestBytes bounds a manifest body; zero means 4 MiB.
 	MaxManifestBytes int64
 	// MaxPageSize bounds a page of tags or repositories; zero means 1000.
@@ -60,6 +69,7 @@ type Options struct {
 // API is the OCI Distribution API over a Store.
 type API struct {
 	store       Store
+	access      Access
 	maxManifest int64
 	maxPage     int
 	uploadSlots chan struct{}
@@ -69,7 +79,7 @@ type API struct {
 
 // New returns the API serving store.
 func New(store Store, opts Options) *API {
-	a := &API{store: store, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize,
+	a := &API{store: store, access: opts.Access, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize,
 		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger}
 	slots := opts.MaxConcurrentUploads
 	if slots <= 0 {
@@ -126,6 +136,11 @@ func (a *API) Handler() http.Handler {
 		a.writeError(w, req, newError(CodeUnsupported, nil, "method %s is not supported on %s", req.Method, req.URL.Path))
 	})
 	return apiVersion(r)
+}
+
+// allowed asks the Access hook, allowing everything without one.
+func (a *API) allowed(r *http.Request, repo, action string) bool {
+	return a.access == nil || a.access.Allowed(r.Context(), repo, action)
 }
 
 // apiVersion marks every response as coming from a registry/2.0 API.

@@ -3,6 +3,7 @@ package distribution
 import (
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -54,23 +55,7 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	if m := q.Get("mount"); m != "" {
-		d, err := parseDigest(m)
-		if err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-		from := q.Get("from")
-		if from != "" && !validName(from) {
-			a.writeError(w, r, newError(CodeNameInvalid, map[string]string{"name": from}, "invalid mount source %q", from))
-			return
-		}
-		info, err := a.store.MountBlob(r.Context(), repo, from, d)
-		if err == nil {
-			writeBlobCreated(w, repo, info)
-			return
-		}
-		if asError(err).Code != CodeBlobUnknown {
-			a.writeError(w, r, err)
+		if a.tryMount(w, r, repo, m, q.Get("from")) {
 			return
 		}
 		// Not mountable: fall through to a new upload session, as the
@@ -106,6 +91,46 @@ func (a *API) startUpload(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
+// tryMount links the blob into repo from another repository, or from the
+// store when from is empty. It reports whether it answered the request:
+// with 201, or with an error. When the blob cannot be mounted (it is not
+// there, or the caller may not read the source) it answers nothing, and the
+// caller opens an upload session instead.
+func (a *API) tryMount(w http.ResponseWriter, r *http.Request, repo, mount, from string) bool {
+	d, err := parseDigest(mount)
+	if err != nil {
+		a.writeError(w, r, err)
+		return true
+	}
+	if from != "" && !validName(from) {
+		a.writeError(w, r, newError(CodeNameInvalid, map[string]string{"name": from}, "invalid mount source %q", from))
+		return true
+	}
+	if !a.mountable(r, from) {
+		return false
+	}
+	info, err := a.store.MountBlob(r.Context(), repo, from, d)
+	if err != nil {
+		if asError(err).Code == CodeBlobUnknown {
+			return false
+		}
+		a.writeError(w, r, err)
+		return true
+	}
+	writeBlobCreated(w, repo, info)
+	return true
+}
+
+// mountable reports whether the caller may mount from the source: it must
+// be allowed to pull from it. An anonymous mount (no source) reads from the
+// whole store, so it is only for callers under no access rules at all.
+func (a *API) mountable(r *http.Request, from string) bool {
+	if a.access == nil {
+		return true
+	}
+	return from != "" && a.access.Allowed(r.Context(), from, "pull")
+}
+
 // uploadTarget reads and checks the repository and session of a request.
 func uploadTarget(r *http.Request) (string, string, error) {
 	repo, err := repoName(r)
@@ -133,7 +158,9 @@ func chunkBounds(r *http.Request) (start, length int64, err error) {
 	first, last, ok := strings.Cut(spec, "-")
 	s, err1 := strconv.ParseInt(first, 10, 64)
 	e, err2 := strconv.ParseInt(last, 10, 64)
-	if !ok || err1 != nil || err2 != nil || s < 0 || e < s {
+	// The end must leave room for the offset after it, e+1, which also
+	// keeps the length e-s+1 from overflowing.
+	if !ok || err1 != nil || err2 != nil || s < 0 || e < s || e == math.MaxInt64 {
 		return 0, 0, newError(CodeBlobUploadInvalid, map[string]string{"Content-Range": cr},
 			"malformed Content-Range %q, want <start>-<end>", cr).withStatus(http.StatusRequestedRangeNotSatisfiable)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/berth-registry/berth/registry/auth"
 )
 
 // Config is the whole configuration of a Berth server.
@@ -27,7 +29,21 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// HTTP tunes the HTTP server.
 	HTTP HTTPConfig `yaml:"http"`
+	// TLS, when set, serves HTTPS (with HTTP/2).
+	TLS TLSConfig `yaml:"tls"`
+	// Auth, when auth.htpasswd is set, requires credentials and applies
+	// access rules; see docs/auth.md.
+	Auth auth.Config `yaml:"auth"`
 }
+
+// TLSConfig names the server's certificate and key, PEM files.
+type TLSConfig struct {
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.Certificate != "" || t.Key != "" }
 
 // LogConfig configures logging.
 type LogConfig struct {
@@ -150,6 +166,12 @@ func (c Config) Validate() error {
 		return errors.New("data: a data directory is required")
 	}
 	if _, err := c.Log.level(); err != nil {
+		return err
+	}
+	if (c.TLS.Certificate == "") != (c.TLS.Key == "") {
+		return errors.New("tls: certificate and key go together")
+	}
+	if err := c.Auth.Validate(); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

@@ -7,9 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
 )
 
@@ -19,6 +24,10 @@ type Server struct {
 	log   *slog.Logger
 	store *storage.Store
 	http  *http.Server
+	// users and keys are set when authentication is on; Run watches them
+	// for changes and reloads them on SIGHUP.
+	users *auth.UserFile
+	keys  *auth.KeyRing
 }
 
 // New opens the store named by cfg and assembles the server. The caller
@@ -31,25 +40,53 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	api := distribution.New(store, distribution.Options{
+	srv := &Server{cfg: cfg, log: log, store: store}
+	opts := distribution.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
 		MaxPageSize:          cfg.Limits.MaxPageSize,
 		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
 		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
 		Logger:               log,
-	})
-	handler := recoverPanics(log, logRequests(log, api.Handler()))
-	return &Server{
-		cfg:   cfg,
-		log:   log,
-		store: store,
-		http: &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
-			IdleTimeout:       cfg.HTTP.IdleTimeout,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		},
-	}, nil
+	}
+	var handler http.Handler
+	if cfg.Auth.Enabled() {
+		authn, err := srv.openAuth()
+		if err != nil {
+			_ = store.Close()
+			return nil, err
+		}
+		opts.Access = authn
+		routes := http.NewServeMux()
+		routes.Handle(auth.AdminPrefix, adminHandler(store, log))
+		routes.Handle("/", distribution.New(store, opts).Handler())
+		handler = authn.Wrap(routes)
+	} else {
+		handler = distribution.New(store, opts).Handler()
+	}
+	handler = recoverPanics(log, logRequests(log, handler))
+	srv.http = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return srv, nil
+}
+
+// openAuth loads the users file and the signing keys (creating the first
+// key under <data>/keys) and builds the authenticator. A users file that
+// is missing or holds a non-bcrypt hash stops the start.
+func (s *Server) openAuth() (*auth.Authenticator, error) {
+	users, err := auth.OpenUserFile(s.cfg.Auth.Htpasswd)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	keys, err := auth.OpenKeyRing(filepath.Join(s.cfg.Data, "keys"))
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	s.users, s.keys = users, keys
+	return auth.New(s.cfg.Auth, users, keys, s.store, s.log)
 }
 
 // Run listens on the configured address and serves until ctx is done, then
@@ -65,9 +102,40 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "data", s.cfg.Data)
+	scheme := "http"
+	if s.cfg.TLS.Enabled() {
+		scheme = "https"
+	}
+	s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "scheme", scheme, "data", s.cfg.Data,
+		"auth", s.cfg.Auth.Enabled())
+	if insecureAuth(s.cfg, ln.Addr()) {
+		s.log.WarnContext(ctx, "AUTHENTICATION OVER PLAIN HTTP: passwords and tokens cross the network in clear text; configure tls.certificate and tls.key",
+			"addr", ln.Addr().String())
+	}
 	served := make(chan error, 1)
-	go func() { served <- s.http.Serve(ln) }()
+	go func() {
+		if s.cfg.TLS.Enabled() {
+			// ServeTLS negotiates HTTP/2 as well as HTTP/1.1.
+			served <- s.http.ServeTLS(ln, s.cfg.TLS.Certificate, s.cfg.TLS.Key)
+			return
+		}
+		served <- s.http.Serve(ln)
+	}()
+	if s.users == nil {
+		// Nothing to reload: a SIGHUP must not stop the server.
+		signal.Ignore(syscall.SIGHUP)
+	} else {
+		wctx, stopWatch := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			s.watchAuth(wctx)
+		}()
+		defer func() {
+			stopWatch()
+			<-watchDone
+		}()
+	}
 	jctx, stopJanitor := context.WithCancel(ctx)
 	janitorDone := make(chan struct{})
 	go func() {
@@ -118,4 +186,46 @@ func (s *Server) expireUploads(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// watchAuth reloads the users file and the signing keys when they change
+// (polled every two seconds) and at once on SIGHUP, until ctx is done. A
+// file that fails to load leaves the previous one in force.
+func (s *Server) watchAuth(ctx context.Context) {
+	const every = 2 * time.Second
+	usersDone := make(chan struct{})
+	go func() {
+		defer close(usersDone)
+		s.users.Watch(ctx, every, s.log)
+	}()
+	defer func() { <-usersDone }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := s.users.Reload(); err != nil {
+				s.log.WarnContext(ctx, "reload users on SIGHUP", "error", err)
+			} else {
+				s.log.InfoContext(ctx, "users reloaded on SIGHUP")
+			}
+		case <-t.C:
+		}
+		if err := s.keys.Reload(); err != nil {
+			s.log.WarnContext(ctx, "reload signing keys", "error", err)
+		}
+	}
+}
+
+// insecureAuth reports whether credentials would cross a network in clear
+// text: authentication on, TLS off, and an address other than loopback.
+func insecureAuth(cfg Config, addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	loopback := ok && tcp.IP.IsLoopback()
+	return cfg.Auth.Enabled() && !cfg.TLS.Enabled() && !loopback
 }

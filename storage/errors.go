@@ -29,6 +29,18 @@ var (
 	ErrManifestBlobUnknown = errors.New("manifest references a blob or manifest unknown to the repository")
 	// ErrUnsupported means the operation or digest algorithm is not supported.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrRobotExists means a robot token of that name exists, or existed:
+	// names of revoked robots are never reused.
+	ErrRobotExists = errors.New("robot token already exists")
+	// ErrRobotUnknown means there is no robot token of that name or secret,
+	// or that it is revoked or expired; the message says which.
+	ErrRobotUnknown = errors.New("robot token unknown")
+	// ErrRobotInvalid means a robot token's name, scopes or expiry are not
+	// acceptable.
+	ErrRobotInvalid = errors.New("robot token invalid")
+	// ErrRobotInactive means the operation needs a robot token that is
+	// neither revoked nor expired.
+	ErrRobotInactive = errors.New("robot token revoked or expired")
 )
 
 // DetailError carries a machine-readable detail alongside a sentinel error,

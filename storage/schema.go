@@ -41,6 +41,26 @@ package storage
 //     always have a matching key in blobs/;
 //   - a tag always names a digest present in the same repository's manifests/;
 //   - a referrers entry always names a manifest present in manifests/.
+//
+// Robot tokens, machine credentials with fixed scopes and an expiry, live
+// in two buckets of their own:
+//
+//	robots/                         bucket: one record per robot, revoked
+//	                                ones included (names are never reused)
+//	  <robot name>                  -> robotRecord {scopes, created,
+//	                                   expires, revoked, rotated, hash}
+//	robotSecrets/                   bucket: lookup of a secret
+//	  <hex SHA-256 of the secret>   -> <robot name>
+//
+// The secret itself is never stored, only its SHA-256: it holds 256 random
+// bits, so a fast hash is as safe as a slow one.
+//
+// Invariants:
+//   - every robot's hash is a key in robotSecrets/ naming that robot, and
+//     every key in robotSecrets/ is the hash of the robot it names (a
+//     rotation replaces the key in the same transaction);
+//   - a revoked robot keeps its record and its key, so that using its
+//     secret is reported as revoked rather than unknown.
 
 const schemaVersion = "1"
 
@@ -53,6 +73,9 @@ var (
 	bucketManifests = []byte("manifests")
 	bucketTags      = []byte("tags")
 	bucketReferrers = []byte("referrers")
+
+	bucketRobots       = []byte("robots")
+	bucketRobotSecrets = []byte("robotSecrets")
 
 	keySchema = []byte("schema")
 )

@@ -65,7 +65,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos} {
+		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketRobots, bucketRobotSecrets} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}

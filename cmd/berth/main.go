@@ -1,6 +1,10 @@
-// Command berth runs the Berth OCI registry.
+// Command berth runs the Berth OCI registry and manages its users, robot
+// tokens and token signing keys.
 //
 //	berth serve [--config FILE] [--addr HOST:PORT] [--data DIR] [--log-level LEVEL]
+//	berth user add|passwd|remove NAME [--htpasswd FILE | --config FILE] [--password-stdin]
+//	berth token create|list|revoke|rotate ... (through a running server's admin API)
+//	berth keys rotate [--data DIR]
 //	berth version
 package main
 
@@ -40,7 +44,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newVersionCommand())
+	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand())
 	return root
 }
 

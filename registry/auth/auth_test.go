@@ -1,0 +1,394 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// fakeRobots is an in-memory RobotVerifier.
+type fakeRobots map[string]struct {
+	secret  string
+	scopes  []string
+	expires time.Time
+	revoked bool
+}
+
+func (f fakeRobots) VerifyRobot(_ context.Context, secret string, now time.Time) (string, []string, time.Time, error) {
+	for name, r := range f {
+		if r.secret == secret {
+			if _, exp, err := f.ActiveRobot(context.Background(), name, now); err != nil {
+				return "", nil, exp, err
+			}
+			return name, r.scopes, r.expires, nil
+		}
+	}
+	return "", nil, time.Time{}, errors.New("unknown robot token")
+}
+
+func (f fakeRobots) ActiveRobot(_ context.Context, name string, now time.Time) ([]string, time.Time, error) {
+	r, ok := f[name]
+	if !ok || r.revoked || !now.Before(r.expires) {
+		return nil, time.Time{}, errors.New("robot not active")
+	}
+	return r.scopes, r.expires, nil
+}
+
+type fixture struct {
+	authn  *Authenticator
+	srv    *httptest.Server
+	robots fakeRobots
+	dir    string
+	now    time.Time
+}
+
+// newFixture serves an Authenticator in front of a handler that answers
+// 200 "ok" with the caller's identity.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	htpasswd := filepath.Join(dir, "htpasswd")
+	// Minimum-cost hashes keep the tests fast; the cost is not under test.
+	var lines []string
+	for _, u := range []string{"alice", "bob", "root"} {
+		h, err := bcrypt.GenerateFromPassword([]byte(u+"-secret"), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, u+":"+string(h))
+	}
+	if err := os.WriteFile(htpasswd, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	users, err := OpenUserFile(htpasswd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := OpenKeyRing(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{dir: dir, now: time.Now(), robots: fakeRobots{}}
+	f.robots["ci"] = struct {
+		secret  string
+		scopes  []string
+		expires time.Time
+		revoked bool
+	}{"berth_ci-secret", []string{"repository:apps/*:pull,push"}, f.now.Add(time.Hour), false}
+	cfg := Config{
+		Htpasswd: htpasswd,
+		Groups:   map[string][]string{"team-a": {"alice"}},
+		Admins:   []string{"root"},
+		Rules: []Rule{
+			{Repositories: []string{"public/**"}, Grants: map[string][]string{"anonymous": {"pull"}, "authenticated": {"pull", "push"}}},
+			{Repositories: []string{"team-a/**"}, Grants: map[string][]string{"group:team-a": {"pull", "push", "delete"}}},
+		},
+		Login: LoginConfig{MaxFailures: 3, Window: time.Minute},
+	}
+	authn, err := New(cfg, users, keys, f.robots, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn.now = func() time.Time { return f.now }
+	f.authn = authn
+	f.srv = httptest.NewServer(authn.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, IdentityFrom(r.Context()).String())
+	})))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fixture) do(t *testing.T, method, path string, set func(*http.Request)) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, f.srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set != nil {
+		set(req)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func basic(user, pass string) func(*http.Request) {
+	return func(r *http.Request) { r.SetBasicAuth(user, pass) }
+}
+
+func bearer(tok string) func(*http.Request) {
+	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok) }
+}
+
+// token asks the token service for scopes with Basic credentials (none if
+// user is empty) and returns the access token.
+func (f *fixture) token(t *testing.T, user, pass string, scopes ...string) string {
+	t.Helper()
+	q := url.Values{"service": {"berth"}, "scope": scopes}
+	var set func(*http.Request)
+	if user != "" {
+		set = basic(user, pass)
+	}
+	resp := f.do(t, http.MethodGet, TokenPath+"?"+q.Encode(), set)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("token for %q: status %d", user, resp.StatusCode)
+	}
+	var tr tokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil {
+		t.Fatal(err)
+	}
+	if tr.Token == "" || tr.Token != tr.AccessToken || tr.ExpiresIn <= 0 {
+		t.Fatalf("token response: %+v", tr)
+	}
+	return tr.Token
+}
+
+func wantStatus(t *testing.T, resp *http.Response, status int) {
+	t.Helper()
+	if resp.StatusCode != status {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s %s: status %d, want %d (%s)", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, status, body)
+	}
+}
+
+func TestPolicyDecisions(t *testing.T) {
+	f := newFixture(t)
+	p := f.authn.policy
+	alice, bob := Identity{Kind: User, Name: "alice"}, Identity{Kind: User, Name: "bob"}
+	anon, root := Identity{Kind: Anonymous}, Identity{Kind: User, Name: "root"}
+	robot := Identity{Kind: Robot, Name: "ci", Scopes: []Scope{{Type: "repository", Name: "apps/*", Actions: []string{"pull", "push"}}}}
+	cases := []struct {
+		id     Identity
+		repo   string
+		action string
+		want   bool
+	}{
+		{anon, "public/x", "pull", true},
+		{anon, "public/x/y", "push", false},
+		{bob, "public/x", "push", true},
+		{alice, "team-a/app", "delete", true},
+		{bob, "team-a/app", "pull", false},
+		{anon, "private/x", "pull", false},
+		{bob, "private/x", "pull", false}, // no default grants
+		{root, "private/x", "delete", true},
+		{robot, "apps/web", "push", true},
+		{robot, "apps/web/deep", "pull", false}, // "*" stays in one segment
+		{robot, "apps/web", "delete", false},
+		{robot, "team-a/app", "pull", false},
+		{robot, "public/x", "pull", true}, // what anyone may do
+		{robot, "public/x", "push", false},
+	}
+	for _, c := range cases {
+		if got := p.Allowed(c.id, c.repo, c.action); got != c.want {
+			t.Errorf("%s %s %s: allowed=%v, want %v", c.id, c.action, c.repo, got, c.want)
+		}
+	}
+}
+
+func TestChallengeAndTokenFlow(t *testing.T) {
+	f := newFixture(t)
+	// No credentials: 401 with a Bearer challenge naming realm, service and scope.
+	resp := f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", nil)
+	wantStatus(t, resp, http.StatusUnauthorized)
+	ch := resp.Header.Get("WWW-Authenticate")
+	for _, part := range []string{`Bearer realm="` + f.srv.URL + TokenPath + `"`, `service="berth"`, `scope="repository:team-a/app:pull"`} {
+		if !strings.Contains(ch, part) {
+			t.Fatalf("challenge %q lacks %q", ch, part)
+		}
+	}
+	// alice gets a token for pull,push and uses it.
+	tok := f.token(t, "alice", "alice-secret", "repository:team-a/app:pull,push")
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tok)), http.StatusOK)
+	wantStatus(t, f.do(t, http.MethodPut, "/v2/team-a/app/manifests/v1", bearer(tok)), http.StatusOK)
+	// The token does not cover delete, which alice may do: 401 insufficient_scope.
+	resp = f.do(t, http.MethodDelete, "/v2/team-a/app/manifests/v1", bearer(tok))
+	wantStatus(t, resp, http.StatusUnauthorized)
+	if !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="insufficient_scope"`) {
+		t.Fatalf("missing insufficient_scope: %q", resp.Header.Get("WWW-Authenticate"))
+	}
+	// bob asks for team-a and is granted nothing; with the token he is refused (403).
+	tok = f.token(t, "bob", "bob-secret", "repository:team-a/app:pull")
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tok)), http.StatusForbidden)
+	// Basic directly on the API works too.
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", basic("alice", "alice-secret")), http.StatusOK)
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", basic("bob", "bob-secret")), http.StatusForbidden)
+	// Anonymous token for a public repository.
+	tok = f.token(t, "", "", "repository:public/x:pull,push")
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/public/x/tags/list", bearer(tok)), http.StatusOK)
+	wantStatus(t, f.do(t, http.MethodPut, "/v2/public/x/manifests/v1", bearer(tok)), http.StatusUnauthorized)
+	// The version check wants a login; any valid one will do.
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/", nil), http.StatusUnauthorized)
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/", basic("bob", "bob-secret")), http.StatusOK)
+	// Admin API: admins only.
+	wantStatus(t, f.do(t, http.MethodGet, AdminPrefix+"robots", basic("alice", "alice-secret")), http.StatusForbidden)
+	wantStatus(t, f.do(t, http.MethodGet, AdminPrefix+"robots", basic("root", "root-secret")), http.StatusOK)
+}
+
+func TestBadCredentials(t *testing.T) {
+	f := newFixture(t)
+	path := "/v2/team-a/app/manifests/v1"
+	good := f.token(t, "alice", "alice-secret", "repository:team-a/app:pull")
+
+	// Tampered payload: same signature, claims changed.
+	parts := strings.Split(good, ".")
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	tampered := strings.Replace(string(payload), `"alice"`, `"root"`, 1)
+	forged := parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(tampered)) + "." + parts[2]
+
+	// alg none.
+	none := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "root", "kind": "user", "use": "access",
+		"iss": "berth", "aud": "berth", "exp": f.now.Add(time.Hour).Unix(), "nbf": f.now.Unix(), "iat": f.now.Unix(),
+		"access": []Scope{{Type: "repository", Name: "team-a/app", Actions: []string{"pull"}}}})
+	noneTok, _ := none.SignedString(jwt.UnsafeAllowNoneSignatureType)
+
+	// HMAC keyed with the public key (algorithm confusion).
+	keys := f.authn.signer.keys.Keys()
+	active, _ := keys.active()
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, none.Claims)
+	hs.Header["kid"] = active.KID
+	hsTok, _ := hs.SignedString([]byte(active.priv.Public().(ed25519.PublicKey)))
+
+	// Signed by a key Berth never had.
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	st := jwt.NewWithClaims(jwt.SigningMethodEdDSA, none.Claims)
+	st.Header["kid"] = active.KID
+	strangerTok, _ := st.SignedString(stranger)
+
+	// A refresh token used as an access token.
+	refresh, _ := f.authn.signer.sign(Identity{Kind: User, Name: "alice"}, useRefresh, nil, f.now, f.now.Add(time.Hour))
+
+	for name, set := range map[string]func(*http.Request){
+		"wrong password":   basic("alice", "nope"),
+		"unknown user":     basic("mallory", "alice-secret"),
+		"tampered jwt":     bearer(forged),
+		"alg none":         bearer(noneTok),
+		"hmac confusion":   bearer(hsTok),
+		"foreign key":      bearer(strangerTok),
+		"refresh as token": bearer(refresh),
+		"garbage":          bearer("not.a.jwt"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			resp := f.do(t, http.MethodGet, path, set)
+			wantStatus(t, resp, http.StatusUnauthorized)
+			if !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
+				t.Fatalf("no challenge: %v", resp.Header)
+			}
+		})
+	}
+	// Expired: move the clock past the token's life.
+	f.now = f.now.Add(6 * time.Minute)
+	wantStatus(t, f.do(t, http.MethodGet, path, bearer(good)), http.StatusUnauthorized)
+}
+
+func TestKeyRotation(t *testing.T) {
+	f := newFixture(t)
+	path := "/v2/team-a/app/manifests/v1"
+	old := f.token(t, "alice", "alice-secret", "repository:team-a/app:pull")
+	if _, err := RotateKeys(filepath.Join(f.dir, "keys"), f.now); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.authn.signer.keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	all, active := f.authn.signer.keys.Keys().KIDs()
+	if len(all) != 2 || active != all[1] {
+		t.Fatalf("after rotation: keys %v, active %s", all, active)
+	}
+	// The old key still verifies its tokens until they expire...
+	wantStatus(t, f.do(t, http.MethodGet, path, bearer(old)), http.StatusOK)
+	fresh := f.token(t, "alice", "alice-secret", "repository:team-a/app:pull")
+	wantStatus(t, f.do(t, http.MethodGet, path, bearer(fresh)), http.StatusOK)
+	// ...and not after: past expiry, and past the retirement window.
+	f.now = f.now.Add(MaxTokenLifetime + time.Minute)
+	wantStatus(t, f.do(t, http.MethodGet, path, bearer(old)), http.StatusUnauthorized)
+	if _, err := f.authn.signer.verify(old, useAccess, f.now); err == nil || !strings.Contains(err.Error(), "retired") && !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("rotated-out key after expiry: %v", err)
+	}
+}
+
+func TestRobotTokens(t *testing.T) {
+	f := newFixture(t)
+	tok := f.token(t, "ci", "berth_ci-secret", "repository:apps/web:pull,push", "repository:team-a/app:pull")
+	wantStatus(t, f.do(t, http.MethodPut, "/v2/apps/web/manifests/v1", bearer(tok)), http.StatusOK)
+	// A robot is scoped to its repositories.
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tok)), http.StatusForbidden)
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/apps/web/manifests/v1", basic("ci", "berth_ci-secret")), http.StatusOK)
+	// Revoked: the token already exchanged stops working at once.
+	r := f.robots["ci"]
+	r.revoked = true
+	f.robots["ci"] = r
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/apps/web/manifests/v1", bearer(tok)), http.StatusUnauthorized)
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/apps/web/manifests/v1", basic("ci", "berth_ci-secret")), http.StatusUnauthorized)
+}
+
+func TestLoginRateLimit(t *testing.T) {
+	f := newFixture(t)
+	for range 3 {
+		wantStatus(t, f.do(t, http.MethodGet, "/v2/", basic("alice", "wrong")), http.StatusUnauthorized)
+	}
+	resp := f.do(t, http.MethodGet, "/v2/", basic("alice", "alice-secret"))
+	wantStatus(t, resp, http.StatusTooManyRequests)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("429 without Retry-After")
+	}
+	resp = f.do(t, http.MethodGet, TokenPath+"?service=berth", basic("alice", "alice-secret"))
+	wantStatus(t, resp, http.StatusTooManyRequests)
+	f.now = f.now.Add(61 * time.Second)
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/", basic("alice", "alice-secret")), http.StatusOK)
+}
+
+func TestRefreshToken(t *testing.T) {
+	f := newFixture(t)
+	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-secret"},
+		"service": {"berth"}, "scope": {"repository:team-a/app:pull"}, "access_type": {"offline"}}
+	resp, err := http.PostForm(f.srv.URL+TokenPath, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr tokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || tr.RefreshToken == "" || tr.AccessToken == "" {
+		t.Fatalf("password grant: %+v %v", tr, err)
+	}
+	form = url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tr.RefreshToken}, "service": {"berth"},
+		"scope": {"repository:team-a/app:pull"}}
+	resp2, err := http.PostForm(f.srv.URL+TokenPath, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	var tr2 tokenResponse
+	if err := json.NewDecoder(resp2.Body).Decode(&tr2); err != nil || tr2.AccessToken == "" {
+		t.Fatalf("refresh grant: %+v %v", tr2, err)
+	}
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tr2.AccessToken)), http.StatusOK)
+	// An access token is no refresh token.
+	form.Set("refresh_token", tr.AccessToken)
+	resp3, err := http.PostForm(f.srv.URL+TokenPath, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp3.Body.Close()
+	if resp3.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("access token as refresh token: status %d", resp3.StatusCode)
+	}
+}

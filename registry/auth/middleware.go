@@ -1,0 +1,294 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TokenPath is where the token service answers.
+const TokenPath = "/auth/token"
+
+// Authenticator puts authentication and access rules in front of the
+// distribution API and serves the token endpoint.
+type Authenticator struct {
+	cfg     Config
+	policy  *Policy
+	users   *UserFile
+	robots  RobotVerifier
+	signer  signer
+	limiter *failureLimiter
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// New builds an Authenticator for cfg (with defaults applied). robots may
+// be nil when robot tokens are not in use.
+func New(cfg Config, users *UserFile, keys *KeyRing, robots RobotVerifier, log *slog.Logger) (*Authenticator, error) {
+	cfg = cfg.WithDefaults()
+	policy, err := NewPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Authenticator{
+		cfg:     cfg,
+		policy:  policy,
+		users:   users,
+		robots:  robots,
+		signer:  signer{issuer: cfg.Token.Issuer, audience: cfg.Token.Service, keys: keys},
+		limiter: newFailureLimiter(cfg.Login.MaxFailures, cfg.Login.Window),
+		log:     log,
+		now:     time.Now,
+	}, nil
+}
+
+type identityKey struct{}
+
+// IdentityFrom returns the identity the middleware authenticated for the
+// request's context, or anonymous.
+func IdentityFrom(ctx context.Context) Identity {
+	id, _ := ctx.Value(identityKey{}).(Identity)
+	return id
+}
+
+// Allowed reports whether the caller of ctx may do action on repo. The
+// distribution API asks it to filter the catalog and to check the source of
+// a cross-repository mount.
+func (a *Authenticator) Allowed(ctx context.Context, repo, action string) bool {
+	return a.policy.Allowed(IdentityFrom(ctx), repo, action)
+}
+
+// need is the access a request requires.
+type need struct {
+	scope Scope
+	// login means the request needs only a valid login (or anonymous
+	// token): the API version check.
+	login bool
+	// admin means the request is for administrators only.
+	admin bool
+}
+
+// AdminPrefix starts the paths of Berth's administration API, which only
+// administrators may use.
+const AdminPrefix = "/_berth/admin/"
+
+var repoPathRE = regexp.MustCompile(`^/v2/(.+?)/(blobs/uploads/[^/]*|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+)$`)
+
+// required names what a request needs, from its path and method.
+func required(r *http.Request) (need, bool) {
+	p := r.URL.Path
+	if strings.HasPrefix(p, AdminPrefix) {
+		return need{admin: true}, true
+	}
+	switch p {
+	case "/v2/", "/v2":
+		return need{login: true}, true
+	case "/v2/_catalog":
+		return need{scope: Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}}, true
+	}
+	m := repoPathRE.FindStringSubmatch(p)
+	if m == nil {
+		return need{}, false
+	}
+	action := ActionPull
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		if strings.HasPrefix(m[2], "blobs/uploads/") {
+			action = ActionPush
+		}
+	case http.MethodDelete:
+		action = ActionDelete
+		if strings.HasPrefix(m[2], "blobs/uploads/") {
+			action = ActionPush // cancelling one's own upload
+		}
+	default:
+		action = ActionPush
+	}
+	return need{scope: Scope{Type: "repository", Name: m[1], Actions: []string{action}}}, true
+}
+
+// Wrap returns next behind authentication, with the token endpoint.
+func (a *Authenticator) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == TokenPath {
+			if r.Method != http.MethodGet && r.Method != http.MethodPost {
+				writeAuthError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED", "use GET or POST")
+				return
+			}
+			a.serveToken(w, r)
+			return
+		}
+		nd, ok := required(r)
+		if !ok {
+			next.ServeHTTP(w, r) // not an API path: the API answers 404
+			return
+		}
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		now := a.now()
+		id, claims, present, err := a.authenticate(w, r, now)
+		if w.Header().Get("Retry-After") != "" {
+			return // refused by the login rate limit; answered
+		}
+		if err != nil {
+			a.challenge(w, r, nd, "invalid_token", "authentication failed: "+err.Error())
+			return
+		}
+		// The API version check, the catalog and the admin API answer
+		// differently per caller, so a caller without credentials is asked
+		// for them first; an anonymous token is an answer.
+		if !present && (nd.login || nd.admin || nd.scope.Type == "registry") {
+			a.challenge(w, r, nd, "", "authentication required")
+			return
+		}
+		if nd.login || nd.admin {
+			if !present {
+				a.challenge(w, r, nd, "", "authentication required")
+				return
+			}
+			if nd.admin && !a.policy.IsAdmin(id.Identity) {
+				writeAuthError(w, r, http.StatusForbidden, "DENIED", id.String()+" is not an administrator")
+				return
+			}
+		} else if !a.permits(id.Identity, claims, nd.scope) {
+			switch {
+			case !present || id.Kind == Anonymous:
+				// No credentials, or only an anonymous token: log in.
+				a.challenge(w, r, nd, "", "authentication required")
+			case claims != nil && a.policyPermits(id.Identity, nd.scope):
+				// The caller may, but its token does not say so: it asks
+				// the token service again for this scope.
+				a.challenge(w, r, nd, "insufficient_scope", "token does not cover "+nd.scope.String())
+			default:
+				a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
+				writeAuthError(w, r, http.StatusForbidden, "DENIED", fmt.Sprintf("%s may not %s", id.String(), nd.scope.String()))
+			}
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id.Identity)))
+	})
+}
+
+// permits reports whether the request may go ahead: the rules allow it
+// and, for a bearer token, the token grants it.
+func (a *Authenticator) permits(id Identity, claims *Claims, want Scope) bool {
+	if !a.policyPermits(id, want) {
+		return false
+	}
+	if claims == nil {
+		return true
+	}
+	return slices.ContainsFunc(claims.Access, func(g Scope) bool {
+		return g.Type == want.Type && g.Name == want.Name &&
+			slices.ContainsFunc(want.Actions, func(w string) bool { return slices.Contains(g.Actions, w) || slices.Contains(g.Actions, "*") })
+	})
+}
+
+func (a *Authenticator) policyPermits(id Identity, want Scope) bool {
+	if want.Type == "registry" {
+		return true // the catalog is filtered per caller
+	}
+	for _, act := range want.Actions {
+		if !a.policy.Allowed(id, want.Name, act) {
+			return false
+		}
+	}
+	return true
+}
+
+// authenticate reads the request's credentials: none (anonymous), Basic
+// (a user's password or a robot secret) or Bearer (a token from the token
+// service). present reports whether any were given.
+func (a *Authenticator) authenticate(w http.ResponseWriter, r *http.Request, now time.Time) (id checked, claims *Claims, present bool, err error) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return checked{Identity: Identity{Kind: Anonymous}}, nil, false, nil
+	}
+	if user, pass, ok := r.BasicAuth(); ok {
+		id, ok := a.checkPassword(w, r, user, pass, now)
+		if !ok {
+			return checked{}, nil, true, errors.New("invalid credentials")
+		}
+		return id, nil, true, nil
+	}
+	raw, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return checked{}, nil, true, errors.New("unsupported authorization scheme")
+	}
+	claims, err = a.signer.verify(strings.TrimSpace(raw), useAccess, now)
+	if err != nil {
+		return checked{}, nil, true, err
+	}
+	id, err = a.current(r.Context(), claims.identity(), now)
+	if err != nil {
+		return checked{}, nil, true, err
+	}
+	return id, claims, true, nil
+}
+
+// current checks that the subject of a token still exists and is allowed
+// in: a removed user, or a revoked or expired robot, is refused at once,
+// whatever the token's own expiry.
+func (a *Authenticator) current(ctx context.Context, id Identity, now time.Time) (checked, error) {
+	switch id.Kind {
+	case User:
+		if !a.users.Users().Has(id.Name) {
+			return checked{}, fmt.Errorf("user %s no longer exists", id.Name)
+		}
+	case Robot:
+		if a.robots == nil {
+			return checked{}, errors.New("robot tokens are not enabled")
+		}
+		scopes, exp, err := a.robots.ActiveRobot(ctx, id.Name, now)
+		if err != nil {
+			return checked{}, err
+		}
+		for _, s := range scopes {
+			if sc, err := ParseScope(s); err == nil {
+				id.Scopes = append(id.Scopes, sc)
+			}
+		}
+		return checked{Identity: id, expires: exp}, nil
+	}
+	return checked{Identity: id}, nil
+}
+
+// challenge answers 401 with a Bearer challenge naming the token service
+// and the scope the request needs.
+func (a *Authenticator) challenge(w http.ResponseWriter, r *http.Request, nd need, errCode, msg string) {
+	realm := a.cfg.Token.Realm
+	if realm == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		realm = scheme + "://" + r.Host + TokenPath
+	}
+	c := fmt.Sprintf("Bearer realm=%q,service=%q", realm, a.cfg.Token.Service)
+	if !nd.login && !nd.admin {
+		c += fmt.Sprintf(",scope=%q", nd.scope.String())
+	}
+	if errCode != "" {
+		c += fmt.Sprintf(",error=%q", errCode)
+	}
+	w.Header().Set("WWW-Authenticate", c)
+	writeAuthError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", msg)
+}
+
+// writeAuthError answers with the specification's error body.
+func writeAuthError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	body, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}

@@ -1,0 +1,220 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// RobotVerifier checks robot tokens, which the store keeps hashed.
+type RobotVerifier interface {
+	// VerifyRobot checks a robot secret. It fails for an unknown, revoked
+	// or expired token, and otherwise returns the robot's name, scopes and
+	// expiry.
+	VerifyRobot(ctx context.Context, secret string, now time.Time) (name string, scopes []string, expires time.Time, err error)
+	// ActiveRobot returns the scopes and expiry of a robot that is neither
+	// revoked nor expired at now, and an error otherwise.
+	ActiveRobot(ctx context.Context, name string, now time.Time) (scopes []string, expires time.Time, err error)
+}
+
+// RobotSecretPrefix starts every robot secret, so that a password can be
+// told apart from one without a lookup.
+const RobotSecretPrefix = "berth_"
+
+// refreshLifetime is how long a refresh token lasts.
+const refreshLifetime = 24 * time.Hour
+
+// tokenResponse is the token service's answer, in the form both the Docker
+// token protocol (token) and OAuth2 clients (access_token) read.
+type tokenResponse struct {
+	Token        string `json:"token"`
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	ExpiresIn    int    `json:"expires_in"`
+	IssuedAt     string `json:"issued_at"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// serveToken is the token endpoint. GET takes Basic credentials (or none,
+// for anonymous access) and scope parameters; POST takes an OAuth2 form
+// with grant_type password or refresh_token. Both answer a short-lived JWT
+// carrying the granted subset of the scopes asked for.
+func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
+	now := a.now()
+	if err := r.ParseForm(); err != nil {
+		a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", "malformed token request")
+		return
+	}
+	if svc := r.Form.Get("service"); svc != "" && svc != a.cfg.Token.Service {
+		a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("unknown service %q", svc))
+		return
+	}
+	var scopes []Scope
+	for _, v := range r.Form["scope"] {
+		for _, s := range strings.Fields(v) {
+			sc, err := ParseScope(s)
+			if err != nil {
+				a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", err.Error())
+				return
+			}
+			scopes = append(scopes, sc)
+		}
+	}
+
+	var id checked
+	var ok bool
+	var user string
+	switch {
+	case r.Method == http.MethodPost && r.PostForm.Get("grant_type") == "refresh_token":
+		id, ok = a.refreshIdentity(r.Context(), r.PostForm.Get("refresh_token"), now)
+	case r.Method == http.MethodPost && r.PostForm.Get("grant_type") == "password":
+		user = r.PostForm.Get("username")
+		id, ok = a.checkPassword(w, r, user, r.PostForm.Get("password"), now)
+		if w.Header().Get("Retry-After") != "" {
+			return // rate limited; answered
+		}
+	case r.Method == http.MethodPost:
+		a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", "grant_type must be password or refresh_token")
+		return
+	default:
+		if u, p, has := r.BasicAuth(); has {
+			user = u
+			id, ok = a.checkPassword(w, r, u, p, now)
+			if w.Header().Get("Retry-After") != "" {
+				return
+			}
+		} else {
+			id, ok = checked{Identity: Identity{Kind: Anonymous}}, true
+		}
+	}
+	if !ok {
+		a.tokenError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "invalid credentials")
+		return
+	}
+
+	exp := now.Add(a.cfg.Token.Lifetime)
+	if id.Kind == Robot {
+		exp = minTime(exp, id.expires)
+	}
+	var granted []Scope
+	for _, sc := range scopes {
+		if g := a.policy.Grant(id.Identity, sc); len(g.Actions) > 0 {
+			granted = append(granted, g)
+		}
+	}
+	access, err := a.signer.sign(id.Identity, useAccess, granted, now, exp)
+	if err != nil {
+		a.log.ErrorContext(r.Context(), "issue token", "error", err)
+		a.tokenError(w, r, http.StatusInternalServerError, "UNKNOWN", "internal error")
+		return
+	}
+	resp := tokenResponse{Token: access, AccessToken: access, ExpiresIn: int(exp.Sub(now).Seconds()),
+		IssuedAt: now.UTC().Format(time.RFC3339)}
+	for _, g := range granted {
+		resp.Scope = strings.TrimSpace(resp.Scope + " " + g.String())
+	}
+	offline := r.Form.Get("offline_token") == "true" || r.Form.Get("access_type") == "offline"
+	if offline && id.Kind != Anonymous {
+		rexp := now.Add(refreshLifetime)
+		if id.Kind == Robot {
+			rexp = minTime(rexp, id.expires)
+		}
+		if resp.RefreshToken, err = a.signer.sign(id.Identity, useRefresh, nil, now, rexp); err != nil {
+			a.log.ErrorContext(r.Context(), "issue refresh token", "error", err)
+			a.tokenError(w, r, http.StatusInternalServerError, "UNKNOWN", "internal error")
+			return
+		}
+	}
+	a.log.InfoContext(r.Context(), "token issued", "identity", id.String(), "scope", resp.Scope, "remote", clientIP(r))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// checked is an authenticated identity with the expiry of its credential.
+type checked struct {
+	Identity
+	expires time.Time
+}
+
+// checkPassword verifies a user's password or a robot secret, counting
+// failures per client address and per user name. When the caller has
+// failed too often it answers 429 itself (with Retry-After) and returns
+// false.
+func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, user, pass string, now time.Time) (checked, bool) {
+	keys := []string{"ip:" + clientIP(r), "user:" + user}
+	if blocked, wait := a.limiter.blocked(now, keys...); blocked {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		a.log.WarnContext(r.Context(), "login refused: too many failures", "user", user, "remote", clientIP(r))
+		writeAuthError(w, r, http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "too many failed logins; retry later")
+		return checked{}, false
+	}
+	id, err := a.authenticatePassword(r.Context(), user, pass, now)
+	if err != nil {
+		a.limiter.fail(now, keys...)
+		a.log.InfoContext(r.Context(), "login failed", "user", user, "remote", clientIP(r), "reason", err)
+		return checked{}, false
+	}
+	return id, true
+}
+
+// authenticatePassword checks a user's password, or a robot secret given
+// as the password (the user name is then informational).
+func (a *Authenticator) authenticatePassword(ctx context.Context, user, pass string, now time.Time) (checked, error) {
+	if strings.HasPrefix(pass, RobotSecretPrefix) && a.robots != nil {
+		name, scopes, exp, err := a.robots.VerifyRobot(ctx, pass, now)
+		if err != nil {
+			return checked{}, err
+		}
+		id := Identity{Kind: Robot, Name: name}
+		for _, s := range scopes {
+			if sc, err := ParseScope(s); err == nil {
+				id.Scopes = append(id.Scopes, sc)
+			}
+		}
+		return checked{Identity: id, expires: exp}, nil
+	}
+	if !a.users.Users().Verify(user, pass) {
+		return checked{}, errors.New("wrong user name or password")
+	}
+	return checked{Identity: Identity{Kind: User, Name: user}}, nil
+}
+
+// refreshIdentity checks a refresh token and that its subject still exists.
+func (a *Authenticator) refreshIdentity(ctx context.Context, raw string, now time.Time) (checked, bool) {
+	claims, err := a.signer.verify(raw, useRefresh, now)
+	if err != nil {
+		return checked{}, false
+	}
+	id, err := a.current(ctx, claims.identity(), now)
+	if err != nil {
+		return checked{}, false
+	}
+	return id, true
+}
+
+func (a *Authenticator) tokenError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	writeAuthError(w, r, status, code, msg)
+}
+
+// clientIP is the address of the peer, without its port.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func minTime(a, b time.Time) time.Time {
+	if !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
