@@ -91,6 +91,11 @@ func TestRobotTokenCLI(t *testing.T) {
 	if st := basicStatus(t, srv.URL+"/v2/team/app/tags/list", "builder", fresh); st != http.StatusOK {
 		t.Fatalf("new secret: status %d, want 200", st)
 	}
+	for _, s := range []string{secret, old, fresh, tok, "admin-pw"} {
+		if strings.Contains(srv.Logs(), s) {
+			t.Errorf("the server log contains a secret (%.12s...)", s)
+		}
+	}
 }
 
 // berth keys rotate on a running server's data: new tokens carry the new

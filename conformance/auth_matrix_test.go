@@ -34,6 +34,13 @@ type authServer struct {
 
 func startAuthServer(t *testing.T, extraEnv ...string) *authServer {
 	t.Helper()
+	return startAuthServerWith(t, "", extraEnv...)
+}
+
+// startAuthServerWith is startAuthServer with extra YAML under auth:, each
+// line indented by two spaces.
+func startAuthServerWith(t *testing.T, extraAuth string, extraEnv ...string) *authServer {
+	t.Helper()
 	dir := t.TempDir()
 	users := map[string]string{"reader": "reader-pw", "writer": "writer-pw", "admin": "admin-pw"}
 	var lines []string
@@ -64,7 +71,7 @@ func startAuthServer(t *testing.T, extraEnv ...string) *authServer {
         user:writer: [pull, push, delete]
     - repositories: ["private/**"]
       grants: {}
-`, htpasswd)
+%s`, htpasswd, extraAuth)
 	path := filepath.Join(dir, "berth.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

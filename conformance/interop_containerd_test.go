@@ -2,6 +2,7 @@ package conformance_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,8 +17,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-
-	"github.com/berth-registry/berth/conformance/internal/berthtest"
 )
 
 const (
@@ -56,7 +55,7 @@ func startContainerd(t *testing.T) *containerd {
 			t.Errorf("remove containerd directory: %v", err)
 		}
 	})
-	c := &containerd{t: t, sock: filepath.Join(dir, "containerd.sock"), env: offlineClientEnv(t)}
+	c := &containerd{t: t, sock: filepath.Join(dir, "containerd.sock"), env: clientEnv(t)}
 	config := filepath.Join(dir, "config.toml")
 	writeTestFile(t, config, fmt.Sprintf(`version = 2
 root = %[1]q
@@ -205,9 +204,27 @@ func (c *containerd) content() []string {
 // pulls: ctr pulls a multi-platform image from Berth for the host
 // platform and unpacks it, then pulls every platform, and pushes the
 // image back to another repository, which must hold the same digests.
-func TestContainerdPullPush(t *testing.T) {
-	srv := berthtest.Start(t)
+//
+// In authenticated mode containerd gets its credentials the way a node
+// does, from its hosts configuration: an Authorization header in the
+// hosts.toml of Berth's address (and of the mirrored name), which Berth
+// accepts on every request. The push to the second registry gives them
+// with ctr --user instead, and a push with neither must fail.
+func TestContainerdPullPush(t *testing.T) { forEachMode(t, testContainerdPullPush) }
+
+func testContainerdPullPush(t *testing.T, srv *registryUnderTest) {
 	ctrd := startContainerd(t)
+	srv2 := srv.another(t)
+	hostsDir := writeHostsDir(t, srv, srv2)
+	// How ctr reaches Berth directly: over plain HTTP, and in
+	// authenticated mode with the hosts directory's credentials.
+	direct := []string{"--plain-http"}
+	if srv.auth() {
+		direct = append(direct, "--hosts-dir", hostsDir)
+	}
+	ctrArgs := func(args ...string) []string {
+		return slices.Concat(args[:2], direct, args[2:])
+	}
 
 	platforms := []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}}
 	if !slices.ContainsFunc(platforms, func(p v1.Platform) bool { return p.Architecture == runtime.GOARCH }) {
@@ -229,7 +246,7 @@ func TestContainerdPullPush(t *testing.T) {
 	// containerd: a hosts.toml (the CRI plugin's config_path) naming Berth
 	// as the mirror of a registry name that does not resolve.
 	mirrored := mirrorHost + "/ctr/multi:v1"
-	ctrd.run("images", "pull", "--hosts-dir", writeMirrorHostsDir(t, srv.Addr), "--snapshotter", ctrd.snapshotter, mirrored)
+	ctrd.run("images", "pull", "--hosts-dir", hostsDir, "--snapshotter", ctrd.snapshotter, mirrored)
 	if status, unpacked := ctrd.check(mirrored); !strings.HasPrefix(status, "complete") || unpacked != "true" {
 		t.Errorf("after pulling %s: ctr images check says %s, unpacked %s; want complete and unpacked", mirrored, status, unpacked)
 	}
@@ -250,7 +267,7 @@ func TestContainerdPullPush(t *testing.T) {
 
 	// Every platform, by digest.
 	byDigest := srv.Addr + "/ctr/multi@" + indexDigest
-	ctrd.run("images", "pull", "--plain-http", "--all-platforms", "--snapshotter", ctrd.snapshotter, byDigest)
+	ctrd.run(ctrArgs("images", "pull", "--all-platforms", "--snapshotter", ctrd.snapshotter, byDigest)...)
 	if status, _ := ctrd.check(byDigest); !strings.HasPrefix(status, "complete") {
 		t.Errorf("after pulling all platforms of %s: ctr images check says %s, want complete", byDigest, status)
 	}
@@ -269,22 +286,26 @@ func TestContainerdPullPush(t *testing.T) {
 	// Berth to mount the blobs from the repository they came from.
 	pushed := srv.Addr + "/ctr/pushed:v1"
 	ctrd.run("images", "tag", byDigest, pushed)
-	ctrd.run("images", "push", "--plain-http", pushed)
+	ctrd.run(ctrArgs("images", "push", pushed)...)
 	if got := checkManifestTree(t, srv, "ctr/pushed", "v1"); got != indexDigest {
 		t.Errorf("pushed index digest = %s, want %s", got, indexDigest)
 	}
 
-	// And to a second, empty Berth, where ctr must upload every blob.
-	srv2 := berthtest.Start(t)
+	// And to a second, empty Berth, where ctr must upload every blob; in
+	// authenticated mode with the credentials given by ctr --user.
 	uploaded := srv2.Addr + "/ctr/uploaded:v1"
 	ctrd.run("images", "tag", byDigest, uploaded)
-	ctrd.run("images", "push", "--plain-http", uploaded)
+	if srv.auth() {
+		ctrd.run("images", "push", "--plain-http", "--user", srv2.basicAuth(), uploaded)
+	} else {
+		ctrd.run("images", "push", "--plain-http", uploaded)
+	}
 	if got := checkManifestTree(t, srv2, "ctr/uploaded", "v1"); got != indexDigest {
 		t.Errorf("index pushed to an empty Berth = %s, want %s", got, indexDigest)
 	}
 	for _, pi := range images {
 		d := mustDigest(t, pi.img).String()
-		compareImage(t, "image pushed by ctr for "+pi.platform.String(), pullImage(t, srv2.Addr+"/ctr/uploaded@"+d), pi.img)
+		compareImage(t, "image pushed by ctr for "+pi.platform.String(), pullImage(t, srv2, srv2.Addr+"/ctr/uploaded@"+d), pi.img)
 	}
 
 	// Push one platform: ctr then pushes only that platform's image, and
@@ -293,36 +314,66 @@ func TestContainerdPullPush(t *testing.T) {
 		if pi.platform.Architecture != runtime.GOARCH {
 			continue
 		}
-		ctrd.run("images", "push", "--plain-http", "--platform", pi.platform.String(), srv.Addr+"/ctr/host:v1", byDigest)
+		ctrd.run(ctrArgs("images", "push", "--platform", pi.platform.String(), srv.Addr+"/ctr/host:v1", byDigest)...)
 		want := mustDigest(t, pi.img).String()
 		if got := checkManifestTree(t, srv, "ctr/host", "v1"); got != want {
 			t.Errorf("ctr/host:v1 pushed for %s = %s, want the image manifest %s", pi.platform, got, want)
 		}
-		compareImage(t, "image pushed by ctr for "+pi.platform.String(), pullImage(t, srv.Addr+"/ctr/host:v1"), pi.img)
+		compareImage(t, "image pushed by ctr for "+pi.platform.String(), pullImage(t, srv, srv.Addr+"/ctr/host:v1"), pi.img)
 	}
+
+	// Without the hosts directory's credentials or --user, a push is
+	// refused.
+	srv.expectRefused(t, "ctr images push", ctrd.try("images", "push", "--plain-http", srv.Addr+"/ctr/refused:v1", byDigest))
 }
 
 // mirrorHost is a registry name that cannot resolve (.test is reserved),
 // which the tests have containerd reach through a mirror.
 const mirrorHost = "registry.berth.test"
 
-// writeMirrorHostsDir writes a containerd hosts directory (the format of
-// the CRI plugin's config_path) that makes the registry at addr, over plain
-// HTTP, the mirror for mirrorHost, and returns it. containerd then sends
-// mirrorHost's requests to addr with a "ns" query parameter naming
-// mirrorHost.
-func writeMirrorHostsDir(t *testing.T, addr string) string {
+// writeHostsDir writes a containerd hosts directory (the format of the CRI
+// plugin's config_path) and returns it. It makes srv, over plain HTTP, the
+// mirror for mirrorHost: containerd then sends mirrorHost's requests to
+// srv with a "ns" query parameter naming mirrorHost. In authenticated mode
+// it also gives each registry, srv and others, a hosts.toml of its own
+// address, and puts the registries' credentials in every host as an
+// Authorization header.
+func writeHostsDir(t *testing.T, srv *registryUnderTest, others ...*registryUnderTest) string {
 	t.Helper()
 	dir := t.TempDir()
-	hostDir := filepath.Join(dir, mirrorHost)
-	if err := os.MkdirAll(hostDir, 0o700); err != nil {
-		t.Fatalf("create hosts directory: %v", err)
+	write := func(host, content string) {
+		t.Helper()
+		hostDir := filepath.Join(dir, host)
+		if err := os.MkdirAll(hostDir, 0o700); err != nil {
+			t.Fatalf("create hosts directory: %v", err)
+		}
+		writeTestFile(t, filepath.Join(hostDir, "hosts.toml"), content)
 	}
-	writeTestFile(t, filepath.Join(hostDir, "hosts.toml"), fmt.Sprintf(`server = "https://%s"
+	header := func(table string, reg *registryUnderTest) string {
+		if !reg.auth() {
+			return ""
+		}
+		basic := base64.StdEncoding.EncodeToString([]byte(reg.basicAuth()))
+		return fmt.Sprintf("\n[%s]\n  Authorization = [\"Basic %s\"]\n", table, basic)
+	}
+	mirror := fmt.Sprintf("host.\"http://%s\"", srv.Addr)
+	write(mirrorHost, fmt.Sprintf(`server = "https://%s"
 
-[host."http://%s"]
+[%s]
   capabilities = ["pull", "resolve"]
-`, mirrorHost, addr))
+`, mirrorHost, mirror)+header(mirror+".header", srv))
+	if srv.auth() {
+		// containerd 1.6 requires a host table even when it names the
+		// server itself; the header goes there.
+		for _, reg := range append([]*registryUnderTest{srv}, others...) {
+			host := fmt.Sprintf("host.\"http://%s\"", reg.Addr)
+			write(reg.Addr, fmt.Sprintf(`server = "http://%s"
+
+[%s]
+  capabilities = ["pull", "resolve", "push"]
+`, reg.Addr, host)+header(host+".header", reg))
+		}
+	}
 	return dir
 }
 

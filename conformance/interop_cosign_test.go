@@ -16,8 +16,6 @@ import (
 	"testing"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/berth-registry/berth/conformance/internal/berthtest"
 )
 
 // Media types and annotations cosign uses for what it stores in a registry.
@@ -41,22 +39,28 @@ type cosign struct {
 
 const cosignPassword = "berth-interop-test-password"
 
-func newCosign(t *testing.T) *cosign {
+// newCosign returns a cosign with a new key pair, logged in to srv with
+// cosign login in authenticated mode.
+func newCosign(t *testing.T, srv *registryUnderTest) *cosign {
+	t.Helper()
+	c := newCosignNoLogin(t)
+	srv.login(t, c.dir, c.env, "cosign", "login", srv.Addr, "-u", srv.user, "--password-stdin")
+	return c
+}
+
+// newCosignNoLogin returns a cosign with a new key pair and no
+// credentials.
+func newCosignNoLogin(t *testing.T) *cosign {
 	t.Helper()
 	dir := t.TempDir()
-	home := filepath.Join(dir, "home")
-	docker := filepath.Join(dir, "docker")
 	tuf := filepath.Join(dir, "tuf")
-	for _, d := range []string{home, docker, tuf} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatalf("create %s: %v", d, err)
-		}
+	if err := os.MkdirAll(tuf, 0o700); err != nil {
+		t.Fatalf("create %s: %v", tuf, err)
 	}
-	writeTestFile(t, filepath.Join(docker, "config.json"), `{"auths":{}}`)
-	c := &cosign{t: t, dir: dir, env: append(offlineClientEnv(t),
+	// cosign keeps credentials in $DOCKER_CONFIG/config.json, like crane:
+	// clientEnv's private one, empty until cosign login.
+	c := &cosign{t: t, dir: dir, env: append(clientEnv(t),
 		"COSIGN_PASSWORD="+cosignPassword,
-		"HOME="+home,
-		"DOCKER_CONFIG="+docker,
 		"TUF_ROOT="+tuf,
 		"SIGSTORE_NO_CACHE=true",
 		"COSIGN_EXPERIMENTAL=",
@@ -78,18 +82,32 @@ func (c *cosign) runEnv(env []string, args ...string) string {
 	return runClientIn(c.t, c.dir, append(slices.Clone(c.env), env...), "cosign", append([]string{"--timeout", "60s"}, args...)...)
 }
 
+// try runs a cosign command that may fail.
+func (c *cosign) try(args ...string) clientResult {
+	c.t.Helper()
+	return execClient(c.t, c.dir, c.env, "cosign", append([]string{"--timeout", "60s"}, args...)...)
+}
+
 // sign signs ref with the test's key without contacting Rekor or Fulcio.
 func (c *cosign) sign(env []string, ref string, extra ...string) {
 	c.t.Helper()
+	c.runEnv(env, c.signArgs(ref, extra...)...)
+}
+
+func (c *cosign) signArgs(ref string, extra ...string) []string {
 	args := append([]string{"sign", "--key", "cosign.key", "--tlog-upload=false", "--allow-http-registry", "--yes"}, extra...)
-	c.runEnv(env, append(args, ref)...)
+	return append(args, ref)
 }
 
 // TestCosignSignTagSchema signs an image with cosign's default storage:
 // a signature manifest under the tag sha256-<hex>.sig.
-func TestCosignSignTagSchema(t *testing.T) {
-	srv := berthtest.Start(t)
-	cs := newCosign(t)
+//
+// In authenticated mode cosign logs in with cosign login, and a cosign that
+// has not logged in must fail to sign (which pushes the signature).
+func TestCosignSignTagSchema(t *testing.T) { forEachMode(t, testCosignSignTagSchema) }
+
+func testCosignSignTagSchema(t *testing.T, srv *registryUnderTest) {
+	cs := newCosign(t, srv)
 	repo := "cosign/img"
 	d := pushTestImage(t, srv, repo+":v1", hostImage(t, true)).String()
 	ref := srv.Addr + "/" + repo + "@" + d
@@ -120,14 +138,23 @@ func TestCosignSignTagSchema(t *testing.T) {
 	if got := manifestDigest(t, srv, repo, "v1"); got != d {
 		t.Errorf("%s:v1 after cosign clean = %s, want %s", repo, got, d)
 	}
+
+	if srv.auth() {
+		anon := newCosignNoLogin(t)
+		srv.expectRefused(t, "cosign sign", anon.try(anon.signArgs(ref)...))
+		if tags := listTags(t, srv, repo); !slices.Equal(tags, []string{"v1"}) {
+			t.Errorf("tags of %s after a refused cosign sign = %q, want [v1]", repo, tags)
+		}
+	}
 }
 
 // TestCosignSignReferrers signs an image with cosign's OCI 1.1 mode: the
 // signature is a manifest whose subject is the image, found through the
 // referrers API, with no tag.
-func TestCosignSignReferrers(t *testing.T) {
-	srv := berthtest.Start(t)
-	cs := newCosign(t)
+func TestCosignSignReferrers(t *testing.T) { forEachMode(t, testCosignSignReferrers) }
+
+func testCosignSignReferrers(t *testing.T, srv *registryUnderTest) {
+	cs := newCosign(t, srv)
 	repo := "cosign/referrers"
 	d := pushTestImage(t, srv, repo+":v1", hostImage(t, true)).String()
 	ref := srv.Addr + "/" + repo + "@" + d
@@ -165,9 +192,10 @@ func TestCosignSignReferrers(t *testing.T) {
 
 // TestCosignSignBundle signs an image with --new-bundle-format: a
 // Sigstore bundle attached through the referrers API.
-func TestCosignSignBundle(t *testing.T) {
-	srv := berthtest.Start(t)
-	cs := newCosign(t)
+func TestCosignSignBundle(t *testing.T) { forEachMode(t, testCosignSignBundle) }
+
+func testCosignSignBundle(t *testing.T, srv *registryUnderTest) {
+	cs := newCosign(t, srv)
 	repo := "cosign/bundle"
 	d := pushTestImage(t, srv, repo+":v1", hostImage(t, true)).String()
 	ref := srv.Addr + "/" + repo + "@" + d
@@ -236,7 +264,7 @@ func TestCosignSignBundle(t *testing.T) {
 // checkSimpleSigning checks a cosign signature manifest: one simple-signing
 // layer whose payload names the image and whose signature annotation
 // verifies with pub.
-func checkSimpleSigning(t *testing.T, srv *berthtest.Server, pub *ecdsa.PublicKey, repo string, sig ocispec.Manifest, wantRef, wantDigest string) {
+func checkSimpleSigning(t *testing.T, srv *registryUnderTest, pub *ecdsa.PublicKey, repo string, sig ocispec.Manifest, wantRef, wantDigest string) {
 	t.Helper()
 	if len(sig.Layers) != 1 || sig.Layers[0].MediaType != cosignSimpleSigning {
 		t.Fatalf("signature manifest layers = %+v, want one %s layer", sig.Layers, cosignSimpleSigning)
@@ -310,7 +338,7 @@ func mustBase64(t *testing.T, what, s string) []byte {
 }
 
 // fetchManifest fetches and decodes an image manifest from Berth.
-func fetchManifest(t *testing.T, srv *berthtest.Server, repo, reference string) ocispec.Manifest {
+func fetchManifest(t *testing.T, srv *registryUnderTest, repo, reference string) ocispec.Manifest {
 	t.Helper()
 	_, body := berthGet(t, srv, "/v2/"+repo+"/manifests/"+reference)
 	var m ocispec.Manifest
@@ -321,7 +349,7 @@ func fetchManifest(t *testing.T, srv *berthtest.Server, repo, reference string) 
 }
 
 // listTags lists a repository's tags through the tags API.
-func listTags(t *testing.T, srv *berthtest.Server, repo string) []string {
+func listTags(t *testing.T, srv *registryUnderTest, repo string) []string {
 	t.Helper()
 	_, body := berthGet(t, srv, "/v2/"+repo+"/tags/list")
 	var list struct {
@@ -335,7 +363,7 @@ func listTags(t *testing.T, srv *berthtest.Server, repo string) []string {
 
 // referrers lists the referrers of digest in repo through the referrers
 // API, optionally filtered by artifactType.
-func referrers(t *testing.T, srv *berthtest.Server, repo, digest, artifactType string) []ocispec.Descriptor {
+func referrers(t *testing.T, srv *registryUnderTest, repo, digest, artifactType string) []ocispec.Descriptor {
 	t.Helper()
 	path := "/v2/" + repo + "/referrers/" + digest
 	if artifactType != "" {

@@ -19,22 +19,27 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-
-	"github.com/berth-registry/berth/conformance/internal/berthtest"
 )
 
 // TestCraneCLI drives the crane binary against Berth: it pushes an OCI
 // image index and a Docker manifest list from OCI layouts, pulls them back
 // and compares every blob, copies them to a second registry, and lists,
 // tags and deletes.
+//
+// In authenticated mode crane logs in to both registries with crane auth
+// login, and a crane that has not logged in must fail to push.
 func TestCraneCLI(t *testing.T) {
 	t.Parallel()
-	srv := startBerth(t)
+	forEachMode(t, testCraneCLI)
+}
+
+func testCraneCLI(t *testing.T, srv *registryUnderTest) {
 	env := clientEnv(t)
 	crane := func(args ...string) string {
 		t.Helper()
 		return runClientIn(t, "", env, "crane", append(args, "--insecure")...)
 	}
+	craneLogin(t, srv, env)
 
 	platforms := []v1.Platform{
 		{OS: "linux", Architecture: "amd64"},
@@ -137,7 +142,8 @@ func TestCraneCLI(t *testing.T) {
 	}
 
 	// Copy every tag to a second registry.
-	other := startBerth(t)
+	other := srv.another(t)
+	craneLogin(t, other, env)
 	otherRepo := other.Addr + "/crane/multi"
 	crane("copy", "--all-tags", repo, otherRepo)
 	if got := craneLines(crane("ls", otherRepo)); !slices.Equal(got, []string{"docker", "oci"}) {
@@ -169,8 +175,7 @@ func TestCraneCLI(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), interopTimeout)
 	defer cancel()
-	client := &http.Client{Transport: newTransport(t)}
-	if code := manifestStatus(ctx, t, client, srv.URL, "crane/multi", digests["docker"].String()); code != http.StatusNotFound {
+	if code := manifestStatus(ctx, t, srv.httpClient(t), srv.URL, "crane/multi", digests["docker"].String()); code != http.StatusNotFound {
 		t.Errorf("HEAD deleted manifest: status %d, want 404", code)
 	}
 	if got := craneLines(crane("ls", repo)); !slices.Equal(got, []string{"oci", "stable"}) {
@@ -185,47 +190,28 @@ func TestCraneCLI(t *testing.T) {
 	if got := strings.TrimSpace(crane("digest", repo+":oci")); got != digests["oci"].String() {
 		t.Errorf("crane digest :oci after deleting tag stable = %s, want %s", got, digests["oci"])
 	}
+
+	// A crane that has not logged in cannot push.
+	if srv.auth() {
+		idx, _ := randomIndex(t, platforms[:1], types.OCIImageIndex, types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer)
+		src := t.TempDir()
+		if _, err := layout.Write(src, idx); err != nil {
+			t.Fatalf("write layout: %v", err)
+		}
+		srv.expectRefused(t, "crane push", execClient(t, "", clientEnv(t), "crane", "push", "--index", src, srv.Addr+"/crane/refused:v1", "--insecure"))
+	}
 }
 
-// startBerth starts a berth process for a client test. When the test ends
-// it fails if berth logged a warning or an error: a client may retry past
-// a server error and still succeed, which would hide the fault.
-func startBerth(t *testing.T) *berthtest.Server {
+// craneLogin logs crane in to srv the way users do, with crane auth login,
+// which stores the credentials in $DOCKER_CONFIG/config.json.
+func craneLogin(t *testing.T, srv *registryUnderTest, env []string) {
 	t.Helper()
-	srv := berthtest.Start(t)
-	t.Cleanup(func() {
-		for line := range strings.SplitSeq(srv.Logs(), "\n") {
-			if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
-				t.Errorf("berth %s logged: %s", srv.Addr, line)
-			}
-		}
-	})
-	return srv
+	srv.login(t, "", env, "crane", "auth", "login", srv.Addr, "-u", srv.user, "--password-stdin")
 }
 
 // craneLines splits a client's line-per-entry output.
 func craneLines(out string) []string {
 	return strings.Fields(out)
-}
-
-// clientEnv gives one test's clients a private, empty home: their
-// configuration, credentials and caches go to a temporary directory, never
-// to the user's.
-func clientEnv(t *testing.T) []string {
-	t.Helper()
-	home := t.TempDir()
-	return []string{
-		"HOME=" + home,
-		"DOCKER_CONFIG=" + filepath.Join(home, ".docker"),
-		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
-		"XDG_CACHE_HOME=" + filepath.Join(home, ".cache"),
-		"XDG_DATA_HOME=" + filepath.Join(home, ".local", "share"),
-		"REGCTL_CONFIG=" + filepath.Join(home, ".regctl", "config.json"),
-		"HELM_CONFIG_HOME=" + filepath.Join(home, "helm", "config"),
-		"HELM_CACHE_HOME=" + filepath.Join(home, "helm", "cache"),
-		"HELM_DATA_HOME=" + filepath.Join(home, "helm", "data"),
-		"HELM_REGISTRY_CONFIG=" + filepath.Join(home, "helm", "registry.json"),
-	}
 }
 
 // manifestStatus answers the status of HEAD /v2/<repo>/manifests/<ref>.

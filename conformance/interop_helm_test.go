@@ -18,9 +18,15 @@ import (
 
 // TestHelmCLI drives the helm binary: it packages a new chart, pushes it to
 // Berth as an OCI artifact and pulls it back byte for byte.
+//
+// In authenticated mode helm logs in with helm registry login, and a helm
+// that has not logged in must fail to push.
 func TestHelmCLI(t *testing.T) {
 	t.Parallel()
-	srv := startBerth(t)
+	forEachMode(t, testHelmCLI)
+}
+
+func testHelmCLI(t *testing.T, srv *registryUnderTest) {
 	env := clientEnv(t)
 	work := t.TempDir()
 	helm := func(args ...string) string {
@@ -33,6 +39,8 @@ func TestHelmCLI(t *testing.T) {
 		}
 		return r.stdout + r.stderr
 	}
+	// helm keeps the credentials in $HELM_REGISTRY_CONFIG.
+	srv.login(t, work, env, "helm", "registry", "login", srv.Addr, "--username", srv.user, "--password-stdin", "--plain-http")
 
 	const (
 		chart   = "berthchart"
@@ -46,6 +54,7 @@ func TestHelmCLI(t *testing.T) {
 		t.Fatalf("read packaged chart: %v", err)
 	}
 
+	srv.expectRefused(t, "helm push", execClient(t, work, clientEnv(t), "helm", "push", pkg, "oci://"+srv.Addr+"/refused", "--plain-http"))
 	out := helm("push", pkg, "oci://"+srv.Addr+"/charts", "--plain-http")
 	m := regexp.MustCompile(`Digest: (sha256:[0-9a-f]{64})`).FindStringSubmatch(out)
 	if m == nil {
@@ -74,7 +83,7 @@ func TestHelmCLI(t *testing.T) {
 	// Berth stored a Helm OCI manifest whose chart layer is the package.
 	ctx, cancel := context.WithTimeout(t.Context(), interopTimeout)
 	defer cancel()
-	client := &http.Client{Transport: newTransport(t)}
+	client := srv.httpClient(t)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v2/charts/"+chart+"/manifests/"+version, nil)
 	if err != nil {
 		t.Fatalf("manifest request: %v", err)

@@ -32,15 +32,23 @@ type orasDescriptor struct {
 // artifact with an artifact type and annotations, pulls them back byte for
 // byte, fetches the manifest, attaches an SBOM and discovers it through the
 // referrers API.
+//
+// In authenticated mode oras logs in with oras login, which keeps the
+// credentials in $DOCKER_CONFIG/config.json, and an oras that has not
+// logged in must fail to push.
 func TestORASCLIArtifact(t *testing.T) {
 	t.Parallel()
-	srv := startBerth(t)
+	forEachMode(t, testORASCLIArtifact)
+}
+
+func testORASCLIArtifact(t *testing.T, srv *registryUnderTest) {
 	env := clientEnv(t)
 	work := t.TempDir()
 	oras := func(args ...string) string {
 		t.Helper()
 		return runClientIn(t, work, env, "oras", append(args, "--plain-http")...)
 	}
+	srv.login(t, work, env, "oras", "login", "--plain-http", "-u", srv.user, "--password-stdin", srv.Addr)
 
 	const (
 		artifactType = "application/vnd.berth.test+type"
@@ -59,6 +67,8 @@ func TestORASCLIArtifact(t *testing.T) {
 	ref := srv.Addr + "/oras/cli:v1"
 	pushArgs := append([]string{"push", "--format", "json", "--artifact-type", artifactType,
 		"--annotation", "key=value", "--annotation", "org.example.team=berth", ref}, names...)
+	srv.expectRefused(t, "oras push", execClient(t, work, clientEnv(t), "oras",
+		"push", "--plain-http", srv.Addr+"/oras/refused:v1", names[0]))
 	pushed := decodeORAS(t, oras(pushArgs...))
 	if pushed.ArtifactType != artifactType || pushed.MediaType != ocispec.MediaTypeImageManifest || pushed.Digest == "" {
 		t.Errorf("oras push reported %+v, want an image manifest of artifact type %s", pushed, artifactType)
@@ -142,19 +152,27 @@ func TestORASCLIArtifact(t *testing.T) {
 // TestORASCLITagPagination tags one manifest 1,050 times with oras tag and
 // checks that oras repo tags follows Berth's Link header past the first
 // page of 1,000.
+//
+// In authenticated mode oras logs in with oras login --registry-config,
+// into the same file every command reads its credentials from.
 func TestORASCLITagPagination(t *testing.T) {
 	t.Parallel()
-	srv := startBerth(t)
-	// oras reads credentials only from --registry-config, here an empty
-	// file of this test's, and keeps nothing else under the home
-	// directory; the push needs no files, so no working directory either.
+	forEachMode(t, testORASCLITagPagination)
+}
+
+func testORASCLITagPagination(t *testing.T, srv *registryUnderTest) {
+	env := clientEnv(t)
+	// With --registry-config oras reads credentials only from that file,
+	// here an empty one of this test's; the push needs no files, so no
+	// working directory either.
 	configDir := t.TempDir()
 	writeFiles(t, configDir, map[string][]byte{"config.json": []byte(`{"auths":{}}`)})
 	registryConfig := filepath.Join(configDir, "config.json")
 	oras := func(args ...string) string {
 		t.Helper()
-		return runClient(t, "oras", append(args, "--plain-http", "--registry-config", registryConfig)...)
+		return runClientIn(t, "", env, "oras", append(args, "--plain-http", "--registry-config", registryConfig)...)
 	}
+	srv.login(t, "", env, "oras", "login", "--plain-http", "--registry-config", registryConfig, "-u", srv.user, "--password-stdin", srv.Addr)
 
 	const count = 1050
 	tags := make([]string, count)
@@ -168,7 +186,7 @@ func TestORASCLITagPagination(t *testing.T) {
 	// Berth pages the list: the first page is full and links to the next.
 	ctx, cancel := context.WithTimeout(t.Context(), interopTimeout)
 	defer cancel()
-	client := &http.Client{Transport: newTransport(t)}
+	client := srv.httpClient(t)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v2/oras/many/tags/list", nil)
 	if err != nil {
 		t.Fatalf("tags request: %v", err)

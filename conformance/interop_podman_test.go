@@ -16,8 +16,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/berth-registry/berth/conformance/internal/berthtest"
 )
 
 // podman runs the podman binary with private storage (the vfs driver, which
@@ -31,12 +29,25 @@ type podman struct {
 	policy string
 }
 
-func newPodman(t *testing.T) *podman {
+// newPodman returns a podman with empty storage, logged in to srv with
+// podman login in authenticated mode. podman keeps the credentials in
+// $REGISTRY_AUTH_FILE, a file of the test's.
+func newPodman(t *testing.T, srv *registryUnderTest) *podman {
 	t.Helper()
-	dir := t.TempDir()
+	// podman refuses a run root longer than 50 characters, which a
+	// t.TempDir named after a subtest may exceed.
+	dir, err := os.MkdirTemp("", "berth-podman-")
+	if err != nil {
+		t.Fatalf("create podman directory: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove podman directory: %v", err)
+		}
+	})
 	root := filepath.Join(dir, "root")
 	runRoot := filepath.Join(dir, "run")
-	for _, d := range []string{root, runRoot, filepath.Join(dir, "home"), filepath.Join(dir, "xdg")} {
+	for _, d := range []string{root, runRoot, filepath.Join(dir, "xdg")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatalf("create %s: %v", d, err)
 		}
@@ -51,14 +62,13 @@ func newPodman(t *testing.T) *podman {
 	for name, content := range files {
 		writeTestFile(t, filepath.Join(dir, name), content)
 	}
-	return &podman{
+	p := &podman{
 		t: t,
-		env: append(offlineClientEnv(t),
+		env: append(clientEnv(t),
 			"CONTAINERS_REGISTRIES_CONF="+filepath.Join(dir, "registries.conf"),
 			"CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"),
 			"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"),
 			"REGISTRY_AUTH_FILE="+filepath.Join(dir, "auth.json"),
-			"HOME="+filepath.Join(dir, "home"),
 			"XDG_RUNTIME_DIR="+filepath.Join(dir, "xdg"),
 		),
 		global: []string{
@@ -71,6 +81,9 @@ func newPodman(t *testing.T) *podman {
 		},
 		policy: filepath.Join(dir, "policy.json"),
 	}
+	srv.login(t, "", p.env, "podman", append(slices.Clone(p.global),
+		"login", "--tls-verify=false", "-u", srv.user, "--password-stdin", srv.Addr)...)
+	return p
 }
 
 // run runs a podman command that must succeed and returns its output.
@@ -79,12 +92,22 @@ func (p *podman) run(args ...string) string {
 	return runClientIn(p.t, "", p.env, "podman", append(slices.Clone(p.global), args...)...)
 }
 
+// try runs a podman command that may fail.
+func (p *podman) try(args ...string) clientResult {
+	p.t.Helper()
+	return execClient(p.t, "", p.env, "podman", append(slices.Clone(p.global), args...)...)
+}
+
 // TestPodmanPullPush pulls an image from Berth with podman and pushes it
 // back to another repository, which must then hold a complete, readable
 // image with the same contents.
-func TestPodmanPullPush(t *testing.T) {
-	srv := berthtest.Start(t)
-	pm := newPodman(t)
+//
+// In authenticated mode podman logs in with podman login, and a push
+// with an empty auth file must fail.
+func TestPodmanPullPush(t *testing.T) { forEachMode(t, testPodmanPullPush) }
+
+func testPodmanPullPush(t *testing.T, srv *registryUnderTest) {
+	pm := newPodman(t, srv)
 	img := hostImage(t, false)
 	d := pushTestImage(t, srv, "podman/img:v1", img).String()
 	src := srv.Addr + "/podman/img:v1"
@@ -115,7 +138,7 @@ func TestPodmanPullPush(t *testing.T) {
 	}
 	// podman stores layers uncompressed and may compress them anew, so
 	// the manifest may differ; the config and layer contents may not.
-	compareContent(t, "image pushed by podman", pullImage(t, dst), img, false)
+	compareContent(t, "image pushed by podman", pullImage(t, srv, dst), img, false)
 	if got == d {
 		t.Logf("podman pushed the original manifest %s unchanged", d)
 	} else {
@@ -137,7 +160,7 @@ func TestPodmanPullPush(t *testing.T) {
 	if ct := hdr.Get("Content-Type"); ct != ocispec.MediaTypeImageManifest || len(m.Layers) != 1 || m.Layers[0].MediaType != ocispec.MediaTypeImageLayerZstd {
 		t.Errorf("podman push --format oci --compression-format zstd stored a %q manifest with layers %+v, want one %s layer", ct, m.Layers, ocispec.MediaTypeImageLayerZstd)
 	}
-	layers, err := pullImage(t, zstdRef).Layers()
+	layers, err := pullImage(t, srv, zstdRef).Layers()
 	if err != nil || len(layers) != 1 {
 		t.Fatalf("layers of %s: %d (err %v), want 1", zstdRef, len(layers), err)
 	}
@@ -163,10 +186,19 @@ func TestPodmanPullPush(t *testing.T) {
 	}
 
 	// And podman can pull what it pushed, into empty storage.
-	fresh := newPodman(t)
+	fresh := newPodman(t, srv)
 	fresh.run("pull", "--tls-verify=false", "--signature-policy", fresh.policy, dst)
 	if id2 := strings.TrimSpace(fresh.run("image", "inspect", "--format", "{{.Id}}", dst)); id2 != id {
 		t.Errorf("image id after pulling %s into empty storage = %s, want %s", dst, id2, id)
+	}
+
+	// Without the login, that is with an empty auth file, a push is
+	// refused.
+	if srv.auth() {
+		empty := filepath.Join(t.TempDir(), "auth.json")
+		writeTestFile(t, empty, `{"auths":{}}`)
+		srv.expectRefused(t, "podman push", pm.try("push", "--tls-verify=false", "--signature-policy", pm.policy,
+			"--authfile", empty, src, srv.Addr+"/podman/refused:v1"))
 	}
 }
 

@@ -2,7 +2,6 @@ package conformance_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"slices"
@@ -20,9 +19,16 @@ import (
 // TestRegctlCLI drives the regctl binary: it copies a multi-platform image
 // between repositories, lists and deletes tags, reads manifests, configs
 // and blobs, and puts and gets artifacts, one of them a referrer.
+//
+// In authenticated mode regctl logs in with regctl registry login, which
+// keeps the credentials in $REGCTL_CONFIG, and a regctl that has not logged
+// in must fail to push.
 func TestRegctlCLI(t *testing.T) {
 	t.Parallel()
-	srv := startBerth(t)
+	forEachMode(t, testRegctlCLI)
+}
+
+func testRegctlCLI(t *testing.T, srv *registryUnderTest) {
 	env := clientEnv(t)
 	work := t.TempDir()
 	regctl := func(args ...string) string {
@@ -31,6 +37,7 @@ func TestRegctlCLI(t *testing.T) {
 	}
 	// Plain HTTP for this registry only, in the private configuration.
 	regctl("registry", "set", "--tls", "disabled", srv.Addr)
+	srv.login(t, work, env, "regctl", "registry", "login", srv.Addr, "-u", srv.user, "--pass-stdin")
 
 	// Seed a multi-platform image with go-containerregistry.
 	platforms := []v1.Platform{
@@ -40,13 +47,11 @@ func TestRegctlCLI(t *testing.T) {
 	}
 	idx, images := randomIndex(t, platforms, types.OCIImageIndex, types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer)
 	want := mustDigest(t, idx)
-	ctx, cancel := context.WithTimeout(t.Context(), interopTimeout)
-	defer cancel()
 	src, err := name.ParseReference(srv.Addr+"/regctl/src:v1", name.Insecure)
 	if err != nil {
 		t.Fatalf("parse reference: %v", err)
 	}
-	if err := ggcrremote.WriteIndex(src, idx, ggcrremote.WithContext(ctx), ggcrremote.WithTransport(newTransport(t))); err != nil {
+	if err := ggcrremote.WriteIndex(src, idx, srv.remoteOptions(t)...); err != nil {
 		t.Fatalf("seed %s: %v", src, err)
 	}
 
@@ -112,6 +117,14 @@ func TestRegctlCLI(t *testing.T) {
 	payload := randomBytes(t, 200_000)
 	writeFiles(t, work, map[string][]byte{"payload.bin": payload})
 	art := srv.Addr + "/regctl/artifact:v1"
+	if srv.auth() {
+		// A regctl that has not logged in (plain HTTP set, no user) cannot
+		// push.
+		anon := clientEnv(t)
+		runClientIn(t, work, anon, "regctl", "registry", "set", "--tls", "disabled", srv.Addr)
+		srv.expectRefused(t, "regctl artifact put", execClient(t, work, anon, "regctl", "artifact", "put",
+			"--artifact-type", artifactType, "--file", "payload.bin", srv.Addr+"/regctl/refused:v1"))
+	}
 	regctl("artifact", "put", "--artifact-type", artifactType,
 		"--file", "payload.bin", "--file-media-type", "application/vnd.berth.test.payload",
 		"--annotation", "org.example.kind=payload", art)

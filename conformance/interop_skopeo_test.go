@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -27,8 +26,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	godigest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/berth-registry/berth/conformance/internal/berthtest"
 )
 
 // This file holds the skopeo tests and the helpers shared by every
@@ -36,14 +33,20 @@ import (
 
 // skopeo runs the skopeo binary with a private trust policy, registries.d,
 // auth file and temporary directory, so that nothing depends on the
-// machine's /etc/containers configuration.
+// machine's /etc/containers configuration. With creds set it gives them on
+// every command that talks to a registry, the way users of an
+// authenticated registry run skopeo: --creds, or --src-creds and
+// --dest-creds for copy.
 type skopeo struct {
 	t      *testing.T
 	env    []string
 	global []string
+	creds  string
 }
 
-func newSkopeo(t *testing.T) *skopeo {
+// newSkopeo returns a skopeo that passes creds ("user:password"; none if
+// empty).
+func newSkopeo(t *testing.T, creds string) *skopeo {
 	t.Helper()
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.json")
@@ -54,15 +57,14 @@ func newSkopeo(t *testing.T) *skopeo {
 	writeTestFile(t, registriesConf, "unqualified-search-registries = []\n")
 	registriesD := filepath.Join(dir, "registries.d")
 	tmp := filepath.Join(dir, "tmp")
-	for _, d := range []string{registriesD, tmp, filepath.Join(dir, "home"), filepath.Join(dir, "run")} {
+	for _, d := range []string{registriesD, tmp, filepath.Join(dir, "run")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatalf("create %s: %v", d, err)
 		}
 	}
-	env := append(offlineClientEnv(t),
+	env := append(clientEnv(t),
 		"REGISTRY_AUTH_FILE="+authFile,
 		"CONTAINERS_REGISTRIES_CONF="+registriesConf,
-		"HOME="+filepath.Join(dir, "home"),
 		"XDG_RUNTIME_DIR="+filepath.Join(dir, "run"),
 	)
 	global := []string{
@@ -71,27 +73,48 @@ func newSkopeo(t *testing.T) *skopeo {
 		"--tmpdir", tmp,
 		"--command-timeout", interopTimeout.String(),
 	}
-	return &skopeo{t: t, env: env, global: global}
+	return &skopeo{t: t, env: env, global: global, creds: creds}
 }
 
 // run runs a skopeo command that must succeed and returns its output.
 func (s *skopeo) run(args ...string) string {
 	s.t.Helper()
-	return runClientIn(s.t, "", s.env, "skopeo", append(slices.Clone(s.global), args...)...)
+	return runClientIn(s.t, "", s.env, "skopeo", s.args(args)...)
 }
 
 // try runs a skopeo command that may fail.
 func (s *skopeo) try(args ...string) clientResult {
 	s.t.Helper()
-	return execClient(s.t, "", s.env, "skopeo", append(slices.Clone(s.global), args...)...)
+	return execClient(s.t, "", s.env, "skopeo", s.args(args)...)
+}
+
+// args puts the global options before a command and the credentials after
+// its name: for copy, --src-creds and --dest-creds for whichever of the
+// source and destination (the last two arguments) is a registry.
+func (s *skopeo) args(args []string) []string {
+	all := append(slices.Clone(s.global), args[0])
+	if s.creds != "" {
+		if n := len(args); args[0] == "copy" && n >= 3 {
+			if strings.HasPrefix(args[n-2], "docker://") {
+				all = append(all, "--src-creds", s.creds)
+			}
+			if strings.HasPrefix(args[n-1], "docker://") {
+				all = append(all, "--dest-creds", s.creds)
+			}
+		} else if args[0] != "copy" {
+			all = append(all, "--creds", s.creds)
+		}
+	}
+	return append(all, args[1:]...)
 }
 
 // TestSkopeoCopyDockerArchive copies a docker-archive tarball into Berth
 // with skopeo, then copies it back out into an OCI layout, and checks that
 // config and layer contents survive both trips.
-func TestSkopeoCopyDockerArchive(t *testing.T) {
-	srv := berthtest.Start(t)
-	sk := newSkopeo(t)
+func TestSkopeoCopyDockerArchive(t *testing.T) { forEachMode(t, testSkopeoCopyDockerArchive) }
+
+func testSkopeoCopyDockerArchive(t *testing.T, srv *registryUnderTest) {
+	sk := newSkopeo(t, srv.basicAuth())
 	img := hostImage(t, false)
 
 	archive := filepath.Join(t.TempDir(), "img.tar")
@@ -107,7 +130,7 @@ func TestSkopeoCopyDockerArchive(t *testing.T) {
 
 	// What Berth now holds has the archive's config and layer contents;
 	// skopeo may have recompressed the layers on the way.
-	pushed := pullImage(t, ref)
+	pushed := pullImage(t, srv, ref)
 	compareContent(t, "skopeo/img:v1 in Berth", pushed, img, false)
 
 	out := filepath.Join(t.TempDir(), "out")
@@ -115,14 +138,19 @@ func TestSkopeoCopyDockerArchive(t *testing.T) {
 	// skopeo converts to an OCI manifest for the layout, but the blobs
 	// must be the very bytes Berth served.
 	compareContent(t, "OCI layout copied from Berth", layoutImage(t, out, "v1"), pushed, true)
+
+	// Without --dest-creds the same copy is refused.
+	srv.expectRefused(t, "skopeo copy", newSkopeo(t, "").try("copy", "--dest-tls-verify=false",
+		"docker-archive:"+archive, "docker://"+srv.Addr+"/skopeo/refused:v1"))
 }
 
 // TestSkopeoCopyOCILayout copies an OCI layout into Berth and back with
 // --preserve-digests: the manifest digest must survive, and every blob must
 // be byte-identical.
-func TestSkopeoCopyOCILayout(t *testing.T) {
-	srv := berthtest.Start(t)
-	sk := newSkopeo(t)
+func TestSkopeoCopyOCILayout(t *testing.T) { forEachMode(t, testSkopeoCopyOCILayout) }
+
+func testSkopeoCopyOCILayout(t *testing.T, srv *registryUnderTest) {
+	sk := newSkopeo(t, srv.basicAuth())
 	img := hostImage(t, true)
 
 	src := filepath.Join(t.TempDir(), "src")
@@ -140,7 +168,7 @@ func TestSkopeoCopyOCILayout(t *testing.T) {
 	if got := manifestDigest(t, srv, "skopeo/oci", "v1"); got != want.String() {
 		t.Errorf("Berth's digest for skopeo/oci:v1 = %s, want %s", got, want)
 	}
-	compareImage(t, "skopeo/oci:v1 in Berth", pullImage(t, ref), img)
+	compareImage(t, "skopeo/oci:v1 in Berth", pullImage(t, srv, ref), img)
 
 	out := filepath.Join(t.TempDir(), "out")
 	sk.run("copy", "--preserve-digests", "--src-tls-verify=false", "docker://"+ref, "oci:"+out+":v1")
@@ -150,9 +178,10 @@ func TestSkopeoCopyOCILayout(t *testing.T) {
 // TestSkopeoCopyMultiPlatform copies an image index from one repository
 // of Berth to another with skopeo copy --all --preserve-digests: the index
 // and every image in it must keep their digests.
-func TestSkopeoCopyMultiPlatform(t *testing.T) {
-	srv := berthtest.Start(t)
-	sk := newSkopeo(t)
+func TestSkopeoCopyMultiPlatform(t *testing.T) { forEachMode(t, testSkopeoCopyMultiPlatform) }
+
+func testSkopeoCopyMultiPlatform(t *testing.T, srv *registryUnderTest) {
+	sk := newSkopeo(t, srv.basicAuth())
 	platforms := []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64", Variant: "v8"}}
 	_, images := randomIndex(t, platforms, types.OCIImageIndex, types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer)
 
@@ -194,7 +223,7 @@ func TestSkopeoCopyMultiPlatform(t *testing.T) {
 	}
 	for _, pi := range images {
 		d := mustDigest(t, pi.img)
-		compareImage(t, "copied image for "+pi.platform.String(), pullImage(t, srv.Addr+"/skopeo/copy@"+d.String()), pi.img)
+		compareImage(t, "copied image for "+pi.platform.String(), pullImage(t, srv, srv.Addr+"/skopeo/copy@"+d.String()), pi.img)
 	}
 }
 
@@ -210,9 +239,10 @@ type skopeoInspect struct {
 
 // TestSkopeoInspectListTagsDelete checks skopeo inspect and list-tags
 // against what was pushed, then deletes a manifest with skopeo delete.
-func TestSkopeoInspectListTagsDelete(t *testing.T) {
-	srv := berthtest.Start(t)
-	sk := newSkopeo(t)
+func TestSkopeoInspectListTagsDelete(t *testing.T) { forEachMode(t, testSkopeoInspectListTagsDelete) }
+
+func testSkopeoInspectListTagsDelete(t *testing.T, srv *registryUnderTest) {
+	sk := newSkopeo(t, srv.basicAuth())
 	repo := "skopeo/img"
 	first := hostImage(t, false)
 	second := hostImage(t, true)
@@ -291,44 +321,6 @@ func TestSkopeoInspectListTagsDelete(t *testing.T) {
 
 // ---- Helpers shared by the real-client tests in interop_*_test.go. ----
 
-// offlineClientEnv returns environment variables that send every HTTP
-// request a client makes to a host other than loopback through a local
-// tripwire proxy, which refuses it. Berth on 127.0.0.1 is never proxied.
-// The test fails if a client tried to reach an outside host, so a client
-// that would silently contact the Internet is caught at once instead of
-// hanging, or passing only on a machine with network access.
-func offlineClientEnv(t *testing.T) []string {
-	t.Helper()
-	var (
-		mu    sync.Mutex
-		tried []string
-	)
-	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		tried = append(tried, r.Method+" "+r.Host)
-		mu.Unlock()
-		http.Error(w, "Berth's interoperability tests must not reach outside hosts", http.StatusForbidden)
-	})}
-	ln := listenLoopback(t)
-	go func() { _ = proxy.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = proxy.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		if len(tried) > 0 {
-			t.Errorf("a client tried to reach outside hosts (refused by the test's proxy): %q", tried)
-		}
-	})
-	url := "http://" + ln.Addr().String()
-	const noProxy = "127.0.0.1,localhost,::1"
-	return []string{
-		"HTTP_PROXY=" + url, "http_proxy=" + url,
-		"HTTPS_PROXY=" + url, "https_proxy=" + url,
-		"NO_PROXY=" + noProxy, "no_proxy=" + noProxy,
-		"ALL_PROXY=", "all_proxy=",
-	}
-}
-
 // writeTestFile writes a file a client reads, failing the test on error.
 func writeTestFile(t *testing.T, path, content string) {
 	t.Helper()
@@ -351,13 +343,6 @@ func hostImage(t *testing.T, oci bool) v1.Image {
 	return images[0].img
 }
 
-// ggcrOptions are go-containerregistry options for one test's traffic.
-func ggcrOptions(t *testing.T) []ggcrremote.Option {
-	ctx, cancel := context.WithTimeout(context.Background(), interopTimeout)
-	t.Cleanup(cancel)
-	return []ggcrremote.Option{ggcrremote.WithContext(ctx), ggcrremote.WithTransport(newTransport(t))}
-}
-
 func parseRef(t *testing.T, ref string) name.Reference {
 	t.Helper()
 	r, err := name.ParseReference(ref, name.Insecure)
@@ -369,10 +354,10 @@ func parseRef(t *testing.T, ref string) name.Reference {
 
 // pushTestImage pushes img to repo:tag on srv with go-containerregistry and
 // returns its digest.
-func pushTestImage(t *testing.T, srv *berthtest.Server, repoTag string, img v1.Image) v1.Hash {
+func pushTestImage(t *testing.T, srv *registryUnderTest, repoTag string, img v1.Image) v1.Hash {
 	t.Helper()
 	ref := parseRef(t, srv.Addr+"/"+repoTag)
-	if err := ggcrremote.Write(ref, img, ggcrOptions(t)...); err != nil {
+	if err := ggcrremote.Write(ref, img, srv.remoteOptions(t)...); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 	return mustDigest(t, img)
@@ -380,19 +365,19 @@ func pushTestImage(t *testing.T, srv *berthtest.Server, repoTag string, img v1.I
 
 // pushTestIndex pushes idx and its images to repo:tag on srv with
 // go-containerregistry and returns its digest.
-func pushTestIndex(t *testing.T, srv *berthtest.Server, repoTag string, idx v1.ImageIndex) v1.Hash {
+func pushTestIndex(t *testing.T, srv *registryUnderTest, repoTag string, idx v1.ImageIndex) v1.Hash {
 	t.Helper()
 	ref := parseRef(t, srv.Addr+"/"+repoTag)
-	if err := ggcrremote.WriteIndex(ref, idx, ggcrOptions(t)...); err != nil {
+	if err := ggcrremote.WriteIndex(ref, idx, srv.remoteOptions(t)...); err != nil {
 		t.Fatalf("push %s: %v", ref, err)
 	}
 	return mustDigest(t, idx)
 }
 
 // pullImage reads an image from Berth with go-containerregistry.
-func pullImage(t *testing.T, ref string) v1.Image {
+func pullImage(t *testing.T, srv *registryUnderTest, ref string) v1.Image {
 	t.Helper()
-	img, err := ggcrremote.Image(parseRef(t, ref), ggcrOptions(t)...)
+	img, err := ggcrremote.Image(parseRef(t, ref), srv.remoteOptions(t)...)
 	if err != nil {
 		t.Fatalf("pull %s: %v", ref, err)
 	}
@@ -535,7 +520,7 @@ var manifestAccept = strings.Join([]string{
 // berthGet fetches path from srv over HTTP (manifests with every manifest
 // media type accepted) and returns the response headers and body, failing
 // the test unless the status is 200.
-func berthGet(t *testing.T, srv *berthtest.Server, path string) (http.Header, []byte) {
+func berthGet(t *testing.T, srv *registryUnderTest, path string) (http.Header, []byte) {
 	t.Helper()
 	resp, body := berthDo(t, srv, http.MethodGet, path)
 	if resp.StatusCode != http.StatusOK {
@@ -546,7 +531,7 @@ func berthGet(t *testing.T, srv *berthtest.Server, path string) (http.Header, []
 
 // berthPutManifest uploads a raw manifest to repo:reference on srv and
 // returns the digest Berth reports for it.
-func berthPutManifest(t *testing.T, srv *berthtest.Server, repo, reference, mediaType string, body []byte) string {
+func berthPutManifest(t *testing.T, srv *registryUnderTest, repo, reference, mediaType string, body []byte) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), interopTimeout)
 	defer cancel()
@@ -556,7 +541,7 @@ func berthPutManifest(t *testing.T, srv *berthtest.Server, repo, reference, medi
 		t.Fatalf("PUT %s: %v", path, err)
 	}
 	req.Header.Set("Content-Type", mediaType)
-	resp, err := (&http.Client{Transport: newTransport(t)}).Do(req)
+	resp, err := srv.httpClient(t).Do(req)
 	if err != nil {
 		t.Fatalf("PUT %s: %v", path, err)
 	}
@@ -573,13 +558,13 @@ func berthPutManifest(t *testing.T, srv *berthtest.Server, repo, reference, medi
 }
 
 // berthStatus sends one request to srv and returns the status code.
-func berthStatus(t *testing.T, srv *berthtest.Server, method, path string) int {
+func berthStatus(t *testing.T, srv *registryUnderTest, method, path string) int {
 	t.Helper()
 	resp, _ := berthDo(t, srv, method, path)
 	return resp.StatusCode
 }
 
-func berthDo(t *testing.T, srv *berthtest.Server, method, path string) (*http.Response, []byte) {
+func berthDo(t *testing.T, srv *registryUnderTest, method, path string) (*http.Response, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), interopTimeout)
 	defer cancel()
@@ -588,7 +573,7 @@ func berthDo(t *testing.T, srv *berthtest.Server, method, path string) (*http.Re
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	req.Header.Set("Accept", manifestAccept)
-	resp, err := (&http.Client{Transport: newTransport(t)}).Do(req)
+	resp, err := srv.httpClient(t).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -601,7 +586,7 @@ func berthDo(t *testing.T, srv *berthtest.Server, method, path string) (*http.Re
 }
 
 // manifestDigest returns the digest Berth reports for repo:reference.
-func manifestDigest(t *testing.T, srv *berthtest.Server, repo, reference string) string {
+func manifestDigest(t *testing.T, srv *registryUnderTest, repo, reference string) string {
 	t.Helper()
 	resp, body := berthDo(t, srv, http.MethodHead, "/v2/"+repo+"/manifests/"+reference)
 	if resp.StatusCode != http.StatusOK {
@@ -612,7 +597,7 @@ func manifestDigest(t *testing.T, srv *berthtest.Server, repo, reference string)
 
 // checkBlob fetches a blob from repo and checks that its content hashes to
 // its digest; it returns the content.
-func checkBlob(t *testing.T, srv *berthtest.Server, repo, digest string) []byte {
+func checkBlob(t *testing.T, srv *registryUnderTest, repo, digest string) []byte {
 	t.Helper()
 	_, body := berthGet(t, srv, "/v2/"+repo+"/blobs/"+digest)
 	if sum := sha256.Sum256(body); "sha256:"+hex.EncodeToString(sum[:]) != digest {
@@ -625,7 +610,7 @@ func checkBlob(t *testing.T, srv *berthtest.Server, repo, digest string) []byte 
 // every manifest an index names and every blob a manifest names, checking
 // that each is readable in repo and hashes to its digest. It returns the
 // digest of the top manifest.
-func checkManifestTree(t *testing.T, srv *berthtest.Server, repo, reference string) string {
+func checkManifestTree(t *testing.T, srv *registryUnderTest, repo, reference string) string {
 	t.Helper()
 	hdr, body := berthGet(t, srv, "/v2/"+repo+"/manifests/"+reference)
 	d := hdr.Get("Docker-Content-Digest")

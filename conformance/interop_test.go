@@ -30,8 +30,6 @@ import (
 	"oras.land/oras-go/v2/content/memory"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
-
-	"github.com/berth-registry/berth/conformance/internal/berthtest"
 )
 
 // interopTimeout bounds each interop test's registry traffic.
@@ -40,12 +38,15 @@ const interopTimeout = 2 * time.Minute
 // TestGGCRMultiPlatform pushes multi-platform images with go-containerregistry
 // (an OCI image index and a Docker manifest list) and checks that pulling them
 // back yields identical manifests and byte-identical layers.
-func TestGGCRMultiPlatform(t *testing.T) {
-	srv := berthtest.Start(t)
-	tr := newTransport(t)
+//
+// In authenticated mode go-containerregistry is given the credentials with
+// remote.WithAuth, and a push without them must fail.
+func TestGGCRMultiPlatform(t *testing.T) { forEachMode(t, testGGCRMultiPlatform) }
+
+func testGGCRMultiPlatform(t *testing.T, srv *registryUnderTest) {
 	ctx, cancel := context.WithTimeout(t.Context(), interopTimeout)
 	defer cancel()
-	opts := []ggcrremote.Option{ggcrremote.WithContext(ctx), ggcrremote.WithTransport(tr)}
+	opts := srv.remoteOptions(t)
 
 	platforms := []v1.Platform{
 		{OS: "linux", Architecture: "amd64"},
@@ -168,6 +169,16 @@ func TestGGCRMultiPlatform(t *testing.T) {
 	}
 	if len(page) != 1 || !slices.Contains(repos, page[0]) {
 		t.Errorf("catalog page with n=1 = %q, want one of %q", page, repos)
+	}
+
+	if srv.auth() {
+		idx, _ := randomIndex(t, platforms[:1], types.OCIImageIndex, types.OCIManifestSchema1, types.OCIConfigJSON, types.OCILayer)
+		ref, err := name.ParseReference(srv.Addr+"/interop/refused:v1", name.Insecure)
+		if err != nil {
+			t.Fatalf("parse reference: %v", err)
+		}
+		srv.expectRefusedErr(t, "go-containerregistry push",
+			ggcrremote.WriteIndex(ref, idx, ggcrremote.WithContext(ctx), ggcrremote.WithTransport(newTransport(t))))
 	}
 }
 
@@ -297,8 +308,12 @@ func readLayer(t *testing.T, l v1.Layer) []byte {
 
 // TestORASArtifact pushes an OCI 1.1 artifact with oras-go, copies it back,
 // and checks contents, artifactType, annotations and the referrers API.
-func TestORASArtifact(t *testing.T) {
-	srv := berthtest.Start(t)
+//
+// In authenticated mode oras-go's auth.Client is given the credentials with
+// auth.StaticCredential, and a push without them must fail.
+func TestORASArtifact(t *testing.T) { forEachMode(t, testORASArtifact) }
+
+func testORASArtifact(t *testing.T, srv *registryUnderTest) {
 	client := &http.Client{Transport: newTransport(t)}
 	ctx, cancel := context.WithTimeout(t.Context(), interopTimeout)
 	defer cancel()
@@ -347,14 +362,25 @@ func TestORASArtifact(t *testing.T) {
 		t.Fatalf("tag in memory: %v", err)
 	}
 
-	newRepo := func() *remote.Repository {
+	newRepoAs := func(cred auth.CredentialFunc) *remote.Repository {
 		repo, err := remote.NewRepository(srv.Addr + "/" + repoName)
 		if err != nil {
 			t.Fatalf("new repository: %v", err)
 		}
 		repo.PlainHTTP = true
-		repo.Client = &auth.Client{Client: client}
+		repo.Client = &auth.Client{Client: client, Cache: auth.NewCache(), Credential: cred}
 		return repo
+	}
+	var cred auth.CredentialFunc
+	if srv.auth() {
+		cred = auth.StaticCredential(srv.Addr, auth.Credential{Username: srv.user, Password: srv.pass})
+	}
+	newRepo := func() *remote.Repository { return newRepoAs(cred) }
+
+	// Without credentials the push is refused.
+	if srv.auth() {
+		_, err := oras.Copy(ctx, src, tag, newRepoAs(nil), tag, oras.DefaultCopyOptions)
+		srv.expectRefusedErr(t, "oras-go push", err)
 	}
 
 	// Push with a repository of unknown referrers capability, as a real
@@ -475,7 +501,7 @@ func TestORASArtifact(t *testing.T) {
 	if len(sboms) != 1 || sboms[0].Digest != referrers[sbomType].Digest || sboms[0].ArtifactType != sbomType {
 		t.Errorf("referrers filtered by %s = %v, want only %s", sbomType, sboms, referrers[sbomType].Digest)
 	}
-	checkReferrersFilter(ctx, t, client, srv.URL+"/v2/"+repoName+"/referrers/"+manifestDesc.Digest.String(), sbomType, referrers[sbomType].Digest)
+	checkReferrersFilter(ctx, t, srv.httpClient(t), srv.URL+"/v2/"+repoName+"/referrers/"+manifestDesc.Digest.String(), sbomType, referrers[sbomType].Digest)
 
 	// The registry handles subjects itself (OCI-Subject), so oras must not
 	// have created a fallback referrers tag.
