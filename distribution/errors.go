@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"syscall"
 
 	"github.com/berth-registry/berth/storage"
 )
@@ -89,6 +90,10 @@ func asError(err error) *Error {
 	}
 	code, status := codeFor(err)
 	if code == CodeUnknown {
+		// The cause is logged, not shown: it may name paths on the server.
+		if errors.Is(err, syscall.ENOSPC) {
+			return &Error{Code: CodeUnknown, Message: "insufficient storage", Status: http.StatusInsufficientStorage}
+		}
 		return &Error{Code: CodeUnknown, Message: "internal error"}
 	}
 	return &Error{Code: code, Message: err.Error(), Detail: detail, Status: status}

@@ -38,8 +38,15 @@ type env struct {
 // when the test ends.
 func newEnv(t *testing.T, opts distribution.Options) *env {
 	t.Helper()
+	return newEnvWithStore(t, opts, storage.Options{})
+}
+
+// newEnvWithStore is newEnv with the store's own options, for instance a
+// file system that fails on demand.
+func newEnvWithStore(t *testing.T, opts distribution.Options, sopts storage.Options) *env {
+	t.Helper()
 	dir := t.TempDir()
-	store, err := storage.Open(context.Background(), dir, storage.Options{})
+	store, err := storage.Open(context.Background(), dir, sopts)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

@@ -82,12 +82,12 @@ func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.
 		return BlobInfo{}, err
 	}
 	if got != d {
-		_ = os.Remove(path)
+		_ = s.removeFile(path)
 		return BlobInfo{}, detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "content hashes to %s", got)
 	}
 	info := BlobInfo{Digest: d, Size: n}
 	if err := s.commitBlob(repo, path, info, nil); err != nil {
-		_ = os.Remove(path)
+		_ = s.removeFile(path)
 		return BlobInfo{}, err
 	}
 	return info, nil

@@ -58,7 +58,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, b
 	if err != nil {
 		return err
 	}
-	defer func() { _ = removeFile(path) }() // a no-op once moved into place
+	defer func() { _ = s.removeFile(path) }() // a no-op once moved into place
 	rec := manifestRecord{
 		MediaType:    m.MediaType,
 		Size:         int64(len(body)),

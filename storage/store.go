@@ -26,11 +26,15 @@ type Options struct {
 	// OpenTimeout bounds the wait for the index file lock held by another
 	// process. Zero means one second.
 	OpenTimeout time.Duration
+	// FS is the file system content is written through; nil means the
+	// operating system's.
+	FS FS
 }
 
 // Store is the blob store and its index. It is safe for concurrent use.
 type Store struct {
 	root     string
+	fs       FS
 	db       *bolt.DB
 	log      *slog.Logger
 	sessions *sessionTable
@@ -83,7 +87,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("initialise index: %w", err)
 	}
-	s := &Store{root: dir, db: db, log: log, sessions: newSessionTable()}
+	fsys := opts.FS
+	if fsys == nil {
+		fsys = osFS{}
+	}
+	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable()}
 	log.DebugContext(ctx, "store opened", "dir", dir)
 	return s, nil
 }
@@ -135,8 +143,8 @@ func validDigest(d digest.Digest) error {
 
 // tempFile creates a file for content in flight under the store's tmp
 // directory, on the same filesystem as the blobs so it can be renamed.
-func (s *Store) tempFile() (*os.File, error) {
-	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "content-*")
+func (s *Store) tempFile() (File, error) {
+	f, err := s.fs.CreateTemp(filepath.Join(s.root, "tmp"), "content-*")
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file: %w", err)
 	}
@@ -148,34 +156,31 @@ func (s *Store) tempFile() (*os.File, error) {
 // never changes, so the existing copy is as good.
 func (s *Store) place(tmpPath string, d digest.Digest) error {
 	dst := s.blobPath(d)
-	if _, err := os.Stat(dst); err == nil {
-		return removeFile(tmpPath)
-	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("create blob directory: %w", err)
+	if _, err := os.Stat(dst); err == nil {
+		if err := s.removeFile(tmpPath); err != nil {
+			return err
+		}
+	} else {
+		if err := s.fs.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create blob directory: %w", err)
+		}
+		if err := s.fs.Rename(tmpPath, dst); err != nil {
+			return fmt.Errorf("move blob into place: %w", err)
+		}
 	}
-	if err := os.Rename(tmpPath, dst); err != nil {
-		return fmt.Errorf("move blob into place: %w", err)
-	}
-	return syncDir(dir)
-}
-
-func removeFile(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", filepath.Base(path), err)
+	// Sync the directory even when the file was already there: an earlier
+	// attempt may have renamed it and then failed to sync.
+	if err := s.fs.SyncDir(dir); err != nil {
+		return fmt.Errorf("sync blob directory: %w", err)
 	}
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory for sync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory: %w", err)
+// removeFile removes a file; one already gone is fine.
+func (s *Store) removeFile(path string) error {
+	if err := s.fs.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", filepath.Base(path), err)
 	}
 	return nil
 }
@@ -191,7 +196,7 @@ func (s *Store) writeContent(ctx context.Context, r io.Reader, alg digest.Algori
 	defer func() {
 		if err != nil {
 			_ = f.Close()
-			_ = os.Remove(f.Name())
+			_ = s.fs.Remove(f.Name())
 		}
 	}()
 	h := alg.Hash()

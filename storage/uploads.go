@@ -81,7 +81,7 @@ func (s *Store) StartUpload(ctx context.Context, repo string, alg digest.Algorit
 	if err != nil {
 		return UploadInfo{}, err
 	}
-	f, err := os.OpenFile(s.uploadPath(id), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := s.fs.OpenFile(s.uploadPath(id), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return UploadInfo{}, fmt.Errorf("create upload file: %w", err)
 	}
@@ -93,7 +93,7 @@ func (s *Store) StartUpload(ctx context.Context, repo string, alg digest.Algorit
 		return putJSON(tx.Bucket(bucketUploads), []byte(id), rec)
 	})
 	if err != nil {
-		_ = os.Remove(s.uploadPath(id))
+		_ = s.removeFile(s.uploadPath(id))
 		return UploadInfo{}, fmt.Errorf("record upload: %w", err)
 	}
 	s.sessions.mu.Lock()
@@ -200,7 +200,7 @@ func (s *Store) appendLocked(ctx context.Context, id string, sess *session, star
 	if err != nil {
 		return fmt.Errorf("save hash state: %w", err)
 	}
-	f, err := os.OpenFile(s.uploadPath(id), os.O_WRONLY, 0)
+	f, err := s.fs.OpenFile(s.uploadPath(id), os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("open upload %s: %w", id, err)
 	}
@@ -264,7 +264,7 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, d digest.Dige
 		return BlobInfo{}, detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "upload hashes to %s", got)
 	}
 	path := s.uploadPath(id)
-	if err := syncFile(path); err != nil {
+	if err := s.syncFile(path); err != nil {
 		return BlobInfo{}, err
 	}
 	info := BlobInfo{Digest: d, Size: sess.offset}
@@ -272,14 +272,21 @@ func (s *Store) CommitUpload(ctx context.Context, repo, id string, d digest.Dige
 		return tx.Bucket(bucketUploads).Delete([]byte(id))
 	})
 	if err != nil {
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			// The content moved into place before the failure, so the
+			// session has nothing left to resume: end it rather than leave
+			// a record without its file. The placed file is complete and
+			// verified; a later push of the same content records it.
+			_ = s.endLocked(id, sess)
+		}
 		return BlobInfo{}, err
 	}
 	s.forget(id, sess)
 	return info, nil
 }
 
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+func (s *Store) syncFile(path string) error {
+	f, err := s.fs.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open for sync: %w", err)
 	}
@@ -309,7 +316,7 @@ func (s *Store) endLocked(id string, sess *session) error {
 		return fmt.Errorf("delete upload record: %w", err)
 	}
 	s.forget(id, sess)
-	if err := os.Remove(s.uploadPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := s.removeFile(s.uploadPath(id)); err != nil {
 		return fmt.Errorf("remove upload file: %w", err)
 	}
 	return nil
