@@ -392,3 +392,17 @@ func TestRefreshToken(t *testing.T) {
 		t.Fatalf("access token as refresh token: status %d", resp3.StatusCode)
 	}
 }
+
+func TestTokenRequestBodyLimit(t *testing.T) {
+	f := newFixture(t)
+	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-secret"},
+		"scope": {strings.Repeat("repository:team-a/app:pull ", 4000)}}
+	resp, err := http.PostForm(f.srv.URL+TokenPath, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a 100 KiB token request: status %d, want 400", resp.StatusCode)
+	}
+}

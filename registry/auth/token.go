@@ -27,6 +27,9 @@ type RobotVerifier interface {
 // told apart from one without a lookup.
 const RobotSecretPrefix = "berth_"
 
+// maxTokenRequest bounds the body of a token request.
+const maxTokenRequest = 64 << 10
+
 // refreshLifetime is how long a refresh token lasts.
 const refreshLifetime = 24 * time.Hour
 
@@ -47,6 +50,7 @@ type tokenResponse struct {
 // carrying the granted subset of the scopes asked for.
 func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 	now := a.now()
+	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
 	if err := r.ParseForm(); err != nil {
 		a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", "malformed token request")
 		return
