@@ -125,27 +125,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		// Nothing to reload: a SIGHUP must not stop the server.
 		signal.Ignore(syscall.SIGHUP)
 	} else {
-		wctx, stopWatch := context.WithCancel(ctx)
-		watchDone := make(chan struct{})
-		go func() {
-			defer close(watchDone)
-			s.watchAuth(wctx)
-		}()
-		defer func() {
-			stopWatch()
-			<-watchDone
-		}()
+		defer background(ctx, s.watchAuth)()
 	}
-	jctx, stopJanitor := context.WithCancel(ctx)
-	janitorDone := make(chan struct{})
-	go func() {
-		defer close(janitorDone)
-		s.expireUploads(jctx)
-	}()
-	defer func() {
-		stopJanitor()
-		<-janitorDone
-	}()
+	defer background(ctx, s.expireUploads)()
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
@@ -162,6 +144,21 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.log.InfoContext(ctx, "stopped")
 	return nil
+}
+
+// background runs fn in a goroutine with a context of its own; the
+// returned stop cancels that context and waits for fn to return.
+func background(ctx context.Context, fn func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // expireUploads removes idle upload sessions until ctx is done. It looks
