@@ -44,7 +44,10 @@ ADDR ?= 127.0.0.1:5000
 DATA ?= ./data
 ARGS ?=
 
-.PHONY: all build run tools clients debs lint test test-unit test-conformance clean
+# "make fuzz" runs each fuzz target for this long, e.g. make fuzz FUZZTIME=5m.
+FUZZTIME ?= 30s
+
+.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz clean
 
 all: test
 
@@ -108,6 +111,17 @@ test-unit:
 
 test-conformance: build tools clients
 	$(conformance-tests)
+
+# "go test -fuzz" takes one target per run. The seed corpora (f.Add and
+# testdata/fuzz) already run as plain tests in "make test".
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./storage/manifest/
+	$(GO) test -run '^$$' -fuzz '^FuzzUploadStateMachine$$' -fuzztime $(FUZZTIME) ./storage/
+	$(GO) test -run '^$$' -fuzz '^FuzzName$$' -fuzztime $(FUZZTIME) ./distribution/
+	$(GO) test -run '^$$' -fuzz '^FuzzTag$$' -fuzztime $(FUZZTIME) ./distribution/
+	$(GO) test -run '^$$' -fuzz '^FuzzReference$$' -fuzztime $(FUZZTIME) ./distribution/
+	$(GO) test -run '^$$' -fuzz '^FuzzContentRange$$' -fuzztime $(FUZZTIME) ./distribution/
+	$(GO) test -run '^$$' -fuzz '^FuzzRange$$' -fuzztime $(FUZZTIME) ./distribution/
 
 clean:
 	rm -rf $(BIN) $(RESULTS)

@@ -3,6 +3,7 @@ package distribution
 import (
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -51,7 +52,9 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 
 // satisfiable reports whether a Range header is well formed and names at
 // least one range inside a blob of size bytes, which is when ServeContent
-// answers 206 rather than 416.
+// answers 206 rather than 416. It reads the header as ServeContent does
+// (trimming ASCII white space only, refusing a negative suffix-length), so
+// that ServeContent serves every range it passes.
 func satisfiable(header string, size int64) bool {
 	spec, ok := strings.CutPrefix(header, "bytes=")
 	if !ok {
@@ -59,7 +62,7 @@ func satisfiable(header string, size int64) bool {
 	}
 	any := false
 	for _, part := range strings.Split(spec, ",") {
-		part = strings.TrimSpace(part)
+		part = textproto.TrimString(part)
 		if part == "" {
 			continue
 		}
@@ -67,10 +70,12 @@ func satisfiable(header string, size int64) bool {
 		if !ok {
 			return false
 		}
-		first, last = strings.TrimSpace(first), strings.TrimSpace(last)
+		first, last = textproto.TrimString(first), textproto.TrimString(last)
 		if first == "" {
+			// A negative suffix-length, "-0" included, is refused as
+			// ServeContent refuses it.
 			n, err := strconv.ParseInt(last, 10, 64)
-			if err != nil || n < 0 {
+			if err != nil || strings.HasPrefix(last, "-") {
 				return false
 			}
 			any = any || (n > 0 && size > 0)

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"regexp"
 	"strings"
@@ -91,7 +92,9 @@ func Parse(contentType string, body []byte) (*Manifest, error) {
 	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("%w: body is not valid JSON: %v", ErrInvalid, err)
 	}
-	if dec.More() {
+	// Anything but white space after the document is refused. dec.More is
+	// not enough: it reports false before a stray "}" or "]".
+	if _, err := dec.Token(); err != io.EOF {
 		return nil, fmt.Errorf("%w: trailing data after the JSON document", ErrInvalid)
 	}
 	ct := ""
