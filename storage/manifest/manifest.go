@@ -87,6 +87,9 @@ type wire struct {
 // returns what it references. contentType may carry parameters; it may be
 // empty when the body names its own media type.
 func Parse(contentType string, body []byte) (*Manifest, error) {
+	if err := checkKeys(body); err != nil {
+		return nil, err
+	}
 	var w wire
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&w); err != nil {
@@ -178,6 +181,75 @@ func Parse(contentType string, body []byte) (*Manifest, error) {
 		m.Blobs = append(m.Blobs, d)
 	}
 	return m, nil
+}
+
+// specFields are the keys of manifests, indexes and descriptors that Berth
+// reads. Go's JSON decoding matches keys without regard to case, so
+// "MediaType" would be read as "mediaType" here but ignored by a stricter
+// client: such near-misses are refused, so that Berth and every client see
+// the same manifest.
+var specFields = []string{"schemaVersion", "mediaType", "artifactType", "config", "layers", "manifests",
+	"subject", "annotations", "digest", "size", "urls", "data", "platform"}
+
+// checkKeys refuses a body in which an object repeats a key (decoders
+// disagree on which one wins) or spells one of specFields in another case.
+func checkKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	// free marks an annotations map, whose keys are the user's own.
+	type object struct {
+		keys map[string]bool
+		free bool
+	}
+	var stack []*object
+	expectKey := false
+	lastKey := ""
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return nil // malformed JSON is reported by the decoder itself
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, &object{keys: map[string]bool{}, free: lastKey == "annotations"})
+				expectKey = true
+				lastKey = ""
+				continue
+			case '}':
+				stack = stack[:len(stack)-1]
+			case '[':
+				stack = append(stack, nil)
+				expectKey = false
+				continue
+			case ']':
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if expectKey {
+				top := stack[len(stack)-1]
+				if top.keys[v] {
+					return fmt.Errorf("%w: key %q appears twice in one object", ErrInvalid, v)
+				}
+				top.keys[v] = true
+				for _, f := range specFields {
+					if !top.free && v != f && strings.EqualFold(v, f) {
+						return fmt.Errorf("%w: key %q must be spelled %q", ErrInvalid, v, f)
+					}
+				}
+				expectKey = false
+				lastKey = v
+				continue
+			}
+		}
+		// After a value inside an object, the next token is a key.
+		expectKey = len(stack) > 0 && stack[len(stack)-1] != nil
+		lastKey = ""
+	}
 }
 
 // foreign reports whether a layer lives outside the registry, so that its

@@ -236,7 +236,24 @@ var invalidCases = []struct {
 	{name: "data not matching digest", contentType: MediaTypeOCIManifest, body: strings.Replace(ociArtifact, `"e30="`, `"W10="`, 1), want: "data does not match digest"},
 	{name: "artifactType not a media type", contentType: MediaTypeOCIIndex, body: strings.Replace(ociIndex, `"application/vnd.example.bundle"`, `"bundle"`, 1), want: "artifactType"},
 	{name: "bad child manifest", contentType: MediaTypeDockerManifestList, body: strings.Replace(dockerList, child2Digest, "sha256:"+strings.Repeat("A", 64), 1), want: "manifests[1]: digest"},
+	{name: "duplicate key", contentType: MediaTypeOCIManifest, body: strings.Replace(ociImage, `"schemaVersion": 2,`, `"schemaVersion": 2, "schemaVersion": 2,`, 1), want: "appears twice"},
+	{name: "duplicate digest in a descriptor", contentType: MediaTypeOCIManifest, body: strings.Replace(ociImage, `"size": 1470`, `"size": 1470, "digest": "`+layer1Digest+`"`, 1), want: "appears twice"},
+	{name: "field in another case", contentType: MediaTypeOCIManifest, body: strings.Replace(ociImage, `"layers"`, `"Layers"`, 1), want: `must be spelled "layers"`},
+	{name: "descriptor field in another case", contentType: MediaTypeOCIManifest, body: strings.Replace(ociImage, `"size": 1470`, `"SIZE": 1470`, 1), want: `must be spelled "size"`},
 	{name: "bad subject", contentType: MediaTypeOCIManifest, body: strings.Replace(ociArtifact, `"size": 1234`, `"size": -1234`, 1), want: "subject: negative size"},
+}
+
+// Annotation keys are the user's own: spec field names in another case
+// are fine there, though a duplicate is not.
+func TestAnnotationKeys(t *testing.T) {
+	body := strings.Replace(ociImage, `"size": 1470`, `"size": 1470, "annotations": {"Size": "1", "Digest": "x", "Data": "y"}`, 1)
+	if _, err := Parse(MediaTypeOCIManifest, []byte(body)); err != nil {
+		t.Fatalf("annotations with spec-like keys refused: %v", err)
+	}
+	body = strings.Replace(ociImage, `"size": 1470`, `"size": 1470, "annotations": {"a": "1", "a": "2"}`, 1)
+	if _, err := Parse(MediaTypeOCIManifest, []byte(body)); err == nil || !strings.Contains(err.Error(), "appears twice") {
+		t.Fatalf("duplicate annotation key: %v", err)
+	}
 }
 
 func TestParse(t *testing.T) {
