@@ -417,3 +417,30 @@ func TestSecondOpenFailsWhileLocked(t *testing.T) {
 		t.Fatalf("a refused second open removed the running store's temporary file: %v", err)
 	}
 }
+
+// A session whose file is gone (the content was moved into place just
+// before a crash, ahead of the index commit) answers as unknown and is
+// dropped, rather than failing every request.
+func TestUploadRecordWithoutFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	up, err := s.StartUpload(ctx, "r", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "uploads", up.ID)); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	defer s.Close()
+	if _, err := s.UploadStatus(ctx, "r", up.ID); !errors.Is(err, ErrUploadUnknown) {
+		t.Fatalf("status of a session without its file: %v", err)
+	}
+	if _, err := s.lookupUpload("r", up.ID); !errors.Is(err, ErrUploadUnknown) {
+		t.Fatalf("the record survived: %v", err)
+	}
+}

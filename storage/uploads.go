@@ -135,6 +135,13 @@ func (s *Store) acquire(ctx context.Context, repo, id string) (*session, uploadR
 	if err == nil && sess.hash == nil {
 		sess.alg = digest.Algorithm(rec.Algorithm)
 		err = s.rehash(ctx, id, sess)
+		if errors.Is(err, os.ErrNotExist) {
+			// A crash after the content moved into place and before the
+			// index commit leaves a record without its file: the session
+			// cannot go on, so it ends here.
+			_ = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUploads).Delete([]byte(id)) })
+			err = fmt.Errorf("%w: %s (its content is gone)", ErrUploadUnknown, id)
+		}
 	}
 	if err != nil {
 		if sess.hash == nil {

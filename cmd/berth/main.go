@@ -5,6 +5,7 @@
 //	berth user add|passwd|remove NAME [--htpasswd FILE | --config FILE] [--password-stdin]
 //	berth token create|list|revoke|rotate ... (through a running server's admin API)
 //	berth keys rotate [--data DIR]
+//	berth fsck [--data DIR] [--verify-content] [--repair] [--json]
 //	berth version
 package main
 
@@ -44,7 +45,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand())
+	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand(), newFsckCommand())
 	return root
 }
 
