@@ -125,10 +125,18 @@ func TestClientVersions(t *testing.T) {
 			t.Errorf("client %s: %s %s failed: %v\n%s%s", c.name, c.name, strings.Join(c.versionArgs, " "), r.err, r.stdout, r.stderr)
 			continue
 		}
-		out := strings.TrimSpace(r.stdout + "\n" + r.stderr)
-		t.Logf("client %-10s %s", c.name, strings.Join(strings.Fields(out), " "))
+		out := r.stdout + "\n" + r.stderr
+		v := versionRE.FindString(out)
+		if v == "" {
+			t.Errorf("client %s: no version in %q", c.name, out)
+			continue
+		}
+		t.Logf("client %-10s %s", c.name, v)
 	}
 }
+
+// versionRE finds a version number in a client's version output.
+var versionRE = regexp.MustCompile(`v?\d+\.\d+(\.\d+)?([~+-][0-9A-Za-z.~+-]+)?`)
 
 // ---- The registry under test: anonymous or authenticated. ----
 
