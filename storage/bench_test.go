@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -111,6 +112,42 @@ func BenchmarkGetManifestByTag(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, _, err := s.GetManifest(ctx, "bench", "latest"); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPutManifestParallel measures manifest pushes from 16 writers at
+// once per core, where commits can share an fsync.
+func BenchmarkPutManifestParallel(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	config := []byte(`{}`)
+	cd := digest.FromBytes(config)
+	if _, err := s.PutBlob(ctx, "bench", cd, bytes.NewReader(config), 2); err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			body := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+				`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},"layers":[],`+
+				`"annotations":{"n":"%d"}}`, cd, i))
+			m, err := manifest.Parse("", body)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if err := s.PutManifest(ctx, "bench", digest.FromBytes(body), body, m, []string{fmt.Sprintf("t%d", i)}); err != nil {
 				b.Error(err)
 				return
 			}
