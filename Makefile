@@ -47,7 +47,7 @@ ARGS ?=
 # "make fuzz" runs each fuzz target for this long, e.g. make fuzz FUZZTIME=5m.
 FUZZTIME ?= 30s
 
-.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz clean
+.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench clean
 
 all: test
 
@@ -122,6 +122,14 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReference$$' -fuzztime $(FUZZTIME) ./distribution/
 	$(GO) test -run '^$$' -fuzz '^FuzzContentRange$$' -fuzztime $(FUZZTIME) ./distribution/
 	$(GO) test -run '^$$' -fuzz '^FuzzRange$$' -fuzztime $(FUZZTIME) ./distribution/
+
+# "make bench" runs the benchmark harness against a real berth, e.g.
+# make bench BENCHFLAGS='-quick' or BENCHFLAGS='-out /tmp/bench.md'. Results
+# of a full run are kept in docs/benchmarks.md.
+BENCHFLAGS ?=
+
+bench: build
+	$(GO) run ./hack/bench -berth $(BIN)/berth $(BENCHFLAGS)
 
 clean:
 	rm -rf $(BIN) $(RESULTS)
