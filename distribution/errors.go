@@ -131,22 +131,32 @@ func codeFor(err error) (Code, int) {
 // Internal failures are logged with their cause and answered without it.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := asError(err)
-	status := e.Code.Status
-	if e.Status != 0 {
-		status = e.Status
-	}
+	status := e.status()
 	level := slog.LevelDebug
 	if status >= 500 {
 		level = slog.LevelError
 	}
 	a.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path,
 		"status", status, "code", e.Code.Name, "error", err)
+	WriteError(w, r, e)
+}
+
+func (e *Error) status() int {
+	if e.Status != 0 {
+		return e.Status
+	}
+	return e.Code.Status
+}
+
+// WriteError answers a request with e in the specification's JSON form:
+// {"errors":[{"code","message","detail"}]}, with e's status.
+func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code.Name, Message: e.Message, Detail: e.Detail}}})
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", fmt.Sprint(len(body)))
 	h.Del("Docker-Content-Digest")
-	w.WriteHeader(status)
+	w.WriteHeader(e.status())
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}

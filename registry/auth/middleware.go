@@ -2,16 +2,16 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-registry/berth/distribution"
 )
 
 // TokenPath is where the token service answers.
@@ -120,7 +120,7 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == TokenPath {
 			if r.Method != http.MethodGet && r.Method != http.MethodPost {
-				writeAuthError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED", "use GET or POST")
+				writeAuthError(w, r, http.StatusMethodNotAllowed, distribution.CodeUnsupported, "use GET or POST")
 				return
 			}
 			a.serveToken(w, r)
@@ -154,7 +154,7 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 				return
 			}
 			if nd.admin && !a.policy.IsAdmin(id.Identity) {
-				writeAuthError(w, r, http.StatusForbidden, "DENIED", id.String()+" is not an administrator")
+				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, id.String()+" is not an administrator")
 				return
 			}
 		} else if !a.permits(id.Identity, claims, nd.scope) {
@@ -168,7 +168,7 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 				a.challenge(w, r, nd, "insufficient_scope", "token does not cover "+nd.scope.String())
 			default:
 				a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
-				writeAuthError(w, r, http.StatusForbidden, "DENIED", fmt.Sprintf("%s may not %s", id.String(), nd.scope.String()))
+				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, fmt.Sprintf("%s may not %s", id.String(), nd.scope.String()))
 			}
 			return
 		}
@@ -279,16 +279,11 @@ func (a *Authenticator) challenge(w http.ResponseWriter, r *http.Request, nd nee
 		c += fmt.Sprintf(",error=%q", errCode)
 	}
 	w.Header().Set("WWW-Authenticate", c)
-	writeAuthError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", msg)
+	writeAuthError(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, msg)
 }
 
-// writeAuthError answers with the specification's error body.
-func writeAuthError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	body, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(body)
-	}
+// writeAuthError answers with the specification's error body for code,
+// with the given status.
+func writeAuthError(w http.ResponseWriter, r *http.Request, status int, code distribution.Code, msg string) {
+	distribution.WriteError(w, r, &distribution.Error{Code: code, Message: msg, Status: status})
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-registry/berth/distribution"
 )
 
 // RobotVerifier checks robot tokens, which the store keeps hashed.
@@ -52,11 +54,11 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 	now := a.now()
 	r.Body = http.MaxBytesReader(w, r.Body, maxTokenRequest)
 	if err := r.ParseForm(); err != nil {
-		a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", "malformed token request")
+		writeAuthError(w, r, http.StatusBadRequest, distribution.CodeUnsupported, "malformed token request")
 		return
 	}
 	if svc := r.Form.Get("service"); svc != "" && svc != a.cfg.Token.Service {
-		a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", fmt.Sprintf("unknown service %q", svc))
+		writeAuthError(w, r, http.StatusBadRequest, distribution.CodeUnsupported, fmt.Sprintf("unknown service %q", svc))
 		return
 	}
 	var scopes []Scope
@@ -64,7 +66,7 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 		for _, s := range strings.Fields(v) {
 			sc, err := ParseScope(s)
 			if err != nil {
-				a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", err.Error())
+				writeAuthError(w, r, http.StatusBadRequest, distribution.CodeUnsupported, err.Error())
 				return
 			}
 			scopes = append(scopes, sc)
@@ -84,7 +86,7 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 			return // rate limited; answered
 		}
 	case r.Method == http.MethodPost:
-		a.tokenError(w, r, http.StatusBadRequest, "UNSUPPORTED", "grant_type must be password or refresh_token")
+		writeAuthError(w, r, http.StatusBadRequest, distribution.CodeUnsupported, "grant_type must be password or refresh_token")
 		return
 	default:
 		if u, p, has := r.BasicAuth(); has {
@@ -98,7 +100,7 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !ok {
-		a.tokenError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "invalid credentials")
+		writeAuthError(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, "invalid credentials")
 		return
 	}
 
@@ -115,7 +117,7 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 	access, err := a.signer.sign(id.Identity, useAccess, granted, now, exp)
 	if err != nil {
 		a.log.ErrorContext(r.Context(), "issue token", "error", err)
-		a.tokenError(w, r, http.StatusInternalServerError, "UNKNOWN", "internal error")
+		writeAuthError(w, r, http.StatusInternalServerError, distribution.CodeUnknown, "internal error")
 		return
 	}
 	resp := tokenResponse{Token: access, AccessToken: access, ExpiresIn: int(exp.Sub(now).Seconds()),
@@ -131,7 +133,7 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		if resp.RefreshToken, err = a.signer.sign(id.Identity, useRefresh, nil, now, rexp); err != nil {
 			a.log.ErrorContext(r.Context(), "issue refresh token", "error", err)
-			a.tokenError(w, r, http.StatusInternalServerError, "UNKNOWN", "internal error")
+			writeAuthError(w, r, http.StatusInternalServerError, distribution.CodeUnknown, "internal error")
 			return
 		}
 	}
@@ -156,7 +158,7 @@ func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, us
 	if blocked, wait := a.limiter.blocked(now, keys...); blocked {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		a.log.WarnContext(r.Context(), "login refused: too many failures", "user", user, "remote", clientIP(r))
-		writeAuthError(w, r, http.StatusTooManyRequests, "TOO_MANY_REQUESTS", "too many failed logins; retry later")
+		writeAuthError(w, r, http.StatusTooManyRequests, distribution.CodeTooManyRequests, "too many failed logins; retry later")
 		return checked{}, false
 	}
 	id, err := a.authenticatePassword(r.Context(), user, pass, now)
@@ -201,10 +203,6 @@ func (a *Authenticator) refreshIdentity(ctx context.Context, raw string, now tim
 		return checked{}, false
 	}
 	return id, true
-}
-
-func (a *Authenticator) tokenError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	writeAuthError(w, r, status, code, msg)
 }
 
 // clientIP is the address of the peer, without its port.
