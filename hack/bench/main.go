@@ -44,6 +44,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/berth-registry/berth/registry"
 )
 
 const (
@@ -1399,7 +1401,7 @@ func startBerth(ctx context.Context, bin, dataDir string) (*server, error) {
 			}
 			s.mu.Unlock()
 			if !found {
-				if addr, ok := parseListening(line); ok {
+				if addr, ok := registry.ListeningAddr(line); ok {
 					found = true
 					listening <- addr
 				}
@@ -1462,61 +1464,6 @@ func (s *server) stop() error {
 	case <-time.After(stopTimeout):
 		s.kill()
 		return fmt.Errorf("berth did not exit within %s of SIGTERM; killed it", stopTimeout)
-	}
-}
-
-// parseListening reports whether line is a log/slog text record with
-// msg=listening, and returns its addr attribute. It follows
-// conformance/internal/berthtest.ParseListening.
-func parseListening(line string) (string, bool) {
-	attrs := parseLogfmt(strings.TrimRight(line, "\r"))
-	if attrs["msg"] != "listening" || attrs["addr"] == "" {
-		return "", false
-	}
-	return attrs["addr"], true
-}
-
-// parseLogfmt parses the key=value pairs written by slog.TextHandler, whose
-// values may be Go-quoted strings.
-func parseLogfmt(line string) map[string]string {
-	attrs := make(map[string]string)
-	s := line
-	for {
-		s = strings.TrimLeft(s, " ")
-		if s == "" {
-			return attrs
-		}
-		eq := strings.IndexByte(s, '=')
-		sp := strings.IndexByte(s, ' ')
-		if eq < 0 || (sp >= 0 && sp < eq) {
-			if sp < 0 {
-				return attrs
-			}
-			s = s[sp:]
-			continue
-		}
-		key := s[:eq]
-		s = s[eq+1:]
-		var val string
-		if strings.HasPrefix(s, `"`) {
-			quoted, err := strconv.QuotedPrefix(s)
-			if err != nil {
-				return attrs
-			}
-			if val, err = strconv.Unquote(quoted); err != nil {
-				return attrs
-			}
-			s = s[len(quoted):]
-		} else {
-			end := strings.IndexByte(s, ' ')
-			if end < 0 {
-				end = len(s)
-			}
-			val, s = s[:end], s[end:]
-		}
-		if _, dup := attrs[key]; !dup {
-			attrs[key] = val
-		}
 	}
 }
 

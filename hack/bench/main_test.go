@@ -38,16 +38,6 @@ func TestBlobReader(t *testing.T) {
 	}
 }
 
-func TestParseListening(t *testing.T) {
-	addr, ok := parseListening(`time=2026-01-02T03:04:05Z level=INFO msg=listening addr=127.0.0.1:40123 scheme=http data="/tmp/a b"`)
-	if !ok || addr != "127.0.0.1:40123" {
-		t.Errorf("got %q, %v", addr, ok)
-	}
-	if _, ok := parseListening(`level=INFO msg="starting berth" version=dev`); ok {
-		t.Error("matched a line that is not the listening line")
-	}
-}
-
 // TestMeasurements runs every measurement in a very small form against a
 // real berth, so the harness cannot rot. It asserts only that each figure
 // is positive, never how fast anything is.
