@@ -34,24 +34,24 @@ const (
 	maxRobotScopes = 100
 )
 
-// createRobotRequest is the body of POST /_berth/admin/robots.
-type createRobotRequest struct {
+// CreateRobotRequest is the body of POST /_berth/admin/robots.
+type CreateRobotRequest struct {
 	Name   string   `json:"name"`
 	Scopes []string `json:"scopes"`
 	// Expires is a Go duration from now, such as "720h".
 	Expires string `json:"expires"`
 }
 
-// robotSecretResponse answers a creation or rotation: the only time the
-// secret is shown.
-type robotSecretResponse struct {
+// RobotSecret answers a creation or rotation in the admin API: the only
+// time the secret is shown.
+type RobotSecret struct {
 	Name    string    `json:"name"`
 	Secret  string    `json:"secret"`
 	Expires time.Time `json:"expires"`
 }
 
-// robotResponse is one robot in the listing.
-type robotResponse struct {
+// RobotListing is one robot in the admin API's listing.
+type RobotListing struct {
 	Name    string     `json:"name"`
 	Scopes  []string   `json:"scopes"`
 	Created time.Time  `json:"created"`
@@ -113,7 +113,7 @@ func (a *adminAPI) handler() http.Handler {
 }
 
 func (a *adminAPI) createRobot(w http.ResponseWriter, r *http.Request) {
-	var req createRobotRequest
+	var req CreateRobotRequest
 	if !decodeAdminBody(w, r, &req) {
 		return
 	}
@@ -139,7 +139,7 @@ func (a *adminAPI) createRobot(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.InfoContext(r.Context(), "robot token created", "robot", req.Name, "scopes", scopes,
 		"expires", expires, "by", auth.IdentityFrom(r.Context()).String())
-	writeAdminJSON(w, http.StatusCreated, robotSecretResponse{Name: req.Name, Secret: secret, Expires: expires})
+	writeAdminJSON(w, http.StatusCreated, RobotSecret{Name: req.Name, Secret: secret, Expires: expires})
 }
 
 func (a *adminAPI) listRobots(w http.ResponseWriter, r *http.Request) {
@@ -149,9 +149,9 @@ func (a *adminAPI) listRobots(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := a.now()
-	out := make([]robotResponse, 0, len(robots))
+	out := make([]RobotListing, 0, len(robots))
 	for _, rb := range robots {
-		out = append(out, robotResponse{
+		out = append(out, RobotListing{
 			Name: rb.Name, Scopes: rb.Scopes, Created: rb.Created.UTC(), Expires: rb.Expires.UTC(),
 			Revoked: utcPtr(rb.Revoked), Rotated: utcPtr(rb.Rotated), Status: rb.Status(now),
 		})
@@ -186,7 +186,7 @@ func (a *adminAPI) rotateRobot(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, http.StatusConflict, codeRobotInactive, "robot revoked during rotation: "+err.Error())
 		return
 	}
-	writeAdminJSON(w, http.StatusOK, robotSecretResponse{Name: name, Secret: secret, Expires: expires.UTC()})
+	writeAdminJSON(w, http.StatusOK, RobotSecret{Name: name, Secret: secret, Expires: expires.UTC()})
 }
 
 // storeError answers a store failure with its status and code; failures

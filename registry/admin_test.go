@@ -58,7 +58,7 @@ func adminErrorCode(t *testing.T, rec *httptest.ResponseRecorder, status int) st
 	return body.Errors[0].Code
 }
 
-func decodeSecret(t *testing.T, rec *httptest.ResponseRecorder, status int) robotSecretResponse {
+func decodeSecret(t *testing.T, rec *httptest.ResponseRecorder, status int) RobotSecret {
 	t.Helper()
 	if rec.Code != status {
 		t.Fatalf("status %d, want %d; body %s", rec.Code, status, rec.Body)
@@ -66,7 +66,7 @@ func decodeSecret(t *testing.T, rec *httptest.ResponseRecorder, status int) robo
 	if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
 		t.Fatalf("Cache-Control %q, want no-store", cc)
 	}
-	var out robotSecretResponse
+	var out RobotSecret
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestAdminListRobots(t *testing.T) {
 	if strings.Contains(rec.Body.String(), "hash") {
 		t.Fatalf("the listing shows a hash: %s", rec.Body)
 	}
-	var list []robotResponse
+	var list []RobotListing
 	if err := json.Unmarshal(rec.Body.Bytes(), &list); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
 )
@@ -93,8 +94,8 @@ pull, push, delete or *. Repeat --scope for several.
 			if err != nil {
 				return err
 			}
-			var out robotSecret
-			body := map[string]any{"name": name, "scopes": scopes, "expires": life.String()}
+			var out registry.RobotSecret
+			body := registry.CreateRobotRequest{Name: name, Scopes: scopes, Expires: life.String()}
 			if err := c.do(cmd.Context(), http.MethodPost, []string{"robots"}, body, http.StatusCreated, &out, name); err != nil {
 				return err
 			}
@@ -118,7 +119,7 @@ pull, push, delete or *. Repeat --scope for several.
 			if err != nil {
 				return err
 			}
-			var robots []robotListing
+			var robots []registry.RobotListing
 			if err := c.do(cmd.Context(), http.MethodGet, []string{"robots"}, nil, http.StatusOK, &robots, ""); err != nil {
 				return err
 			}
@@ -159,7 +160,7 @@ secret stops working at once.`,
 			if err != nil {
 				return err
 			}
-			var out robotSecret
+			var out registry.RobotSecret
 			if err := c.do(cmd.Context(), http.MethodPost, []string{"robots", args[0], "rotate"}, nil, http.StatusOK, &out, args[0]); err != nil {
 				return err
 			}
@@ -207,23 +208,7 @@ func checkCreateFlags(name string, scopes []string, expires string) (time.Durati
 	return life, nil
 }
 
-// robotSecret is the admin API's answer to a creation or rotation.
-type robotSecret struct {
-	Name    string    `json:"name"`
-	Secret  string    `json:"secret"`
-	Expires time.Time `json:"expires"`
-}
-
-// robotListing is one robot in the admin API's listing.
-type robotListing struct {
-	Name    string    `json:"name"`
-	Scopes  []string  `json:"scopes"`
-	Created time.Time `json:"created"`
-	Expires time.Time `json:"expires"`
-	Status  string    `json:"status"`
-}
-
-func printRobots(w io.Writer, robots []robotListing) error {
+func printRobots(w io.Writer, robots []registry.RobotListing) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSCOPES\tCREATED\tEXPIRES\tSTATUS")
 	for _, r := range robots {
