@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Kind is the kind of caller a request comes from.
@@ -146,11 +147,14 @@ type compiledRule struct {
 // Policy decides what an identity may do on a repository. It is built once
 // from the configuration and never changes; a reload builds a new one.
 type Policy struct {
-	rules   []compiledRule
-	admins  map[string]bool
-	groups  map[string][]string // user -> groups
-	dflt    []string
-	enabled bool
+	// patterns caches compiled robot scope patterns: a robot's scopes are
+	// checked on every request it makes.
+	patterns sync.Map // pattern -> glob
+	rules    []compiledRule
+	admins   map[string]bool
+	groups   map[string][]string // user -> groups
+	dflt     []string
+	enabled  bool
 }
 
 // NewPolicy compiles the rules of cfg.
@@ -192,7 +196,7 @@ func (p *Policy) Allowed(id Identity, repo, action string) bool {
 	if id.Kind == Robot {
 		// A robot may do what its token's scopes say (an admin chose them
 		// when creating it), and what anyone may do.
-		if scopesAllow(id.Scopes, repo, action) {
+		if p.scopesAllow(id.Scopes, repo, action) {
 			return true
 		}
 		id = Identity{Kind: Anonymous}
@@ -245,13 +249,13 @@ func (p *Policy) Grant(id Identity, want Scope) Scope {
 
 // scopesAllow reports whether any scope grants action on repo; scope names
 // may be patterns.
-func scopesAllow(scopes []Scope, repo, action string) bool {
+func (p *Policy) scopesAllow(scopes []Scope, repo, action string) bool {
 	for _, s := range scopes {
 		if s.Type != "repository" {
 			continue
 		}
-		g, err := compileGlob(s.Name)
-		if err != nil || !g.match(repo) {
+		g, ok := p.pattern(s.Name)
+		if !ok || !g.match(repo) {
 			continue
 		}
 		if slices.Contains(s.Actions, action) || slices.Contains(s.Actions, "*") {
@@ -259,4 +263,17 @@ func scopesAllow(scopes []Scope, repo, action string) bool {
 		}
 	}
 	return false
+}
+
+// pattern returns the compiled form of a scope pattern, compiling it once.
+func (p *Policy) pattern(pat string) (glob, bool) {
+	if g, ok := p.patterns.Load(pat); ok {
+		return g.(glob), true
+	}
+	g, err := compileGlob(pat)
+	if err != nil {
+		return glob{}, false
+	}
+	p.patterns.Store(pat, g)
+	return g, true
 }
