@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,4 +228,16 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || digest.FromBytes(got) != d {
 		t.Fatalf("blob after restart: status %d, %d bytes", resp.StatusCode, len(got))
 	}
+}
+
+// Without authentication there is nothing to reload, and a SIGHUP (sent by
+// many service managers on reload) must not stop the server.
+func TestSIGHUPWithoutAuth(t *testing.T) {
+	srv := berthtest.Start(t)
+	if err := syscall.Kill(srv.Pid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	// Give a default SIGHUP time to kill the process, then check it lives.
+	time.Sleep(300 * time.Millisecond)
+	ping(t, srv.URL)
 }
