@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/berth-registry/berth/registry/glob"
 )
 
 // Actions a rule can grant on a repository.
@@ -106,7 +108,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("auth.rules[%d]: no repositories", i)
 		}
 		for _, p := range r.Repositories {
-			if _, err := compileGlob(p); err != nil {
+			if _, err := glob.Compile(p); err != nil {
 				return fmt.Errorf("auth.rules[%d]: %w", i, err)
 			}
 		}

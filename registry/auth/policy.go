@@ -2,10 +2,11 @@ package auth
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/berth-registry/berth/registry/glob"
 )
 
 // Kind is the kind of caller a request comes from.
@@ -88,44 +89,6 @@ func ParseScope(s string) (Scope, error) {
 	return sc, nil
 }
 
-// glob is a compiled repository pattern.
-type glob struct {
-	pattern string
-	re      *regexp.Regexp
-}
-
-// compileGlob turns a repository pattern into a matcher: "**" matches any
-// run of characters including "/", "*" any run within one path segment and
-// "?" one character other than "/".
-func compileGlob(p string) (glob, error) {
-	if p == "" {
-		return glob{}, fmt.Errorf("empty repository pattern")
-	}
-	var b strings.Builder
-	b.WriteString("^")
-	for i := 0; i < len(p); i++ {
-		switch {
-		case strings.HasPrefix(p[i:], "**"):
-			b.WriteString(".*")
-			i++
-		case p[i] == '*':
-			b.WriteString("[^/]*")
-		case p[i] == '?':
-			b.WriteString("[^/]")
-		default:
-			b.WriteString(regexp.QuoteMeta(p[i : i+1]))
-		}
-	}
-	b.WriteString("$")
-	re, err := regexp.Compile(b.String())
-	if err != nil {
-		return glob{}, fmt.Errorf("repository pattern %q: %w", p, err)
-	}
-	return glob{pattern: p, re: re}, nil
-}
-
-func (g glob) match(name string) bool { return g.re.MatchString(name) }
-
 func validSubject(s string) error {
 	switch {
 	case s == "anonymous", s == "authenticated":
@@ -140,7 +103,7 @@ func validSubject(s string) error {
 }
 
 type compiledRule struct {
-	patterns []glob
+	patterns []glob.Pattern
 	grants   map[string][]string
 }
 
@@ -171,9 +134,9 @@ func NewPolicy(cfg Config) (*Policy, error) {
 	for i, r := range cfg.Rules {
 		cr := compiledRule{grants: r.Grants}
 		for _, pat := range r.Repositories {
-			g, err := compileGlob(pat)
+			g, err := glob.Compile(pat)
 			if err != nil {
-				return nil, fmt.Errorf("auth.rules[%d]: %w", i, err)
+				return nil, fmt.Errorf("auth.rules[%d]: repository %w", i, err)
 			}
 			cr.patterns = append(cr.patterns, g)
 		}
@@ -207,7 +170,7 @@ func (p *Policy) Allowed(id Identity, repo, action string) bool {
 // actions lists what the rules give id on repo.
 func (p *Policy) actions(id Identity, repo string) []string {
 	for _, r := range p.rules {
-		if !slices.ContainsFunc(r.patterns, func(g glob) bool { return g.match(repo) }) {
+		if !slices.ContainsFunc(r.patterns, func(g glob.Pattern) bool { return g.Match(repo) }) {
 			continue
 		}
 		var out []string
@@ -255,7 +218,7 @@ func (p *Policy) scopesAllow(scopes []Scope, repo, action string) bool {
 			continue
 		}
 		g, ok := p.pattern(s.Name)
-		if !ok || !g.match(repo) {
+		if !ok || !g.Match(repo) {
 			continue
 		}
 		if slices.Contains(s.Actions, action) || slices.Contains(s.Actions, "*") {
@@ -266,13 +229,13 @@ func (p *Policy) scopesAllow(scopes []Scope, repo, action string) bool {
 }
 
 // pattern returns the compiled form of a scope pattern, compiling it once.
-func (p *Policy) pattern(pat string) (glob, bool) {
+func (p *Policy) pattern(pat string) (glob.Pattern, bool) {
 	if g, ok := p.patterns.Load(pat); ok {
-		return g.(glob), true
+		return g.(glob.Pattern), true
 	}
-	g, err := compileGlob(pat)
+	g, err := glob.Compile(pat)
 	if err != nil {
-		return glob{}, false
+		return glob.Pattern{}, false
 	}
 	p.patterns.Store(pat, g)
 	return g, true
