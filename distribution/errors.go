@@ -35,8 +35,11 @@ var (
 	CodeUnauthorized        = Code{"UNAUTHORIZED", http.StatusUnauthorized, "authentication required"}
 	CodeDenied              = Code{"DENIED", http.StatusForbidden, "requested access to the resource is denied"}
 	CodeUnsupported         = Code{"UNSUPPORTED", http.StatusMethodNotAllowed, "the operation is unsupported"}
-	CodeTooManyRequests     = Code{"TOO_MANY_REQUESTS", http.StatusTooManyRequests, "too many requests"}
-	CodeUnknown             = Code{"UNKNOWN", http.StatusInternalServerError, "unknown error"}
+	// CodeTagImmutable is Berth's own: a push, delete or rollback would
+	// move a tag that the configuration makes immutable.
+	CodeTagImmutable    = Code{"TAG_IMMUTABLE", http.StatusConflict, "tag is immutable"}
+	CodeTooManyRequests = Code{"TOO_MANY_REQUESTS", http.StatusTooManyRequests, "too many requests"}
+	CodeUnknown         = Code{"UNKNOWN", http.StatusInternalServerError, "unknown error"}
 )
 
 // Error is one error response: a code, a message for people and an optional
@@ -121,6 +124,8 @@ func codeFor(err error) (Code, int) {
 		return CodeManifestBlobUnknown, 0
 	case errors.Is(err, storage.ErrManifestInvalid):
 		return CodeManifestInvalid, 0
+	case errors.Is(err, storage.ErrTagImmutable):
+		return CodeTagImmutable, 0
 	case errors.Is(err, storage.ErrUnsupported):
 		return CodeUnsupported, http.StatusBadRequest
 	}

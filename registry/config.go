@@ -34,6 +34,8 @@ type Config struct {
 	// Auth, when auth.htpasswd is set, requires credentials and applies
 	// access rules; see docs/auth.md.
 	Auth auth.Config `yaml:"auth"`
+	// Tags makes tags immutable by rule; see docs/lifecycle.md.
+	Tags TagsConfig `yaml:"tags"`
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -172,6 +174,9 @@ func (c Config) Validate() error {
 		return errors.New("tls: certificate and key go together")
 	}
 	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
+	if _, err := compileTagRules(c.Tags.Immutable); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

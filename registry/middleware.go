@@ -3,8 +3,12 @@ package registry
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
+
+	"github.com/berth-registry/berth/registry/auth"
+	"github.com/berth-registry/berth/storage"
 )
 
 // statusRecorder remembers the status and size of a response for the log.
@@ -75,5 +79,19 @@ func recoverPanics(log *slog.Logger, next http.Handler) http.Handler {
 			}
 		}()
 		next.ServeHTTP(w, r)
+	})
+}
+
+// withActor tells the store who makes each request, from the identity the
+// authentication middleware established (anonymous without one), so that
+// tag history names them.
+func withActor(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := auth.IdentityFrom(r.Context())
+		a := storage.Actor{Kind: id.Kind.String(), Name: id.Name, Address: r.RemoteAddr}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			a.Address = host
+		}
+		next.ServeHTTP(w, r.WithContext(storage.WithActor(r.Context(), a)))
 	})
 }

@@ -36,7 +36,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	store, err := storage.Open(ctx, cfg.Data, storage.Options{Logger: log})
+	rules, err := compileTagRules(cfg.Tags.Immutable)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	store, err := storage.Open(ctx, cfg.Data, storage.Options{Logger: log, Tags: rules})
 	if err != nil {
 		return nil, err
 	}
@@ -59,9 +63,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		routes := http.NewServeMux()
 		routes.Handle(auth.AdminPrefix, adminHandler(store, log))
 		routes.Handle("/", distribution.New(store, opts).Handler())
-		handler = authn.Wrap(routes)
+		handler = authn.Wrap(withActor(routes))
 	} else {
-		handler = distribution.New(store, opts).Handler()
+		handler = withActor(distribution.New(store, opts).Handler())
 	}
 	handler = recoverPanics(log, logRequests(log, handler))
 	srv.http = &http.Server{

@@ -27,6 +27,9 @@ var (
 	// ErrManifestBlobUnknown means a manifest references content the
 	// repository does not have.
 	ErrManifestBlobUnknown = errors.New("manifest references a blob or manifest unknown to the repository")
+	// ErrTagImmutable means the change would move or delete a tag that the
+	// tag rules make immutable.
+	ErrTagImmutable = errors.New("tag is immutable")
 	// ErrUnsupported means the operation or digest algorithm is not supported.
 	ErrUnsupported = errors.New("unsupported")
 	// ErrRobotExists means a robot token of that name exists, or existed:

@@ -102,8 +102,8 @@ func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, b
 			return err
 		}
 		for _, tag := range tags {
-			if err := rb.Bucket(bucketTags).Put([]byte(tag), []byte(d)); err != nil {
-				return fmt.Errorf("tag %s: %w", tag, err)
+			if _, err := s.moveTag(ctx, tx, rb, repo, tag, d, MovePush); err != nil {
+				return err
 			}
 		}
 		if m.Subject != nil {
@@ -195,7 +195,8 @@ func (s *Store) GetManifest(ctx context.Context, repo, reference string) (Manife
 }
 
 // DeleteManifest removes a manifest from repo, with every tag pointing at it
-// and its entry in its subject's referrers.
+// and its entry in its subject's referrers. If one of those tags is
+// immutable, nothing changes and ErrTagImmutable is returned.
 func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		_, rec, err := resolve(tx, repo, string(d))
@@ -206,20 +207,19 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 		if err := rb.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
 			return fmt.Errorf("delete manifest: %w", err)
 		}
-		tags := rb.Bucket(bucketTags)
-		var stale [][]byte
-		err = tags.ForEach(func(k, v []byte) error {
+		var stale []string
+		err = rb.Bucket(bucketTags).ForEach(func(k, v []byte) error {
 			if string(v) == string(d) {
-				stale = append(stale, bytes.Clone(k))
+				stale = append(stale, string(k))
 			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("scan tags: %w", err)
 		}
-		for _, k := range stale {
-			if err := tags.Delete(k); err != nil {
-				return fmt.Errorf("delete tag %s: %w", k, err)
+		for _, tag := range stale {
+			if _, err := s.moveTag(ctx, tx, rb, repo, tag, "", MoveDeleteManifest); err != nil {
+				return err
 			}
 		}
 		if rec.Subject != nil {
@@ -239,21 +239,19 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 	})
 }
 
-// DeleteTag removes a tag from repo; the manifest it named stays.
+// DeleteTag removes a tag from repo; the manifest it named stays. An
+// immutable tag is not removed: ErrTagImmutable.
 func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		rb := repoBucket(tx, repo)
 		if rb == nil {
 			return fmt.Errorf("%w: %s", ErrNameUnknown, repo)
 		}
-		tags := rb.Bucket(bucketTags)
-		if tags.Get([]byte(tag)) == nil {
+		if rb.Bucket(bucketTags).Get([]byte(tag)) == nil {
 			return fmt.Errorf("%w: tag %s in %s", ErrManifestUnknown, tag, repo)
 		}
-		if err := tags.Delete([]byte(tag)); err != nil {
-			return fmt.Errorf("delete tag: %w", err)
-		}
-		return nil
+		_, err := s.moveTag(ctx, tx, rb, repo, tag, "", MoveDelete)
+		return err
 	})
 }
 

@@ -42,6 +42,19 @@ package storage
 //   - a tag always names a digest present in the same repository's manifests/;
 //   - a referrers entry always names a manifest present in manifests/.
 //
+// Tag history lives outside the repository buckets, so that it outlives
+// the tags, manifests and even the repository it describes:
+//
+//	history/                        bucket: one nested bucket per repository
+//	  <repository name>/            bucket: one nested bucket per tag
+//	    <tag>/                      bucket; its sequence numbers the moves
+//	      <seq, 8 bytes big-endian> -> TagMove {seq, time, previous, digest,
+//	                                   action, actor {kind, name, address}}
+//
+// Invariant: every change of a key in repos/<name>/tags/ appends, in the
+// same transaction, one entry to history/<name>/<tag>/ whose previous and
+// digest are the tag's values before and after (empty when absent).
+//
 // Robot tokens, machine credentials with fixed scopes and an expiry, live
 // in two buckets of their own:
 //
@@ -73,6 +86,8 @@ var (
 	bucketManifests = []byte("manifests")
 	bucketTags      = []byte("tags")
 	bucketReferrers = []byte("referrers")
+
+	bucketHistory = []byte("history")
 
 	bucketRobots       = []byte("robots")
 	bucketRobotSecrets = []byte("robotSecrets")

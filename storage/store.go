@@ -29,6 +29,8 @@ type Options struct {
 	// FS is the file system content is written through; nil means the
 	// operating system's.
 	FS FS
+	// Tags decides which tags are immutable; nil means none.
+	Tags TagRules
 }
 
 // Store is the blob store and its index. It is safe for concurrent use.
@@ -38,6 +40,7 @@ type Store struct {
 	db       *bolt.DB
 	log      *slog.Logger
 	sessions *sessionTable
+	tags     TagRules
 }
 
 // Open opens (creating if needed) the store rooted at dir. It reads the index
@@ -69,7 +72,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketRobots, bucketRobotSecrets} {
+		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketRobots, bucketRobotSecrets, bucketHistory} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
@@ -91,7 +94,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if fsys == nil {
 		fsys = osFS{}
 	}
-	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable()}
+	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable(), tags: opts.Tags}
 	log.DebugContext(ctx, "store opened", "dir", dir)
 	return s, nil
 }

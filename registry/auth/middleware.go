@@ -74,13 +74,22 @@ type need struct {
 	login bool
 	// admin means the request is for administrators only.
 	admin bool
+	// open means anyone may ask, credentials or not: the answer is
+	// filtered to what the caller may pull (metadata search).
+	open bool
 }
 
 // AdminPrefix starts the paths of Berth's administration API, which only
 // administrators may use.
 const AdminPrefix = "/_berth/admin/"
 
-var repoPathRE = regexp.MustCompile(`^/v2/(.+?)/(blobs/uploads/[^/]*|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+)$`)
+// SearchPath is where Berth's metadata search answers.
+const SearchPath = "/v2/_berth/search"
+
+// repoPathRE matches the paths of the distribution API and of Berth's
+// repository extensions (_berth/tags/<tag>/history, rollback and promote),
+// capturing the repository name and the resource.
+var repoPathRE = regexp.MustCompile(`^/v2/(.+?)/(blobs/uploads/[^/]*|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+|_berth/tags/[^/]+/(?:history|rollback|promote))$`)
 
 // required names what a request needs, from its path and method.
 func required(r *http.Request) (need, bool) {
@@ -93,6 +102,8 @@ func required(r *http.Request) (need, bool) {
 		return need{login: true}, true
 	case "/v2/_catalog":
 		return need{scope: Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}}, true
+	case SearchPath:
+		return need{open: true}, true
 	}
 	m := repoPathRE.FindStringSubmatch(p)
 	if m == nil {
@@ -148,7 +159,11 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 			a.challenge(w, r, nd, "", "authentication required")
 			return
 		}
-		if nd.login || nd.admin {
+		switch {
+		case nd.open:
+			// Anyone may ask; the handler filters the answer through
+			// Allowed.
+		case nd.login || nd.admin:
 			if !present {
 				a.challenge(w, r, nd, "", "authentication required")
 				return
@@ -157,7 +172,7 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, id.String()+" is not an administrator")
 				return
 			}
-		} else if !a.permits(id.Identity, claims, nd.scope) {
+		case !a.permits(id.Identity, claims, nd.scope):
 			switch {
 			case !present || id.Kind == Anonymous:
 				// No credentials, or only an anonymous token: log in.

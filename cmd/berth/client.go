@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// registryFlags are the connection flags of the commands that talk to a
+// running Berth through its HTTP API: tag, promote, find, retention, gc.
+type registryFlags struct {
+	registry      string
+	username      string
+	passwordStdin bool
+}
+
+// add registers the flags on cmd.
+func (rf *registryFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&rf.registry, "registry", "", "registry URL (default $BERTH_REGISTRY or "+defaultRegistry+")")
+	f.StringVarP(&rf.username, "username", "u", "", "user name (default $BERTH_USERNAME; none: anonymous)")
+	f.BoolVar(&rf.passwordStdin, "password-stdin", false, "read the password from standard input (default $BERTH_PASSWORD)")
+}
+
+// apiClient calls a Berth server's HTTP API, with Basic credentials when a
+// user name is set.
+type apiClient struct {
+	base     *url.URL
+	username string
+	password string
+	http     *http.Client
+}
+
+// client resolves the registry URL and the optional credentials, from the
+// flags, then the environment.
+func (rf *registryFlags) client(cmd *cobra.Command) (*apiClient, error) {
+	raw := rf.registry
+	if raw == "" {
+		raw = os.Getenv("BERTH_REGISTRY")
+	}
+	if raw == "" {
+		raw = defaultRegistry
+	}
+	base, err := url.Parse(strings.TrimSuffix(raw, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" ||
+		base.RawQuery != "" || base.Fragment != "" || base.User != nil {
+		return nil, fmt.Errorf("--registry %q: want a URL such as https://registry.example.com or http://127.0.0.1:5000", raw)
+	}
+	c := &apiClient{base: base, http: &http.Client{Timeout: adminTimeout}}
+	c.username = rf.username
+	if c.username == "" {
+		c.username = os.Getenv("BERTH_USERNAME")
+	}
+	if c.username == "" {
+		if rf.passwordStdin {
+			return nil, errors.New("--password-stdin needs a user name: use --username or set BERTH_USERNAME")
+		}
+		return c, nil
+	}
+	if rf.passwordStdin {
+		if c.password, err = readPasswordLine(cmd.InOrStdin()); err != nil {
+			return nil, err
+		}
+	} else if c.password = os.Getenv("BERTH_PASSWORD"); c.password == "" {
+		return nil, errors.New("no password: pass --password-stdin and write it to standard input, or set BERTH_PASSWORD")
+	}
+	if base.Scheme == "http" && !isLoopback(base.Hostname()) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: sending the password of %s over plain HTTP to %s\n", c.username, base.Host)
+	}
+	return c, nil
+}
+
+// APIError is an error answer of the registry: the status and the first
+// entry of the specification's error body.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("registry answered %d: %s", e.Status, e.Message)
+	}
+	return fmt.Sprintf("registry answered %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// do sends method to path (an absolute path on the registry, such as
+// /v2/apps/web/_berth/tags/prod/history) with query, and body as JSON if
+// not nil. An answer with status want is decoded into out if not nil; any
+// other answer is an *APIError. It returns the response headers.
+func (c *apiClient) do(ctx context.Context, method, path string, query url.Values, body any, want int, out any) (http.Header, error) {
+	u := *c.base
+	u.Path = strings.TrimSuffix(c.base.Path, "/") + path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		buf, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.username != "" {
+		req.SetBasicAuth(c.username, c.password)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reach registry %s: %w", c.base.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAdminResponse))
+	if err != nil {
+		return nil, fmt.Errorf("read answer of %s: %w", c.base.Redacted(), err)
+	}
+	if resp.StatusCode != want {
+		return resp.Header, apiErrorFrom(resp.StatusCode, raw)
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return resp.Header, fmt.Errorf("decode answer of %s: %w", c.base.Redacted(), err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// apiErrorFrom reads an error answer.
+func apiErrorFrom(status int, raw []byte) *APIError {
+	var body struct {
+		Errors []apiError `json:"errors"`
+	}
+	e := &APIError{Status: status}
+	if json.Unmarshal(raw, &body) == nil && len(body.Errors) > 0 {
+		e.Code, e.Message = body.Errors[0].Code, body.Errors[0].Message
+		return e
+	}
+	e.Message = strings.TrimSpace(string(raw))
+	if len(e.Message) > 200 {
+		e.Message = e.Message[:200] + "..."
+	}
+	if e.Message == "" {
+		e.Message = http.StatusText(status)
+	}
+	return e
+}
+
+// splitRef splits "REPO:TAG" (or "REPO@DIGEST" when digestOK) into its
+// repository and reference. The tag separator is the last ":" after the
+// last "/", so registry-less names with ports are not misread.
+func splitRef(s string, digestOK bool) (repo, ref string, err error) {
+	if i := strings.Index(s, "@"); i >= 0 {
+		if !digestOK {
+			return "", "", fmt.Errorf("%q: want REPOSITORY:TAG", s)
+		}
+		repo, ref = s[:i], s[i+1:]
+	} else {
+		slash := strings.LastIndex(s, "/")
+		colon := strings.LastIndex(s, ":")
+		if colon <= slash {
+			return "", "", fmt.Errorf("%q: want REPOSITORY:TAG", s)
+		}
+		repo, ref = s[:colon], s[colon+1:]
+	}
+	if repo == "" || ref == "" {
+		return "", "", fmt.Errorf("%q: want REPOSITORY:TAG", s)
+	}
+	return repo, ref, nil
+}
