@@ -98,7 +98,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, b
 		} else if ok {
 			rec.Created = old.Created
 		}
-		if err := putJSON(manifests, []byte(d), rec); err != nil {
+		if err := putManifestRecord(tx, rb, repo, d, rec); err != nil {
 			return err
 		}
 		for _, tag := range tags {
@@ -203,40 +203,53 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 		if err != nil {
 			return err
 		}
-		rb := repoBucket(tx, repo)
-		if err := rb.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
-			return fmt.Errorf("delete manifest: %w", err)
-		}
-		var stale []string
-		err = rb.Bucket(bucketTags).ForEach(func(k, v []byte) error {
-			if string(v) == string(d) {
-				stale = append(stale, string(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("scan tags: %w", err)
-		}
-		for _, tag := range stale {
-			if _, err := s.moveTag(ctx, tx, rb, repo, tag, "", MoveDeleteManifest); err != nil {
-				return err
-			}
-		}
-		if rec.Subject != nil {
-			refs := rb.Bucket(bucketReferrers)
-			if subj := refs.Bucket([]byte(rec.Subject.Digest)); subj != nil {
-				if err := subj.Delete([]byte(d)); err != nil {
-					return fmt.Errorf("delete referrer: %w", err)
-				}
-				if k, _ := subj.Cursor().First(); k == nil {
-					if err := refs.DeleteBucket([]byte(rec.Subject.Digest)); err != nil {
-						return fmt.Errorf("delete referrers of %s: %w", rec.Subject.Digest, err)
-					}
-				}
-			}
+		return s.removeManifest(ctx, tx, repoBucket(tx, repo), repo, d, rec, MoveDeleteManifest)
+	})
+}
+
+// putManifestRecord writes the index record of manifest d in the
+// repository bucket rb. Every writer of manifest records goes through it.
+func putManifestRecord(tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Digest, rec manifestRecord) error {
+	return putJSON(rb.Bucket(bucketManifests), []byte(d), rec)
+}
+
+// removeManifest deletes manifest d, whose record is rec, from the
+// repository bucket rb: the tags naming it (recorded as moves for why), its
+// record and its entry among its subject's referrers. Every deleter of
+// manifests goes through it.
+func (s *Store) removeManifest(ctx context.Context, tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Digest, rec manifestRecord, why string) error {
+	var stale []string
+	err := rb.Bucket(bucketTags).ForEach(func(k, v []byte) error {
+		if string(v) == string(d) {
+			stale = append(stale, string(k))
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("scan tags: %w", err)
+	}
+	for _, tag := range stale {
+		if _, err := s.moveTag(ctx, tx, rb, repo, tag, "", why); err != nil {
+			return err
+		}
+	}
+	if err := rb.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
+		return fmt.Errorf("delete manifest: %w", err)
+	}
+	if rec.Subject != nil {
+		refs := rb.Bucket(bucketReferrers)
+		if subj := refs.Bucket([]byte(rec.Subject.Digest)); subj != nil {
+			if err := subj.Delete([]byte(d)); err != nil {
+				return fmt.Errorf("delete referrer: %w", err)
+			}
+			if k, _ := subj.Cursor().First(); k == nil {
+				if err := refs.DeleteBucket([]byte(rec.Subject.Digest)); err != nil {
+					return fmt.Errorf("delete referrers of %s: %w", rec.Subject.Digest, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // DeleteTag removes a tag from repo; the manifest it named stays. An
