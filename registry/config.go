@@ -36,6 +36,9 @@ type Config struct {
 	Auth auth.Config `yaml:"auth"`
 	// Tags makes tags immutable by rule; see docs/lifecycle.md.
 	Tags TagsConfig `yaml:"tags"`
+	// Retention deletes old tags and manifests by policy; see
+	// docs/retention.md.
+	Retention RetentionConfig `yaml:"retention"`
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -102,6 +105,7 @@ func DefaultConfig() Config {
 			IdleTimeout:       120 * time.Second,
 			ShutdownTimeout:   30 * time.Second,
 		},
+		Retention: RetentionConfig{HistoryWindow: DefaultHistoryWindow},
 	}
 }
 
@@ -177,6 +181,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if _, err := compileTagRules(c.Tags.Immutable); err != nil {
+		return err
+	}
+	if _, err := compileRetention(c.Retention); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

@@ -28,6 +28,9 @@ type Server struct {
 	// for changes and reloads them on SIGHUP.
 	users *auth.UserFile
 	keys  *auth.KeyRing
+	// retention applies the retention policies, on a schedule when
+	// retention.interval is set.
+	retention *retention
 }
 
 // New opens the store named by cfg and assembles the server. The caller
@@ -52,7 +55,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
 		Logger:               log,
 	}
+	policies, err := compileRetention(cfg.Retention)
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	srv.retention = &retention{store: store, policies: policies, window: cfg.Retention.HistoryWindow, log: log}
+	api := newAdminAPI(store, log, time.Now)
+	api.retention = srv.retention
+	admin := api.handler()
 	var handler http.Handler
+	routes := http.NewServeMux()
 	if cfg.Auth.Enabled() {
 		authn, err := srv.openAuth()
 		if err != nil {
@@ -60,12 +73,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			return nil, err
 		}
 		opts.Access = authn
-		routes := http.NewServeMux()
-		routes.Handle(auth.AdminPrefix, adminHandler(store, log))
+		routes.Handle(auth.AdminPrefix, admin)
 		routes.Handle("/", distribution.New(store, opts).Handler())
 		handler = authn.Wrap(withActor(routes))
 	} else {
-		handler = withActor(distribution.New(store, opts).Handler())
+		// Without authentication the admin API is as open as the rest,
+		// except robot tokens, which need authentication.
+		routes.Handle(auth.AdminPrefix, withoutRobots(admin))
+		routes.Handle("/", distribution.New(store, opts).Handler())
+		handler = withActor(routes)
 	}
 	handler = recoverPanics(log, logRequests(log, handler))
 	srv.http = &http.Server{
@@ -132,6 +148,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		defer background(ctx, s.watchAuth)()
 	}
 	defer background(ctx, s.expireUploads)()
+	if every := s.cfg.Retention.Interval; every > 0 {
+		defer background(ctx, func(ctx context.Context) { s.retention.schedule(ctx, every) })()
+	}
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)

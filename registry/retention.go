@@ -1,0 +1,122 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/berth-registry/berth/registry/glob"
+	"github.com/berth-registry/berth/storage"
+)
+
+// RetentionConfig configures the retention policies; see docs/retention.md.
+type RetentionConfig struct {
+	// Interval is how often the server applies the policies; zero (the
+	// default) never, leaving it to `berth retention`.
+	Interval time.Duration `yaml:"interval"`
+	// HistoryWindow is how far back the history of a kept tag protects
+	// the digests it named, so that rollback targets survive; zero
+	// protects none.
+	HistoryWindow time.Duration `yaml:"historyWindow"`
+	// Policies are tried in order: the first whose repositories match a
+	// repository applies to it; a repository none matches is untouched.
+	// A policy with no rule set exempts its repositories from later ones.
+	Policies []RetentionPolicy `yaml:"policies"`
+}
+
+// RetentionPolicy is one retention policy of the configuration. Patterns
+// are globs (see registry/glob). Zero values mean "no such rule".
+type RetentionPolicy struct {
+	Repositories []string `yaml:"repositories"`
+	// KeepLast keeps the newest KeepLast tags.
+	KeepLast int `yaml:"keepLast"`
+	// KeepTags are always kept.
+	KeepTags []string `yaml:"keepTags"`
+	// DeleteTagsOlderThan deletes tags that last moved longer ago.
+	DeleteTagsOlderThan time.Duration `yaml:"deleteTagsOlderThan"`
+	// DeleteUntaggedAfter deletes manifests nothing keeps once they were
+	// pushed longer ago.
+	DeleteUntaggedAfter time.Duration `yaml:"deleteUntaggedAfter"`
+}
+
+// DefaultHistoryWindow is retention.historyWindow when not set.
+const DefaultHistoryWindow = 720 * time.Hour
+
+// compileRetention checks and compiles the retention policies.
+func compileRetention(c RetentionConfig) ([]storage.RetentionPolicy, error) {
+	if c.Interval < 0 {
+		return nil, fmt.Errorf("retention.interval %s: must not be negative", c.Interval)
+	}
+	if c.HistoryWindow < 0 {
+		return nil, fmt.Errorf("retention.historyWindow %s: must not be negative", c.HistoryWindow)
+	}
+	out := make([]storage.RetentionPolicy, 0, len(c.Policies))
+	for i, p := range c.Policies {
+		at := fmt.Sprintf("retention.policies[%d]", i)
+		if len(p.Repositories) == 0 {
+			return nil, fmt.Errorf("%s: no repositories", at)
+		}
+		if p.KeepLast < 0 {
+			return nil, fmt.Errorf("%s.keepLast %d: must not be negative", at, p.KeepLast)
+		}
+		if p.DeleteTagsOlderThan < 0 {
+			return nil, fmt.Errorf("%s.deleteTagsOlderThan %s: must not be negative", at, p.DeleteTagsOlderThan)
+		}
+		if p.DeleteUntaggedAfter < 0 {
+			return nil, fmt.Errorf("%s.deleteUntaggedAfter %s: must not be negative", at, p.DeleteUntaggedAfter)
+		}
+		repos, err := glob.CompileSet(at+".repositories", p.Repositories)
+		if err != nil {
+			return nil, err
+		}
+		keep, err := glob.CompileSet(at+".keepTags", p.KeepTags)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, storage.RetentionPolicy{
+			Repositories: repos, KeepLast: p.KeepLast, KeepTags: keep,
+			DeleteTagsOlderThan: p.DeleteTagsOlderThan, DeleteUntaggedAfter: p.DeleteUntaggedAfter,
+		})
+	}
+	return out, nil
+}
+
+// retention applies the configured policies to a store.
+type retention struct {
+	store    *storage.Store
+	policies []storage.RetentionPolicy
+	window   time.Duration
+	log      *slog.Logger
+}
+
+// run applies the policies once as the system actor "retention" and logs
+// what went.
+func (r *retention) run(ctx context.Context, dryRun bool) (storage.RetentionReport, error) {
+	ctx = storage.WithActor(ctx, storage.Actor{Kind: storage.ActorSystem, Name: "retention"})
+	rep, err := r.store.ApplyRetention(ctx, r.policies, storage.RetentionOptions{DryRun: dryRun, HistoryWindow: r.window})
+	if err != nil {
+		return rep, err
+	}
+	if !dryRun && len(rep.Tags)+len(rep.Manifests) > 0 {
+		r.log.InfoContext(ctx, "retention applied", "repositories", rep.Repositories,
+			"tags", len(rep.Tags), "manifests", len(rep.Manifests))
+	}
+	return rep, nil
+}
+
+// schedule applies the policies every interval until ctx is done.
+func (r *retention) schedule(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := r.run(ctx, false); err != nil && ctx.Err() == nil {
+				r.log.WarnContext(ctx, "retention", "error", err)
+			}
+		}
+	}
+}
