@@ -2,9 +2,9 @@ package registry
 
 import (
 	"fmt"
-	"regexp"
 
 	"github.com/berth-registry/berth/registry/glob"
+	"github.com/berth-registry/berth/storage"
 )
 
 // TagsConfig configures what happens to tags.
@@ -23,12 +23,6 @@ type ImmutableRule struct {
 	Tags         []string `yaml:"tags"`
 	Except       []string `yaml:"except"`
 }
-
-// signatureTag matches the tags of the referrers tag-schema fallback that
-// cosign and others move as they add signatures, attestations and SBOMs:
-// sha256-<hex>.sig, .att and .sbom. They are never release tags, so no rule
-// makes them immutable.
-var signatureTag = regexp.MustCompile(`^(sha256|sha512)-[a-f0-9]+\.(sig|att|sbom)$`)
 
 type compiledTagRule struct {
 	repos, tags, except glob.Set
@@ -64,9 +58,12 @@ func compileTagRules(rules []ImmutableRule) (tagRules, error) {
 	return out, nil
 }
 
-// Immutable reports whether a rule makes tag in repo immutable.
+// Immutable reports whether a rule makes tag in repo immutable. The tags
+// of the referrers tag-schema fallback (sha256-<hex>.sig, .att, .sbom),
+// which cosign and others move as they add signatures, are never release
+// tags, so no rule makes them immutable.
 func (t tagRules) Immutable(repo, tag string) bool {
-	if signatureTag.MatchString(tag) {
+	if _, ok := storage.SignatureTag(tag); ok {
 		return false
 	}
 	for _, r := range t {
