@@ -72,9 +72,16 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketRobots, bucketRobotSecrets, bucketHistory} {
+		// A store from before the search index gets one built once.
+		newSearch := tx.Bucket(bucketSearch) == nil
+		for _, b := range [][]byte{bucketSearch, bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketRobots, bucketRobotSecrets, bucketHistory} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		if newSearch {
+			if err := buildSearchIndex(tx); err != nil {
+				return fmt.Errorf("build search index: %w", err)
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
