@@ -34,10 +34,11 @@ const (
 	// value together) that the search index holds. Longer ones, and ones
 	// containing a NUL byte, are still searchable, by a scan.
 	maxIndexedPair = 1024
-	// SearchScanLimit bounds how many manifests one Search examines. A
-	// search that reaches it returns the results found so far with a
-	// cursor to continue from.
-	SearchScanLimit = 10_000
+	// DefaultSearchScanLimit bounds how many manifests one Search
+	// examines, unless Options.SearchScanLimit says otherwise. A search
+	// that reaches it returns the results found so far with a cursor to
+	// continue from.
+	DefaultSearchScanLimit = 10_000
 
 	kindAnnotation = 'a'
 	kindLabel      = 'l'
@@ -247,7 +248,7 @@ func buildSearchIndex(tx *bolt.Tx) error {
 // Search returns up to q.N manifests matching q, in order of repository
 // then digest, starting after the cursor q.Last. next is the cursor of the
 // following page, empty when there is none. One call examines at most
-// SearchScanLimit manifests, so a page may be short, even empty, and still
+// Options.SearchScanLimit manifests, so a page may be short, even empty, and still
 // have a next.
 //
 // A query with an annotation or label seeks the search index; any other
@@ -269,7 +270,7 @@ func (s *Store) Search(ctx context.Context, q Query) (results []SearchResult, ne
 		return results, "", nil
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
-		w := &searchWalk{tx: tx, q: q, out: &results, tags: map[string]map[digest.Digest][]string{}}
+		w := &searchWalk{tx: tx, q: q, limit: s.searchScan, out: &results, tags: map[string]map[digest.Digest][]string{}}
 		var err error
 		if kind, k, v, ok := indexedFilter(q); ok {
 			err = w.index(searchPrefix(kind, k, v), after.repo, after.d)
@@ -313,6 +314,7 @@ func indexedFilter(q Query) (kind byte, k, v string, ok bool) {
 type searchWalk struct {
 	tx      *bolt.Tx
 	q       Query
+	limit   int
 	out     *[]SearchResult
 	scanned int
 	// seen is the cursor of the last candidate examined.
@@ -327,7 +329,7 @@ type searchWalk struct {
 // has it. It returns false when the walk must stop: the page is full or
 // the scan limit reached, and next is set.
 func (w *searchWalk) consider(repo string, d digest.Digest, raw []byte) (bool, error) {
-	if len(*w.out) >= w.q.N || w.scanned >= SearchScanLimit {
+	if len(*w.out) >= w.q.N || w.scanned >= w.limit {
 		w.next = w.seen
 		return false, nil
 	}

@@ -406,3 +406,57 @@ func TestSearchIndexBuiltForOlderStore(t *testing.T) {
 		t.Errorf("after rebuild: %v", found(res))
 	}
 }
+
+func TestSearchScanLimitPages(t *testing.T) {
+	s, err := Open(context.Background(), t.TempDir(), Options{SearchScanLimit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	var matching, all []string
+	for i := range 9 {
+		repo := []string{"x", "y/z", "y"}[i%3]
+		rev := "miss"
+		if i%2 == 0 {
+			rev = "hit"
+		}
+		d := putAnnotated(t, s, repo, fmt.Sprint("s", i), map[string]string{revKey: rev, "all": "yes"}, nil, "")
+		if rev == "hit" {
+			matching = append(matching, cursor(repo, d))
+		}
+		all = append(all, cursor(repo, d))
+	}
+	sortCursors(matching)
+	sortCursors(all)
+	// Indexed on "all", filtered on the revision; and a plain scan.
+	for _, c := range []struct {
+		q    Query
+		want []string
+	}{
+		{Query{Annotations: map[string]string{revKey: "hit", "all": "yes"}}, matching},
+		{Query{MediaType: ocispec.MediaTypeImageManifest}, all},
+	} {
+		q := c.q
+		q.N = 100
+		var got []string
+		short := false
+		for pages := 0; ; pages++ {
+			if pages > 20 {
+				t.Fatal("pagination does not end")
+			}
+			res, next := search(t, s, q)
+			got = append(got, found(res)...)
+			if next == "" {
+				break
+			}
+			short = true
+			q.Last = next
+		}
+		if !short {
+			t.Errorf("query %+v: one page despite a scan limit of 2", q)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("query %+v: %v, want %v", q, got, c.want)
+		}
+	}
+}
