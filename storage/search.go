@@ -227,6 +227,33 @@ func unindexManifest(tx *bolt.Tx, repo string, d digest.Digest, rec manifestReco
 	})
 }
 
+// dropSearchEntries removes the search index entries of manifest key in
+// repo. The record is the guide when it can be read; a record fsck cannot
+// decode has its entries found by a walk of the whole index.
+func dropSearchEntries(tx *bolt.Tx, repo string, rb *bolt.Bucket, key []byte) error {
+	var rec manifestRecord
+	if ok, err := getJSON(rb.Bucket(bucketManifests), key, &rec); err == nil {
+		if !ok {
+			return nil
+		}
+		return unindexManifest(tx, repo, digest.Digest(key), rec)
+	}
+	suffix := append(append(append([]byte{0}, repo...), 0), key...)
+	var stale [][]byte
+	_ = tx.Bucket(bucketSearch).ForEach(func(k, _ []byte) error {
+		if bytes.HasSuffix(k, suffix) {
+			stale = append(stale, bytes.Clone(k))
+		}
+		return nil
+	})
+	for _, k := range stale {
+		if err := tx.Bucket(bucketSearch).Delete(k); err != nil {
+			return fmt.Errorf("unindex manifest %s: %w", key, err)
+		}
+	}
+	return nil
+}
+
 // buildSearchIndex fills the (new, empty) search index from every manifest
 // record, for a store created before the index existed.
 func buildSearchIndex(tx *bolt.Tx) error {

@@ -460,3 +460,26 @@ func TestSearchScanLimitPages(t *testing.T) {
 		}
 	}
 }
+
+func TestDropManifestUnindexesUndecodableRecord(t *testing.T) {
+	s := searchStore(t)
+	d := putAnnotated(t, s, "apps/web", "x", map[string]string{revKey: "r"}, map[string]string{"l": "v"}, "")
+	other := putAnnotated(t, s, "apps/web/x", "x", map[string]string{revKey: "r"}, nil, "")
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		rb := repoBucket(tx, "apps/web")
+		// Corrupt the record: fsck must still find its entries.
+		if err := rb.Bucket(bucketManifests).Put([]byte(d), []byte("{not json")); err != nil {
+			return err
+		}
+		_, _, err := dropManifest(tx, "apps/web", rb, []byte(d))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSearchIndex(t, s)
+	res, _ := search(t, s, Query{Annotations: map[string]string{revKey: "r"}})
+	if !slices.Equal(found(res), want("apps/web/x", other)) {
+		t.Errorf("after drop: %v", found(res))
+	}
+}
