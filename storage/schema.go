@@ -75,7 +75,8 @@ package storage
 // Invariant: the search/ entries of repos/<name>/manifests/<digest> are
 // exactly those made from its current record (its indexable annotations
 // and labels). putManifestRecord and removeManifest, the only writer and
-// remover of manifest records, maintain it in the transaction that changes
+// remover of manifest records (with fsck's repair, which drops entries
+// with the records it drops), maintain it in the transaction that changes
 // the record. A store opened without search/ has it built from every
 // record when it is created.
 //
