@@ -126,7 +126,7 @@ func codeFor(err error) (Code, int) {
 		return CodeManifestInvalid, 0
 	case errors.Is(err, storage.ErrTagImmutable):
 		return CodeTagImmutable, 0
-	case errors.Is(err, storage.ErrUnsupported):
+	case errors.Is(err, storage.ErrUnsupported), errors.Is(err, storage.ErrQueryInvalid):
 		return CodeUnsupported, http.StatusBadRequest
 	}
 	return CodeUnknown, 0

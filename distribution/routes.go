@@ -39,6 +39,8 @@ type Store interface {
 	ListTags(ctx context.Context, repo, last string, n int) ([]string, bool, error)
 	ListRepositories(ctx context.Context, last string, n int) ([]string, bool, error)
 	Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error)
+
+	Search(ctx context.Context, q storage.Query) ([]storage.SearchResult, string, error)
 }
 
 // Access decides what the caller of a request may do. The API asks it for
@@ -109,6 +111,8 @@ func (a *API) Handler() http.Handler {
 
 	r.HandleFunc("/v2/", a.base).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/v2/_catalog", a.catalog).Methods(http.MethodGet)
+	// Before the repository routes, so that _berth is never read as a name.
+	r.HandleFunc(searchPath, a.search).Methods(http.MethodGet)
 
 	// Requests that carry blob content are bounded in number and may not
 	// stall; see limits.go.

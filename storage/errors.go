@@ -44,6 +44,9 @@ var (
 	// ErrRobotInactive means the operation needs a robot token that is
 	// neither revoked nor expired.
 	ErrRobotInactive = errors.New("robot token revoked or expired")
+	// ErrQueryInvalid means a search query is malformed, for instance its
+	// cursor.
+	ErrQueryInvalid = errors.New("search query invalid")
 )
 
 // DetailError carries a machine-readable detail alongside a sentinel error,

@@ -729,7 +729,7 @@ func (s *Store) repairProblem(p Problem) (string, error) {
 				return false, nil
 			}
 			var err error
-			tags, refs, err = dropManifest(rb, []byte(d))
+			tags, refs, err = dropManifest(tx, p.Repo, rb, []byte(d))
 			return err == nil, err
 		})
 		if !done || err != nil {
@@ -854,7 +854,7 @@ func purgeBlob(tx *bolt.Tx, d digest.Digest) (purged, error) {
 			n.links++
 		}
 		if bucketGet(rb, bucketManifests, key) != nil {
-			tags, refs, err := dropManifest(rb, key)
+			tags, refs, err := dropManifest(tx, string(name), rb, key)
 			if err != nil {
 				return n, fmt.Errorf("delete manifest in %s: %w", name, err)
 			}
@@ -867,8 +867,12 @@ func purgeBlob(tx *bolt.Tx, d digest.Digest) (purged, error) {
 }
 
 // dropManifest deletes a manifest record from a repository with every tag
-// naming it and its entries in referrers/, whatever their subject.
-func dropManifest(rb *bolt.Bucket, key []byte) (tags, refs int, err error) {
+// naming it, its entries in referrers/, whatever their subject, and its
+// entries in the search index.
+func dropManifest(tx *bolt.Tx, repo string, rb *bolt.Bucket, key []byte) (tags, refs int, err error) {
+	if err := dropSearchEntries(tx, repo, rb, key); err != nil {
+		return 0, 0, err
+	}
 	if err := rb.Bucket(bucketManifests).Delete(key); err != nil {
 		return 0, 0, fmt.Errorf("delete manifest record: %w", err)
 	}

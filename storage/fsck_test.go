@@ -234,7 +234,8 @@ func TestCheckFindsAndRepairsEachProblem(t *testing.T) {
 		if err := putJSON(other.Bucket(bucketLinks), []byte(noBlob), linkRecord{Linked: time.Now()}); err != nil {
 			return err
 		}
-		if err := putJSON(other.Bucket(bucketManifests), []byte(noBody), manifestRecord{MediaType: ocispec.MediaTypeImageManifest, Size: 3}); err != nil {
+		if err := putManifestRecord(tx, other, fsckOther, noBody, manifestRecord{MediaType: ocispec.MediaTypeImageManifest, Size: 3,
+			Annotations: map[string]string{"org.opencontainers.image.revision": "lost"}}); err != nil {
 			return err
 		}
 		if err := other.Bucket(bucketTags).Put([]byte("stale"), []byte(noBody)); err != nil {
@@ -369,6 +370,11 @@ func TestCheckFindsAndRepairsEachProblem(t *testing.T) {
 	}
 	if _, _, _, err := s.VerifyRobot(ctx, "berth_nobody", time.Now()); !errors.Is(err, ErrRobotUnknown) {
 		t.Errorf("stale secret entry: %v", err)
+	}
+	// The dangling manifest left the search index with its record.
+	checkSearchIndex(t, s)
+	if res, _, err := s.Search(ctx, Query{Annotations: map[string]string{"org.opencontainers.image.revision": "lost"}, N: 10}); err != nil || len(res) != 0 {
+		t.Errorf("search after repair: %v %v", res, err)
 	}
 }
 

@@ -22,7 +22,13 @@ type ManifestInfo struct {
 	ArtifactType string
 	Subject      *ocispec.Descriptor
 	Annotations  map[string]string
-	Created      time.Time
+	// Labels are the labels of an image's config (config.Labels), when
+	// the config could be read at push.
+	Labels map[string]string
+	// Created is when the manifest was first pushed to the repository.
+	Created time.Time
+	// ConfigCreated is the image config's created time, if it has one.
+	ConfigCreated *time.Time
 }
 
 type manifestRecord struct {
@@ -34,12 +40,20 @@ type manifestRecord struct {
 	// References are the digests of the blobs and child manifests the
 	// manifest points at; garbage collection walks them.
 	References []digest.Digest `json:"references,omitempty"`
-	Created    time.Time       `json:"created"`
+	// Created is the push time: when the manifest first entered the
+	// repository.
+	Created time.Time `json:"created"`
+	// Labels are the image config's config.Labels; ConfigCreated is its
+	// created time. Both are read at push, and absent for indexes,
+	// artifacts without an image config, and configs too large or not
+	// parsable (see readConfigMeta).
+	Labels        map[string]string `json:"labels,omitempty"`
+	ConfigCreated *time.Time        `json:"configCreated,omitempty"`
 }
 
 func (r manifestRecord) info(d digest.Digest) ManifestInfo {
 	return ManifestInfo{Digest: d, MediaType: r.MediaType, Size: r.Size, ArtifactType: r.ArtifactType,
-		Subject: r.Subject, Annotations: r.Annotations, Created: r.Created}
+		Subject: r.Subject, Annotations: r.Annotations, Labels: r.Labels, Created: r.Created, ConfigCreated: r.ConfigCreated}
 }
 
 // PutManifest stores a manifest body, already parsed as m and hashing to d,
@@ -67,6 +81,9 @@ func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, b
 		Annotations:  m.Annotations,
 		Created:      time.Now().UTC(),
 	}
+	// Read outside the transaction: the config is a file, and a config
+	// that cannot be read only means no labels, never a failed push.
+	rec.Labels, rec.ConfigCreated = s.readConfigMeta(ctx, m)
 	for _, b := range m.Blobs {
 		rec.References = append(rec.References, b.Digest)
 	}
@@ -208,9 +225,23 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 }
 
 // putManifestRecord writes the index record of manifest d in the
-// repository bucket rb. Every writer of manifest records goes through it.
+// repository bucket rb, and keeps the search index in step: the entries of
+// the record it replaces, if any, are removed and those of rec added.
+// Every writer of manifest records goes through it.
 func putManifestRecord(tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Digest, rec manifestRecord) error {
-	return putJSON(rb.Bucket(bucketManifests), []byte(d), rec)
+	manifests := rb.Bucket(bucketManifests)
+	var old manifestRecord
+	if ok, err := getJSON(manifests, []byte(d), &old); err != nil {
+		return err
+	} else if ok {
+		if err := unindexManifest(tx, repo, d, old); err != nil {
+			return err
+		}
+	}
+	if err := putJSON(manifests, []byte(d), rec); err != nil {
+		return err
+	}
+	return indexManifest(tx, repo, d, rec)
 }
 
 // removeManifest deletes manifest d, whose record is rec, from the
@@ -233,8 +264,19 @@ func (s *Store) removeManifest(ctx context.Context, tx *bolt.Tx, rb *bolt.Bucket
 			return err
 		}
 	}
+	// The search entries to remove are those of the stored record, which
+	// is what they were made from.
+	var stored manifestRecord
+	if ok, err := getJSON(rb.Bucket(bucketManifests), []byte(d), &stored); err != nil {
+		return err
+	} else if !ok {
+		stored = rec
+	}
 	if err := rb.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
 		return fmt.Errorf("delete manifest: %w", err)
+	}
+	if err := unindexManifest(tx, repo, d, stored); err != nil {
+		return err
 	}
 	if rec.Subject != nil {
 		refs := rb.Bucket(bucketReferrers)

@@ -22,7 +22,8 @@ package storage
 //	    manifests/                  bucket
 //	      <digest>                  -> manifestRecord {mediaType, size,
 //	                                   artifactType, subject, annotations,
-//	                                   references, created}
+//	                                   references, created, labels,
+//	                                   configCreated}
 //	    tags/                       bucket
 //	      <tag>                     -> <digest>
 //	    referrers/                  bucket: one nested bucket per subject
@@ -54,6 +55,30 @@ package storage
 // Invariant: every change of a key in repos/<name>/tags/ appends, in the
 // same transaction, one entry to history/<name>/<tag>/ whose previous and
 // digest are the tag's values before and after (empty when absent).
+//
+// The search index answers equality queries on annotations and config
+// labels without reading every manifest record:
+//
+//	search/                         bucket
+//	  "a" <key> 0x00 <value> 0x00 <repository> 0x00 <digest>
+//	                                -> empty: manifest <digest> of
+//	                                   <repository> has annotation key=value
+//	  "l" <key> 0x00 <value> 0x00 <repository> 0x00 <digest>
+//	                                -> empty: its image config has label
+//	                                   key=value
+//
+// Keys sort by pair, then repository, then digest, so the manifests with
+// one pair are a cursor walk in the order of search results. A pair whose
+// key or value contains a NUL byte, or whose key and value together exceed
+// 1024 bytes, is not indexed; a query on such a pair scans instead.
+//
+// Invariant: the search/ entries of repos/<name>/manifests/<digest> are
+// exactly those made from its current record (its indexable annotations
+// and labels). putManifestRecord and removeManifest, the only writer and
+// remover of manifest records (with fsck's repair, which drops entries
+// with the records it drops), maintain it in the transaction that changes
+// the record. A store opened without search/ has it built from every
+// record when it is created.
 //
 // Robot tokens, machine credentials with fixed scopes and an expiry, live
 // in two buckets of their own:
@@ -88,6 +113,7 @@ var (
 	bucketReferrers = []byte("referrers")
 
 	bucketHistory = []byte("history")
+	bucketSearch  = []byte("search")
 
 	bucketRobots       = []byte("robots")
 	bucketRobotSecrets = []byte("robotSecrets")

@@ -31,6 +31,9 @@ type Options struct {
 	FS FS
 	// Tags decides which tags are immutable; nil means none.
 	Tags TagRules
+	// SearchScanLimit bounds how many manifests one Search examines; zero
+	// means DefaultSearchScanLimit.
+	SearchScanLimit int
 }
 
 // Store is the blob store and its index. It is safe for concurrent use.
@@ -41,6 +44,8 @@ type Store struct {
 	log      *slog.Logger
 	sessions *sessionTable
 	tags     TagRules
+	// searchScan bounds the manifests one Search examines.
+	searchScan int
 }
 
 // Open opens (creating if needed) the store rooted at dir. It reads the index
@@ -72,9 +77,16 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketRobots, bucketRobotSecrets, bucketHistory} {
+		// A store from before the search index gets one built once.
+		newSearch := tx.Bucket(bucketSearch) == nil
+		for _, b := range [][]byte{bucketSearch, bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketRobots, bucketRobotSecrets, bucketHistory} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		if newSearch {
+			if err := buildSearchIndex(tx); err != nil {
+				return fmt.Errorf("build search index: %w", err)
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
@@ -94,7 +106,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if fsys == nil {
 		fsys = osFS{}
 	}
-	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable(), tags: opts.Tags}
+	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable(), tags: opts.Tags, searchScan: opts.SearchScanLimit}
+	if s.searchScan <= 0 {
+		s.searchScan = DefaultSearchScanLimit
+	}
 	log.DebugContext(ctx, "store opened", "dir", dir)
 	return s, nil
 }

@@ -6,6 +6,7 @@
 //	berth token create|list|revoke|rotate ... (through a running server's admin API)
 //	berth keys rotate [--data DIR]
 //	berth fsck [--data DIR] [--verify-content] [--repair] [--json]
+//	berth find [--annotation K=V]... [--label K=V]... [--repository R] [--tag T] [--json] ...
 //	berth retention [--dry-run] [--json] (through a running server's admin API)
 //	berth version
 package main
@@ -46,8 +47,16 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand(), newFsckCommand(),
-		newRetentionCommand())
+	root.AddCommand(
+		newServeCommand(),
+		newVersionCommand(),
+		newUserCommand(),
+		newTokenCommand(),
+		newKeysCommand(),
+		newFsckCommand(),
+		newFindCommand(),
+		newRetentionCommand(),
+	)
 	return root
 }
 

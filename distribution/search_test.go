@@ -1,0 +1,184 @@
+package distribution_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-registry/berth/distribution"
+)
+
+const revision = "org.opencontainers.image.revision"
+
+// denyRepos is an Access that refuses every action on some repositories.
+type denyRepos map[string]bool
+
+func (d denyRepos) Allowed(_ context.Context, repo, _ string) bool { return !d[repo] }
+
+// searchResult is a result of GET /v2/_berth/search, as a client reads it.
+type searchResult struct {
+	Repository   string            `json:"repository"`
+	Digest       digest.Digest     `json:"digest"`
+	MediaType    string            `json:"mediaType"`
+	ArtifactType string            `json:"artifactType"`
+	Size         int64             `json:"size"`
+	Created      time.Time         `json:"created"`
+	Pushed       time.Time         `json:"pushed"`
+	Tags         []string          `json:"tags"`
+	Annotations  map[string]string `json:"annotations"`
+	Labels       map[string]string `json:"labels"`
+}
+
+// pushAnnotated pushes an image whose manifest carries annotations and
+// whose config carries labels, under ref (empty: by digest).
+func (e *env) pushAnnotated(repo, ref, seed string, annotations, labels map[string]string) digest.Digest {
+	e.t.Helper()
+	cfg := mustJSON(e.t, map[string]any{"architecture": "amd64", "os": "linux", "seed": seed,
+		"created": "2024-02-03T04:05:06Z", "config": map[string]any{"Labels": labels}})
+	e.pushBlob(repo, cfg)
+	body := mustJSON(e.t, ocispec.Manifest{
+		Versioned:   specs.Versioned{SchemaVersion: 2},
+		MediaType:   ocispec.MediaTypeImageManifest,
+		Config:      descriptor(ocispec.MediaTypeImageConfig, cfg),
+		Layers:      []ocispec.Descriptor{},
+		Annotations: annotations,
+	})
+	return e.pushManifest(repo, ref, ocispec.MediaTypeImageManifest, body)
+}
+
+// searchAll follows the pages of a search and returns every result.
+func (e *env) searchAll(query url.Values) []searchResult {
+	e.t.Helper()
+	var all []searchResult
+	path := "/v2/_berth/search?" + query.Encode()
+	linkRE := regexp.MustCompile(`^<([^>]+)>; rel="next"$`)
+	for pages := 0; path != ""; pages++ {
+		if pages > 100 {
+			e.t.Fatal("search pagination does not end")
+		}
+		r := e.do(http.MethodGet, path, nil)
+		wantStatus(e.t, r, http.StatusOK)
+		wantHeader(e.t, r, "Content-Type", "application/json")
+		var body struct {
+			Results []searchResult `json:"results"`
+		}
+		decode(e.t, r.Body, &body)
+		if body.Results == nil {
+			e.t.Fatalf("results is not a list: %s", r.Body)
+		}
+		all = append(all, body.Results...)
+		path = ""
+		if link := r.Header.Get("Link"); link != "" {
+			m := linkRE.FindStringSubmatch(link)
+			if m == nil {
+				e.t.Fatalf("Link = %q", link)
+			}
+			path = m[1]
+		}
+	}
+	return all
+}
+
+func keys(rs []searchResult) []string {
+	out := []string{}
+	for _, r := range rs {
+		out = append(out, r.Repository+"@"+string(r.Digest))
+	}
+	return out
+}
+
+func TestSearchEndpoint(t *testing.T) {
+	e := newEnv(t, distribution.Options{Access: denyRepos{"secret/app": true}})
+	sha := strings.Repeat("ab", 20)
+	web := e.pushAnnotated("apps/web", "production", "web", map[string]string{revision: sha}, map[string]string{"team": "web"})
+	e.pushManifest("apps/web", "v1.0.0", ocispec.MediaTypeImageManifest, e.do(http.MethodGet, "/v2/apps/web/manifests/"+string(web), nil,
+		"Accept", ocispec.MediaTypeImageManifest).Body)
+	var want []string
+	want = append(want, "apps/web@"+string(web))
+	for i := range 4 {
+		repo := fmt.Sprintf("apps/svc%d", i)
+		d := e.pushAnnotated(repo, "", fmt.Sprint("svc", i), map[string]string{revision: sha}, nil)
+		want = append(want, repo+"@"+string(d))
+	}
+	e.pushAnnotated("apps/other", "", "other", map[string]string{revision: "other"}, nil)
+	e.pushAnnotated("secret/app", "production", "secret", map[string]string{revision: sha}, nil)
+	sort.Strings(want)
+
+	q := url.Values{"annotation": {revision + "=" + sha}}
+	got := keys(e.searchAll(q))
+	if !slices.Equal(got, want) {
+		t.Errorf("by revision: %v, want %v (secret/app hidden)", got, want)
+	}
+	q.Set("n", "2")
+	if got := keys(e.searchAll(q)); !slices.Equal(got, want) {
+		t.Errorf("by revision, pages of 2: %v, want %v", got, want)
+	}
+
+	// Which digest apps/web:production names, which commit built it, when.
+	res := e.searchAll(url.Values{"repository": {"apps/web"}, "tag": {"production"}})
+	if len(res) != 1 {
+		t.Fatalf("apps/web:production: %+v", res)
+	}
+	r := res[0]
+	if r.Digest != web || r.Annotations[revision] != sha || !r.Created.Equal(time.Date(2024, 2, 3, 4, 5, 6, 0, time.UTC)) ||
+		!slices.Equal(r.Tags, []string{"production", "v1.0.0"}) || r.Labels["team"] != "web" || r.MediaType != ocispec.MediaTypeImageManifest {
+		t.Errorf("apps/web:production = %+v", r)
+	}
+	if res := e.searchAll(url.Values{"repository": {"secret/app"}}); len(res) != 0 {
+		t.Errorf("hidden repository searched: %+v", res)
+	}
+	if got := e.searchAll(url.Values{"label": {"team=web"}, "repository": {"apps/**"}}); len(got) != 1 || got[0].Digest != web {
+		t.Errorf("by label under apps/: %+v", got)
+	}
+	if got := e.searchAll(url.Values{"created.after": {"2024-02-03T04:05:07Z"}}); len(got) != 0 {
+		t.Errorf("created after every image: %v", keys(got))
+	}
+	if got := e.searchAll(url.Values{"created.before": {"2024-02-03T04:05:07+00:00"}, "repository": {"apps/other"}}); len(got) != 1 {
+		t.Errorf("created before: %v", keys(got))
+	}
+}
+
+func TestSearchBadParameters(t *testing.T) {
+	e := newEnv(t, distribution.Options{})
+	for _, c := range []struct {
+		query  string
+		status int
+		code   string
+	}{
+		{"annotation=novalue", http.StatusBadRequest, "UNSUPPORTED"},
+		{"annotation==v", http.StatusBadRequest, "UNSUPPORTED"},
+		{"annotation=k=1&annotation=k=2", http.StatusBadRequest, "UNSUPPORTED"},
+		{"label=x", http.StatusBadRequest, "UNSUPPORTED"},
+		{"created.after=yesterday", http.StatusBadRequest, "UNSUPPORTED"},
+		{"created.before=2024-01-01", http.StatusBadRequest, "UNSUPPORTED"},
+		{"n=-1", http.StatusBadRequest, "UNSUPPORTED"},
+		{"n=many", http.StatusBadRequest, "UNSUPPORTED"},
+		{"last=apps/web", http.StatusBadRequest, "UNSUPPORTED"},
+		{"last=apps/web@sha256:nothex", http.StatusBadRequest, "UNSUPPORTED"},
+		{"tag=" + url.QueryEscape("not a tag"), http.StatusBadRequest, "UNSUPPORTED"},
+		{"repository=Apps/Web", http.StatusBadRequest, "NAME_INVALID"},
+		{"repository=/**", http.StatusBadRequest, "NAME_INVALID"},
+	} {
+		r := e.do(http.MethodGet, "/v2/_berth/search?"+c.query, nil)
+		entry := wantError(t, r, c.status, c.code)
+		if entry.Message == "" {
+			t.Errorf("%s: no message", c.query)
+		}
+	}
+	wantError(t, e.do(http.MethodPost, "/v2/_berth/search", nil), http.StatusMethodNotAllowed, "UNSUPPORTED")
+	// No filter at all on an empty registry: an empty list.
+	if got := e.searchAll(url.Values{}); len(got) != 0 {
+		t.Errorf("empty registry: %v", keys(got))
+	}
+}
