@@ -6,6 +6,8 @@
 //	berth token create|list|revoke|rotate ... (through a running server's admin API)
 //	berth keys rotate [--data DIR]
 //	berth fsck [--data DIR] [--verify-content] [--repair] [--json]
+//	berth tag history|rollback REPOSITORY:TAG ... (through a running server's API)
+//	berth promote SRC_REPOSITORY:TAG|SRC_REPOSITORY@DIGEST DST_REPOSITORY:TAG
 //	berth version
 package main
 
@@ -45,7 +47,8 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand(), newFsckCommand())
+	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand(), newFsckCommand(),
+		newTagCommand(), newPromoteCommand())
 	return root
 }
 
