@@ -277,9 +277,14 @@ destination. The digest is printed on standard output.
 			_, err = c.do(cmd.Context(), http.MethodPost, tagPath(dst, tag, "promote"), nil, body, http.StatusCreated, &out)
 			var ae *APIError
 			if errors.As(err, &ae) && ae.Status == http.StatusOK {
-				// 200: the tag named the digest already.
-				fmt.Fprintf(cmd.ErrOrStderr(), "%s:%s already names the manifest of %s\n", dst, tag, args[0])
-				return printDigestOf(cmd, c, dst, tag)
+				// 200: the tag named the digest already. The answer, short
+				// JSON, is what do kept as the message.
+				if json.Unmarshal([]byte(ae.Message), &out) != nil || out.Digest == "" {
+					return fmt.Errorf("promote: unexpected answer %q", ae.Message)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), out.Digest)
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s:%s already names %s\n", dst, tag, out.Digest)
+				return nil
 			}
 			if err != nil {
 				if ae != nil {
@@ -300,14 +305,4 @@ destination. The digest is printed on standard output.
 	}
 	rf.add(cmd)
 	return cmd
-}
-
-// printDigestOf prints the digest a tag names, read with a HEAD request.
-func printDigestOf(cmd *cobra.Command, c *apiClient, repo, tag string) error {
-	h, err := c.do(cmd.Context(), http.MethodHead, "/v2/"+repo+"/manifests/"+tag, nil, nil, http.StatusOK, nil)
-	if err != nil {
-		return explain(repo, tag, err)
-	}
-	fmt.Fprintln(cmd.OutOrStdout(), h.Get("Docker-Content-Digest"))
-	return nil
 }
