@@ -55,20 +55,29 @@ func startLifecycle(t *testing.T, user string, env ...string) *lifecycle {
 	cfg := lifecycleConfig
 	lc := &lifecycle{t: t, user: user, env: clientEnv(t), work: t.TempDir()}
 	if user != "" {
+		// user may do anything; bob may pull and push under deploy/ only.
 		lc.pass = user + "-pw"
-		hash, err := bcrypt.GenerateFromPassword([]byte(lc.pass), bcrypt.MinCost)
-		if err != nil {
-			t.Fatal(err)
+		var lines []string
+		for _, u := range []string{user, "bob"} {
+			hash, err := bcrypt.GenerateFromPassword([]byte(u+"-pw"), bcrypt.MinCost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, u+":"+string(hash))
 		}
 		htpasswd := filepath.Join(dir, "htpasswd")
-		writeTestFile(t, htpasswd, user+":"+string(hash)+"\n")
+		writeTestFile(t, htpasswd, strings.Join(lines, "\n")+"\n")
 		cfg += fmt.Sprintf(`auth:
   htpasswd: %s
   rules:
+    - repositories: ["deploy/**"]
+      grants:
+        user:bob: [pull, push]
+        user:%s: [pull, push, delete]
     - repositories: ["**"]
       grants:
         user:%s: [pull, push, delete]
-`, htpasswd, user)
+`, htpasswd, user, user)
 	}
 	path := filepath.Join(dir, "berth.yaml")
 	writeTestFile(t, path, cfg)
@@ -114,7 +123,8 @@ func (lc *lifecycle) clientFails(what, name string, args ...string) string {
 	if !strings.Contains(strings.ToLower(out), "immutable") {
 		lc.t.Errorf("%s: %s %s failed, but not for the immutable tag:\n%s", what, name, strings.Join(args, " "), out)
 	}
-	lc.t.Logf("%s: %s", what, strings.TrimSpace(out))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	lc.t.Logf("%s: %s", what, lines[len(lines)-1])
 	return out
 }
 
@@ -385,8 +395,26 @@ func TestLifecycleHistoryAndRollback(t *testing.T) {
 	}
 	lc.wantUnchanged("a refused rollback", repo, "v1.0.0", v[2], 1)
 
+	// bob may push to deploy/ but not pull production: the promotion is
+	// denied and creates nothing; alice's is not.
+	cmd := exec.Command(berthtest.Build(t), "promote", repo+":current", "deploy/web:live")
+	cmd.Env = append(os.Environ(), "BERTH_REGISTRY="+lc.srv.URL, "BERTH_USERNAME=bob", "BERTH_PASSWORD=bob-pw")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "403 DENIED") {
+		t.Errorf("bob's promotion from production: %v: %s", err, out)
+	}
+	if got := lc.target("deploy/web", "live"); got != "" {
+		t.Errorf("deploy/web:live = %s after a denied promotion", got)
+	}
+	lc.berth("promote", repo+":current", "deploy/web:live")
+	if got := lc.target("deploy/web", "live"); got != v[0] {
+		t.Errorf("deploy/web:live = %s, want %s", got, v[0])
+	}
+	if h := lc.history("deploy/web", "live"); len(h) != 1 || h[0].Actor.Name != "alice" || h[0].Action != storage.MovePromote {
+		t.Errorf("history of deploy/web:live = %+v, want one promotion by alice", h)
+	}
+
 	// Without credentials the history is not shown.
-	cmd := exec.Command(berthtest.Build(t), "tag", "history", repo+":current")
+	cmd = exec.Command(berthtest.Build(t), "tag", "history", repo+":current")
 	cmd.Env = append(os.Environ(), "BERTH_REGISTRY="+lc.srv.URL, "BERTH_USERNAME=", "BERTH_PASSWORD=")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "401") {
 		t.Errorf("anonymous berth tag history: %v: %s", err, out)
