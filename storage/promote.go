@@ -24,7 +24,8 @@ var signatureSuffixes = [...]string{".sig", ".att", ".sbom"}
 //     verify in dstRepo as they do in srcRepo. Such a signature tag in
 //     dstRepo is moved to the manifest it names in srcRepo.
 //
-// Blobs that srcRepo does not hold (non-distributable layers) are skipped.
+// Blobs that srcRepo does not hold are skipped: foreign, non-distributable
+// layers (never recorded as references) and blobs unlinked since the push.
 // Everything happens in one transaction: if dstTag is immutable and names
 // another digest, ErrTagImmutable is returned and nothing changes. An
 // unknown srcRepo is ErrNameUnknown, an unknown srcRef ErrManifestUnknown.
@@ -96,7 +97,9 @@ func (p *promotion) manifest(d digest.Digest) error {
 				return err
 			}
 		default:
-			// Not held here: a foreign, non-distributable layer.
+			// Not linked into the source (unlinked since the push), so
+			// not promoted either. Foreign, non-distributable layers
+			// are never among the references in the first place.
 		}
 	}
 	if p.dst.Bucket(bucketManifests).Get([]byte(d)) == nil {

@@ -231,3 +231,20 @@ func TestPromoteUnknownSource(t *testing.T) {
 		t.Errorf("repositories = %v, %v; want only src", repos, err)
 	}
 }
+
+func TestPromoteSkipsForeignLayers(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	ctx := context.Background()
+	cfg := putTestBlob(t, s, "src", ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"windows"}`))
+	layer := putTestBlob(t, s, "src", ocispec.MediaTypeImageLayer, []byte("local layer"))
+	foreign := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromString("base layer elsewhere"),
+		Size: 20, URLs: []string{"https://example.com/base.tar"}}
+	d, _ := putTestManifest(t, s, "src", ocispec.Manifest{Config: cfg, Layers: []ocispec.Descriptor{foreign, layer}}, "win")
+	if _, _, err := s.Promote(ctx, "src", "win", "dst", "win"); err != nil {
+		t.Fatal(err)
+	}
+	wantManifestIn(t, s, "dst", d)
+	if _, err := s.StatBlob(ctx, "dst", foreign.Digest); !errors.Is(err, ErrBlobUnknown) {
+		t.Errorf("foreign layer in dst: %v, want ErrBlobUnknown", err)
+	}
+}
