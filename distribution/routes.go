@@ -41,6 +41,10 @@ type Store interface {
 	Referrers(ctx context.Context, repo string, subject digest.Digest, artifactType string) ([]ocispec.Descriptor, error)
 
 	Search(ctx context.Context, q storage.Query) ([]storage.SearchResult, string, error)
+
+	TagHistory(ctx context.Context, repo, tag string, before uint64, n int) ([]storage.TagMove, bool, error)
+	RollbackTag(ctx context.Context, repo, tag string, to digest.Digest) (storage.TagMove, error)
+	Promote(ctx context.Context, srcRepo, srcRef, dstRepo, dstTag string) (storage.TagMove, digest.Digest, error)
 }
 
 // Access decides what the caller of a request may do. The API asks it for
@@ -132,6 +136,11 @@ func (a *API) Handler() http.Handler {
 
 	r.HandleFunc(name+"/tags/list", a.listTags).Methods(http.MethodGet)
 	r.HandleFunc(name+"/referrers/{digest}", a.referrers).Methods(http.MethodGet)
+
+	// Berth's release lifecycle extensions; see lifecycle.go.
+	r.HandleFunc(name+"/_berth/tags/{tag}/history", a.tagHistory).Methods(http.MethodGet)
+	r.HandleFunc(name+"/_berth/tags/{tag}/rollback", a.guardBody(a.rollbackTag)).Methods(http.MethodPost)
+	r.HandleFunc(name+"/_berth/tags/{tag}/promote", a.guardBody(a.promoteTag)).Methods(http.MethodPost)
 
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		a.writeError(w, req, newError(CodeUnsupported, nil, "no such endpoint: %s %s", req.Method, req.URL.Path).withStatus(http.StatusNotFound))

@@ -6,6 +6,8 @@
 //	berth token create|list|revoke|rotate ... (through a running server's admin API)
 //	berth keys rotate [--data DIR]
 //	berth fsck [--data DIR] [--verify-content] [--repair] [--json]
+//	berth tag history|rollback REPOSITORY:TAG ... (through a running server's API)
+//	berth promote SRC_REPOSITORY:TAG|SRC_REPOSITORY@DIGEST DST_REPOSITORY:TAG
 //	berth find [--annotation K=V]... [--label K=V]... [--repository R] [--tag T] [--json] ...
 //	berth retention [--dry-run] [--json] (through a running server's admin API)
 //	berth version
@@ -54,6 +56,8 @@ func newRootCommand() *cobra.Command {
 		newTokenCommand(),
 		newKeysCommand(),
 		newFsckCommand(),
+		newTagCommand(),
+		newPromoteCommand(),
 		newFindCommand(),
 		newRetentionCommand(),
 	)
