@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -99,6 +100,13 @@ func (e *APIError) Error() string {
 // not nil. An answer with status want is decoded into out if not nil; any
 // other answer is an *APIError. It returns the response headers.
 func (c *apiClient) do(ctx context.Context, method, path string, query url.Values, body any, want int, out any) (http.Header, error) {
+	_, h, err := c.call(ctx, method, path, query, body, out, want)
+	return h, err
+}
+
+// call is do for a request that may succeed with any of several statuses;
+// it returns the status it got.
+func (c *apiClient) call(ctx context.Context, method, path string, query url.Values, body any, out any, wants ...int) (int, http.Header, error) {
 	u := *c.base
 	u.Path = strings.TrimSuffix(c.base.Path, "/") + path
 	u.RawQuery = query.Encode()
@@ -106,13 +114,13 @@ func (c *apiClient) do(ctx context.Context, method, path string, query url.Value
 	if body != nil {
 		buf, err := json.Marshal(body)
 		if err != nil {
-			return nil, fmt.Errorf("encode request: %w", err)
+			return 0, nil, fmt.Errorf("encode request: %w", err)
 		}
 		rd = bytes.NewReader(buf)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
+		return 0, nil, fmt.Errorf("build request: %w", err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -123,22 +131,22 @@ func (c *apiClient) do(ctx context.Context, method, path string, query url.Value
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("reach registry %s: %w", c.base.Redacted(), err)
+		return 0, nil, fmt.Errorf("reach registry %s: %w", c.base.Redacted(), err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAdminResponse))
 	if err != nil {
-		return nil, fmt.Errorf("read answer of %s: %w", c.base.Redacted(), err)
+		return 0, nil, fmt.Errorf("read answer of %s: %w", c.base.Redacted(), err)
 	}
-	if resp.StatusCode != want {
-		return resp.Header, apiErrorFrom(resp.StatusCode, raw)
+	if !slices.Contains(wants, resp.StatusCode) {
+		return resp.StatusCode, resp.Header, apiErrorFrom(resp.StatusCode, raw)
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.Header, fmt.Errorf("decode answer of %s: %w", c.base.Redacted(), err)
+			return resp.StatusCode, resp.Header, fmt.Errorf("decode answer of %s: %w", c.base.Redacted(), err)
 		}
 	}
-	return resp.Header, nil
+	return resp.StatusCode, resp.Header, nil
 }
 
 // apiErrorFrom reads an error answer.

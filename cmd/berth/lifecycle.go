@@ -274,20 +274,16 @@ destination. The digest is printed on standard output.
 			}
 			var out promoteAnswer
 			body := map[string]string{"repository": src, "reference": ref}
-			_, err = c.do(cmd.Context(), http.MethodPost, tagPath(dst, tag, "promote"), nil, body, http.StatusCreated, &out)
-			var ae *APIError
-			if errors.As(err, &ae) && ae.Status == http.StatusOK {
-				// 200: the tag named the digest already. The answer, short
-				// JSON, is what do kept as the message.
-				if json.Unmarshal([]byte(ae.Message), &out) != nil || out.Digest == "" {
-					return fmt.Errorf("promote: unexpected answer %q", ae.Message)
-				}
+			status, _, err := c.call(cmd.Context(), http.MethodPost, tagPath(dst, tag, "promote"), nil, body, &out,
+				http.StatusCreated, http.StatusOK)
+			if err == nil && status == http.StatusOK {
+				// 200: the tag named the digest already.
 				fmt.Fprintln(cmd.OutOrStdout(), out.Digest)
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s:%s already names %s\n", dst, tag, out.Digest)
 				return nil
 			}
 			if err != nil {
-				if ae != nil {
+				if ae := (*APIError)(nil); errors.As(err, &ae) {
 					switch ae.Code {
 					case "NAME_UNKNOWN":
 						return fmt.Errorf("source repository %s does not exist: %w", src, err)
