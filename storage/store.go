@@ -41,6 +41,9 @@ type Store struct {
 	log      *slog.Logger
 	sessions *sessionTable
 	tags     TagRules
+	// locks and seen are shared with garbage collection; see gc.go.
+	locks *digestLocks
+	seen  *seenTable
 }
 
 // Open opens (creating if needed) the store rooted at dir. It reads the index
@@ -94,7 +97,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if fsys == nil {
 		fsys = osFS{}
 	}
-	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable(), tags: opts.Tags}
+	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable(), tags: opts.Tags,
+		locks: &digestLocks{}, seen: newSeenTable()}
 	log.DebugContext(ctx, "store opened", "dir", dir)
 	return s, nil
 }
