@@ -23,6 +23,7 @@ import (
 //	GET    /_berth/admin/robots               list robot tokens
 //	DELETE /_berth/admin/robots/{name}        revoke a robot token
 //	POST   /_berth/admin/robots/{name}/rotate replace a robot's secret
+//	POST   /_berth/admin/gc                   collect garbage (admin_gc.go)
 //
 // Errors have the distribution API's form, {"errors":[{"code","message"}]}.
 const (
@@ -80,6 +81,9 @@ type adminAPI struct {
 	store *storage.Store
 	log   *slog.Logger
 	now   func() time.Time
+	// gc and uploadIdle are the defaults of a garbage collection.
+	gc         GCConfig
+	uploadIdle time.Duration
 }
 
 // adminHandler serves the administration API from store. The caller
@@ -103,6 +107,7 @@ func (a *adminAPI) handler() http.Handler {
 	r.HandleFunc(robots, a.listRobots).Methods(http.MethodGet)
 	r.HandleFunc(robots+"/{name}", a.revokeRobot).Methods(http.MethodDelete)
 	r.HandleFunc(robots+"/{name}/rotate", a.rotateRobot).Methods(http.MethodPost)
+	r.HandleFunc(GCPath, a.collectGarbage).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		writeAdminError(w, http.StatusNotFound, codeUnsupported, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
 	})

@@ -36,6 +36,8 @@ type Config struct {
 	Auth auth.Config `yaml:"auth"`
 	// Tags makes tags immutable by rule; see docs/lifecycle.md.
 	Tags TagsConfig `yaml:"tags"`
+	// GC schedules online garbage collection; see docs/gc.md.
+	GC GCConfig `yaml:"gc"`
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -102,6 +104,7 @@ func DefaultConfig() Config {
 			IdleTimeout:       120 * time.Second,
 			ShutdownTimeout:   30 * time.Second,
 		},
+		GC: defaultGC(),
 	}
 }
 
@@ -177,6 +180,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if _, err := compileTagRules(c.Tags.Immutable); err != nil {
+		return err
+	}
+	if err := c.GC.validate(); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

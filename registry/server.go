@@ -61,11 +61,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		opts.Access = authn
 		routes := http.NewServeMux()
-		routes.Handle(auth.AdminPrefix, adminHandler(store, log))
+		routes.Handle(auth.AdminPrefix, srv.admin().handler())
 		routes.Handle("/", distribution.New(store, opts).Handler())
 		handler = authn.Wrap(withActor(routes))
 	} else {
-		handler = withActor(distribution.New(store, opts).Handler())
+		// Without authentication, of the admin API only garbage
+		// collection is served: robot tokens need authentication.
+		routes := http.NewServeMux()
+		routes.Handle(GCPath, srv.admin().handler())
+		routes.Handle("/", distribution.New(store, opts).Handler())
+		handler = withActor(routes)
 	}
 	handler = recoverPanics(log, logRequests(log, handler))
 	srv.http = &http.Server{
@@ -75,6 +80,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return srv, nil
+}
+
+// admin returns the admin API of the server's store and configuration.
+func (s *Server) admin() *adminAPI {
+	a := newAdminAPI(s.store, s.log, time.Now)
+	a.gc, a.uploadIdle = s.cfg.GC, s.cfg.Limits.UploadIdleTimeout
+	return a
 }
 
 // openAuth loads the users file and the signing keys (creating the first
@@ -132,6 +144,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		defer background(ctx, s.watchAuth)()
 	}
 	defer background(ctx, s.expireUploads)()
+	if s.cfg.GC.Interval > 0 {
+		defer background(ctx, s.collectGarbage)()
+	}
 	select {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
