@@ -6,6 +6,7 @@
 //	berth token create|list|revoke|rotate ... (through a running server's admin API)
 //	berth keys rotate [--data DIR]
 //	berth fsck [--data DIR] [--verify-content] [--repair] [--json]
+//	berth gc [--grace DURATION] [--dry-run] [--json] (through a running server's admin API)
 //	berth version
 package main
 
@@ -45,7 +46,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand(), newFsckCommand())
+	root.AddCommand(newServeCommand(), newVersionCommand(), newUserCommand(), newTokenCommand(), newKeysCommand(), newFsckCommand(), newGCCommand())
 	return root
 }
 
