@@ -24,6 +24,7 @@ import (
 //	DELETE /_berth/admin/robots/{name}        revoke a robot token
 //	POST   /_berth/admin/robots/{name}/rotate replace a robot's secret
 //	POST   /_berth/admin/retention?dryRun=    apply retention policies
+//	POST   /_berth/admin/gc                   collect garbage (admin_gc.go)
 //
 // Errors have the distribution API's form, {"errors":[{"code","message"}]}.
 const (
@@ -83,6 +84,9 @@ type adminAPI struct {
 	now   func() time.Time
 	// retention applies the configured policies; nil: none configured.
 	retention *retention
+	// gc and uploadIdle are the defaults of a garbage collection.
+	gc         GCConfig
+	uploadIdle time.Duration
 }
 
 // adminHandler serves the administration API from store. The caller
@@ -107,6 +111,7 @@ func (a *adminAPI) handler() http.Handler {
 	r.HandleFunc(robots+"/{name}", a.revokeRobot).Methods(http.MethodDelete)
 	r.HandleFunc(robots+"/{name}/rotate", a.rotateRobot).Methods(http.MethodPost)
 	r.HandleFunc(strings.TrimSuffix(auth.AdminPrefix, "/")+"/retention", a.runRetention).Methods(http.MethodPost)
+	r.HandleFunc(GCPath, a.collectGarbage).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		writeAdminError(w, http.StatusNotFound, codeUnsupported, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
 	})

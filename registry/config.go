@@ -39,6 +39,8 @@ type Config struct {
 	// Retention deletes old tags and manifests by policy; see
 	// docs/retention.md.
 	Retention RetentionConfig `yaml:"retention"`
+	// GC schedules online garbage collection; see docs/gc.md.
+	GC GCConfig `yaml:"gc"`
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -106,6 +108,7 @@ func DefaultConfig() Config {
 			ShutdownTimeout:   30 * time.Second,
 		},
 		Retention: RetentionConfig{HistoryWindow: DefaultHistoryWindow},
+		GC:        defaultGC(),
 	}
 }
 
@@ -184,6 +187,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if _, err := compileRetention(c.Retention); err != nil {
+		return err
+	}
+	if err := c.GC.validate(); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

@@ -61,9 +61,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	srv.retention = &retention{store: store, policies: policies, window: cfg.Retention.HistoryWindow, log: log}
-	api := newAdminAPI(store, log, time.Now)
-	api.retention = srv.retention
-	admin := api.handler()
+	admin := srv.admin().handler()
 	var handler http.Handler
 	routes := http.NewServeMux()
 	if cfg.Auth.Enabled() {
@@ -91,6 +89,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return srv, nil
+}
+
+// admin returns the admin API of the server's store and configuration.
+func (s *Server) admin() *adminAPI {
+	a := newAdminAPI(s.store, s.log, time.Now)
+	a.gc, a.uploadIdle = s.cfg.GC, s.cfg.Limits.UploadIdleTimeout
+	a.retention = s.retention
+	return a
 }
 
 // openAuth loads the users file and the signing keys (creating the first
@@ -150,6 +156,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	defer background(ctx, s.expireUploads)()
 	if every := s.cfg.Retention.Interval; every > 0 {
 		defer background(ctx, func(ctx context.Context) { s.retention.schedule(ctx, every) })()
+	}
+	if s.cfg.GC.Interval > 0 {
+		defer background(ctx, s.collectGarbage)()
 	}
 	select {
 	case err := <-served:

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,13 +28,24 @@ type linkRecord struct {
 }
 
 // StatBlob returns the blob's size if it is linked into repo.
+//
+// A client that finds a blob this way may reference it from a manifest it
+// pushes next, so the link is marked seen for garbage collection before it
+// is looked up; see gc.go.
 func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	at := time.Now()
+	unlock := s.locks.lock(d)
+	s.seen.mark(repo, d, at)
+	unlock()
 	var info BlobInfo
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
 		info, err = linkedBlob(tx, repo, d)
 		return err
 	})
+	if err != nil {
+		s.seen.unmark(repo, d, at)
+	}
 	return info, err
 }
 
@@ -65,6 +77,11 @@ func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os
 		return nil, BlobInfo{}, err
 	}
 	f, err := os.Open(s.blobPath(d))
+	if errors.Is(err, os.ErrNotExist) {
+		// Garbage collection removed it after the lookup: the blob is
+		// no longer linked, which is what the lookup would now say.
+		return nil, BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
+	}
 	if err != nil {
 		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", d, err)
 	}
@@ -94,8 +111,11 @@ func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.
 }
 
 // commitBlob moves verified content into place and records it, linking it
-// into repo; extra runs inside the same transaction.
+// into repo; extra runs inside the same transaction. The digest's lock is
+// held from placing to recording, so that garbage collection cannot delete
+// the file in between (see gc.go).
 func (s *Store) commitBlob(repo, path string, info BlobInfo, extra func(*bolt.Tx) error) error {
+	defer s.locks.lock(info.Digest)()
 	if err := s.place(path, info.Digest); err != nil {
 		return err
 	}
@@ -125,16 +145,15 @@ func recordBlob(tx *bolt.Tx, info BlobInfo) error {
 	return putJSON(b, []byte(info.Digest), blobRecord{Size: info.Size, Created: time.Now().UTC()})
 }
 
+// link links d into repo, or refreshes the time of an existing link: a
+// blob uploaded or mounted again is about to be referenced, and garbage
+// collection spares links younger than its grace period.
 func link(tx *bolt.Tx, repo string, d digest.Digest) error {
 	rb, err := ensureRepo(tx, repo)
 	if err != nil {
 		return err
 	}
-	links := rb.Bucket(bucketLinks)
-	if links.Get([]byte(d)) != nil {
-		return nil
-	}
-	return putJSON(links, []byte(d), linkRecord{Linked: time.Now().UTC()})
+	return putJSON(rb.Bucket(bucketLinks), []byte(d), linkRecord{Linked: time.Now().UTC()})
 }
 
 // MountBlob links a blob into repo without transferring it. With from set,

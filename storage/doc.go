@@ -14,6 +14,8 @@
 // index entry was never committed is invisible to readers and harmless.
 //
 // Locking is narrow: an upload session is serialised by its own lock, and the
-// index transactions of bbolt order concurrent commits. There is no lock over
-// the whole store.
+// index transactions of bbolt order concurrent commits. A digest's stripe
+// lock is held from placing its file to recording it, so that online garbage
+// collection (gc.go) cannot remove the file in between; the order is always
+// stripe, then bbolt transaction. There is no lock over the whole store.
 package storage

@@ -35,6 +35,9 @@ const (
 	MovePromote = "promote"
 	// MoveRetention: a retention policy deleted the tag.
 	MoveRetention = "retention"
+	// MoveGC: garbage collection removed the manifest the tag named (a
+	// referrer whose subject is gone).
+	MoveGC = "gc"
 )
 
 // TagMove is one entry of a tag's history.

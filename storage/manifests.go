@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -90,6 +91,10 @@ func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, b
 	for _, c := range m.Manifests {
 		rec.References = append(rec.References, c.Digest)
 	}
+	// The digest's lock keeps garbage collection from removing the body's
+	// file between the check below that its record exists and the commit.
+	unlock := s.locks.lock(d)
+	defer unlock()
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		// Check references inside the transaction that records the
 		// manifest, so no concurrent delete can slip between them.
@@ -202,6 +207,10 @@ func (s *Store) GetManifest(ctx context.Context, repo, reference string) (Manife
 		return info, nil, err
 	}
 	body, err := os.ReadFile(s.blobPath(info.Digest))
+	if errors.Is(err, os.ErrNotExist) {
+		// Deleted and collected after the lookup.
+		return info, nil, fmt.Errorf("%w: %s in %s", ErrManifestUnknown, info.Digest, repo)
+	}
 	if err != nil {
 		return info, nil, fmt.Errorf("read manifest %s: %w", info.Digest, err)
 	}

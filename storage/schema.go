@@ -43,6 +43,14 @@ package storage
 //   - a tag always names a digest present in the same repository's manifests/;
 //   - a referrers entry always names a manifest present in manifests/.
 //
+// Garbage collection (gc.go) removes links, blob records and their files,
+// and orphan referrers, under one more invariant: it never deletes a link
+// or a blob that a committed manifest references (References of any record
+// in manifests/), nor one younger than its grace period or seen (HEAD, GET)
+// within it, nor one whose digest a concurrent commit is placing. A link's
+// time is refreshed whenever the blob is uploaded or mounted into the
+// repository again, so "linked" is the last time it was linked.
+//
 // Tag history lives outside the repository buckets, so that it outlives
 // the tags, manifests and even the repository it describes:
 //

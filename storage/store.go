@@ -46,6 +46,9 @@ type Store struct {
 	tags     TagRules
 	// searchScan bounds the manifests one Search examines.
 	searchScan int
+	// locks and seen are shared with garbage collection; see gc.go.
+	locks *digestLocks
+	seen  *seenTable
 }
 
 // Open opens (creating if needed) the store rooted at dir. It reads the index
@@ -106,7 +109,8 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if fsys == nil {
 		fsys = osFS{}
 	}
-	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable(), tags: opts.Tags, searchScan: opts.SearchScanLimit}
+	s := &Store{root: dir, fs: fsys, db: db, log: log, sessions: newSessionTable(), tags: opts.Tags,
+		searchScan: opts.SearchScanLimit, locks: &digestLocks{}, seen: newSeenTable()}
 	if s.searchScan <= 0 {
 		s.searchScan = DefaultSearchScanLimit
 	}

@@ -10,6 +10,7 @@
 //	berth promote SRC_REPOSITORY:TAG|SRC_REPOSITORY@DIGEST DST_REPOSITORY:TAG
 //	berth find [--annotation K=V]... [--label K=V]... [--repository R] [--tag T] [--json] ...
 //	berth retention [--dry-run] [--json] (through a running server's admin API)
+//	berth gc [--grace DURATION] [--dry-run] [--json] (through a running server's admin API)
 //	berth version
 package main
 
@@ -60,6 +61,7 @@ func newRootCommand() *cobra.Command {
 		newPromoteCommand(),
 		newFindCommand(),
 		newRetentionCommand(),
+		newGCCommand(),
 	)
 	return root
 }

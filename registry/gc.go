@@ -1,0 +1,68 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/berth-registry/berth/storage"
+)
+
+// GCConfig schedules online garbage collection; see docs/gc.md.
+type GCConfig struct {
+	// Interval is the time between two scheduled collections; 0 turns the
+	// schedule off (`berth gc` and the admin API still collect).
+	Interval time.Duration `yaml:"interval"`
+	// Grace is the age below which nothing is collected: it must exceed
+	// the longest push (from the first blob upload, or the first check of
+	// a blob already there, to the manifest push).
+	Grace time.Duration `yaml:"grace"`
+}
+
+// minScheduledGrace is the shortest grace a scheduled collection accepts:
+// anything shorter could fail pushes in progress. `berth gc --grace`
+// accepts less, for an operator who knows the registry is idle.
+const minScheduledGrace = time.Minute
+
+// defaultGC collects hourly with an hour's grace. A collection reads the
+// index only (never the blob tree) and removes in small transactions, so
+// running it hourly is cheap, and it keeps the disk from filling with the
+// layers of CI images deleted by retention; an hour is far longer than a
+// push takes.
+func defaultGC() GCConfig { return GCConfig{Interval: time.Hour, Grace: time.Hour} }
+
+// validate reports a setting that cannot work.
+func (g GCConfig) validate() error {
+	if g.Interval < 0 {
+		return fmt.Errorf("gc.interval %s: must not be negative (0 turns the schedule off)", g.Interval)
+	}
+	if g.Interval > 0 && g.Interval < time.Minute {
+		return fmt.Errorf("gc.interval %s: at least 1m, or 0 to turn the schedule off", g.Interval)
+	}
+	if g.Grace < 0 {
+		return fmt.Errorf("gc.grace %s: must not be negative", g.Grace)
+	}
+	if g.Interval > 0 && g.Grace < minScheduledGrace {
+		return fmt.Errorf("gc.grace %s: a scheduled collection needs at least %s, or pushes in progress could fail", g.Grace, minScheduledGrace)
+	}
+	return nil
+}
+
+// collectGarbage runs a collection every gc.interval until ctx is done.
+func (s *Server) collectGarbage(ctx context.Context) {
+	t := time.NewTicker(s.cfg.GC.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			_, err := s.store.CollectGarbage(ctx, storage.GCOptions{
+				Grace: s.cfg.GC.Grace, Now: now, UploadIdle: s.cfg.Limits.UploadIdleTimeout,
+			})
+			if err != nil && ctx.Err() == nil {
+				s.log.WarnContext(ctx, "scheduled garbage collection", "error", err)
+			}
+		}
+	}
+}
