@@ -31,15 +31,15 @@ import (
 
 // The scale of TestGCUnderLoad.
 const (
-	gcWorkers      = 8  // concurrent pushers
-	gcImages       = 30 // images pushed by each
+	gcWorkers      = 16 // concurrent pushers
+	gcImages       = 40 // images pushed by each
 	gcRepos        = 4  // repositories the pushers share
 	gcSharedLayers = 8  // pool of layers the images share, two per image
 	gcDeleteEvery  = 3  // every third image is deleted once pushed
 	// gcGrace is far above the time one push takes here (tens of
 	// milliseconds), and well below the time the load runs, so that
 	// collections during the load do reclaim deleted images.
-	gcGrace = "1s"
+	gcGrace = "2s"
 	// gcPause paces the collector; it is not a timing assumption.
 	gcPause   = 20 * time.Millisecond
 	gcTimeout = 3 * time.Minute
