@@ -50,19 +50,12 @@ func (g GCConfig) validate() error {
 
 // collectGarbage runs a collection every gc.interval until ctx is done.
 func (s *Server) collectGarbage(ctx context.Context) {
-	t := time.NewTicker(s.cfg.GC.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			_, err := s.store.CollectGarbage(ctx, storage.GCOptions{
-				Grace: s.cfg.GC.Grace, Now: now, UploadIdle: s.cfg.Limits.UploadIdleTimeout,
-			})
-			if err != nil && ctx.Err() == nil {
-				s.log.WarnContext(ctx, "scheduled garbage collection", "error", err)
-			}
+	repeat(ctx, s.cfg.GC.Interval, func(ctx context.Context, now time.Time) {
+		_, err := s.store.CollectGarbage(ctx, storage.GCOptions{
+			Grace: s.cfg.GC.Grace, Now: now, UploadIdle: s.cfg.Limits.UploadIdleTimeout,
+		})
+		if err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "scheduled garbage collection", "error", err)
 		}
-	}
+	})
 }

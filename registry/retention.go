@@ -107,16 +107,9 @@ func (r *retention) run(ctx context.Context, dryRun bool) (storage.RetentionRepo
 
 // schedule applies the policies every interval until ctx is done.
 func (r *retention) schedule(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := r.run(ctx, false); err != nil && ctx.Err() == nil {
-				r.log.WarnContext(ctx, "retention", "error", err)
-			}
+	repeat(ctx, every, func(ctx context.Context, _ time.Time) {
+		if _, err := r.run(ctx, false); err != nil && ctx.Err() == nil {
+			r.log.WarnContext(ctx, "retention", "error", err)
 		}
-	}
+	})
 }

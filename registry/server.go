@@ -198,7 +198,20 @@ func background(ctx context.Context, fn func(context.Context)) (stop func()) {
 // second, so a session outlives its timeout by a quarter of it at most.
 func (s *Server) expireUploads(ctx context.Context) {
 	idle := s.cfg.Limits.UploadIdleTimeout
-	every := min(max(idle/4, time.Second), time.Minute)
+	repeat(ctx, min(max(idle/4, time.Second), time.Minute), func(ctx context.Context, now time.Time) {
+		n, err := s.store.ExpireUploads(ctx, idle, now)
+		if err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "expire upload sessions", "error", err)
+		}
+		if n > 0 {
+			s.log.InfoContext(ctx, "expired idle upload sessions", "count", n, "idle", idle)
+		}
+	})
+}
+
+// repeat calls fn every interval until ctx is done; the maintenance loops
+// (upload expiry, retention, garbage collection) run on it.
+func repeat(ctx context.Context, every time.Duration, fn func(ctx context.Context, now time.Time)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -206,13 +219,7 @@ func (s *Server) expireUploads(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			n, err := s.store.ExpireUploads(ctx, idle, now)
-			if err != nil && ctx.Err() == nil {
-				s.log.WarnContext(ctx, "expire upload sessions", "error", err)
-			}
-			if n > 0 {
-				s.log.InfoContext(ctx, "expired idle upload sessions", "count", n, "idle", idle)
-			}
+			fn(ctx, now)
 		}
 	}
 }

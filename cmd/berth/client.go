@@ -44,17 +44,9 @@ type apiClient struct {
 // client resolves the registry URL and the optional credentials, from the
 // flags, then the environment.
 func (rf *registryFlags) client(cmd *cobra.Command) (*apiClient, error) {
-	raw := rf.registry
-	if raw == "" {
-		raw = os.Getenv("BERTH_REGISTRY")
-	}
-	if raw == "" {
-		raw = defaultRegistry
-	}
-	base, err := url.Parse(strings.TrimSuffix(raw, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" ||
-		base.RawQuery != "" || base.Fragment != "" || base.User != nil {
-		return nil, fmt.Errorf("--registry %q: want a URL such as https://registry.example.com or http://127.0.0.1:5000", raw)
+	base, err := registryURL(rf.registry)
+	if err != nil {
+		return nil, err
 	}
 	c := &apiClient{base: base, http: &http.Client{Timeout: adminTimeout}}
 	c.username = rf.username
@@ -78,6 +70,24 @@ func (rf *registryFlags) client(cmd *cobra.Command) (*apiClient, error) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: sending the password of %s over plain HTTP to %s\n", c.username, base.Host)
 	}
 	return c, nil
+}
+
+// registryURL resolves the registry to talk to: flag, else BERTH_REGISTRY,
+// else the default, checked to be a plain http or https URL.
+func registryURL(flag string) (*url.URL, error) {
+	raw := flag
+	if raw == "" {
+		raw = os.Getenv("BERTH_REGISTRY")
+	}
+	if raw == "" {
+		raw = defaultRegistry
+	}
+	base, err := url.Parse(strings.TrimSuffix(raw, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" ||
+		base.RawQuery != "" || base.Fragment != "" || base.User != nil {
+		return nil, fmt.Errorf("--registry %q: want a URL such as https://registry.example.com or http://127.0.0.1:5000", raw)
+	}
+	return base, nil
 }
 
 // APIError is an error answer of the registry: the status and the first

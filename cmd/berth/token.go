@@ -232,17 +232,9 @@ type adminClient struct {
 // client resolves the registry URL and the credentials, from the flags,
 // then the environment.
 func (tf *tokenFlags) client(cmd *cobra.Command) (*adminClient, error) {
-	raw := tf.registry
-	if raw == "" {
-		raw = os.Getenv("BERTH_REGISTRY")
-	}
-	if raw == "" {
-		raw = defaultRegistry
-	}
-	base, err := url.Parse(strings.TrimSuffix(raw, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" ||
-		base.RawQuery != "" || base.Fragment != "" || base.User != nil {
-		return nil, fmt.Errorf("--registry %q: want a URL such as https://registry.example.com or http://127.0.0.1:5000", raw)
+	base, err := registryURL(tf.registry)
+	if err != nil {
+		return nil, err
 	}
 	user := tf.username
 	if user == "" {
