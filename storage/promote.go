@@ -8,11 +8,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// signatureSuffixes are the suffixes of the tags under which cosign and
-// similar tools attach signatures, attestations and SBOMs to a manifest
-// ("sha256-<hex>.sig"), for registries without the referrers API.
-var signatureSuffixes = [...]string{".sig", ".att", ".sbom"}
-
 // Promote points dstTag in dstRepo at the manifest srcRef (a tag or a
 // digest) names in srcRepo, and returns the move and the digest. Nothing is
 // copied: content is addressed by digest, so the promotion only links into
@@ -166,8 +161,7 @@ func (p *promotion) signatureTags(d digest.Digest) error {
 	if d.Validate() != nil {
 		return nil
 	}
-	for _, suffix := range signatureSuffixes {
-		tag := string(d.Algorithm()) + "-" + d.Encoded() + suffix
+	for _, tag := range signatureTags(d) {
 		target := p.src.Bucket(bucketTags).Get([]byte(tag))
 		if target == nil {
 			continue

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"time"
 
@@ -92,21 +91,6 @@ const (
 	// ManifestReasonSubjectDeleted: a referrer whose subject went.
 	ManifestReasonSubjectDeleted = "subject-deleted"
 )
-
-// signatureTagPattern matches the tags of the referrers tag-schema
-// fallback (cosign and others): sha256-<hex>.sig, .att and .sbom, naming
-// the signature, attestation or SBOM of the manifest sha256:<hex>.
-var signatureTagPattern = regexp.MustCompile(`^(sha256|sha512)-([a-f0-9]+)\.(sig|att|sbom)$`)
-
-// SignatureTag reports whether tag is a tag of the referrers tag-schema
-// fallback, and if so the digest of the manifest it belongs to.
-func SignatureTag(tag string) (digest.Digest, bool) {
-	m := signatureTagPattern.FindStringSubmatch(tag)
-	if m == nil {
-		return "", false
-	}
-	return digest.Digest(m[1] + ":" + m[2]), true
-}
 
 // ApplyRetention applies to each repository the first policy whose
 // Repositories match it (a repository no policy matches is untouched) and
