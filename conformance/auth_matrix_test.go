@@ -255,6 +255,7 @@ func TestAccessMatrix(t *testing.T) {
 					checkRepo(t, c, who, repo, content[repo], allowed[who][repo])
 				}
 				checkCatalog(t, c, who, allowed[who])
+				checkSearch(t, c, who, repos, allowed[who])
 			}
 			// Refused writes changed nothing: every seeded manifest is still
 			// there, and no tag other than the ones allowed callers pushed.
@@ -266,7 +267,7 @@ func TestAccessMatrix(t *testing.T) {
 				var want []string
 				for _, who := range []string{"admin", "anonymous", "ci", "reader", "writer"} {
 					if slices.Contains(allowed[who][repo], "push") {
-						want = append(want, "by-"+who)
+						want = append(want, "by-"+who, "promoted-by-"+who)
 					}
 				}
 				want = append(want, "v1")
@@ -340,6 +341,19 @@ func checkRepo(t *testing.T, c *authClient, who, repo string, rc repoContent, ac
 	// Manifest PUT under a new tag.
 	r, b = c.do(t, http.MethodPut, "/v2/"+repo+"/manifests/by-"+who, rc.manifest, "Content-Type", "application/vnd.oci.image.manifest.v1+json")
 	expect("manifest PUT", can("push"), http.StatusCreated, r, b)
+	// Berth's lifecycle extensions: history needs pull; rollback and
+	// promotion need push (a promotion also pull on its source, here the
+	// same repository).
+	r, b = c.do(t, http.MethodGet, "/v2/"+repo+"/_berth/tags/v1/history", nil)
+	expect("tag history", can("pull"), http.StatusOK, r, b)
+	if can("pull") && !strings.Contains(string(b), md.String()) {
+		t.Errorf("%s tag history %s: the push of v1 is missing: %s", who, repo, b)
+	}
+	r, b = c.do(t, http.MethodPost, "/v2/"+repo+"/_berth/tags/v1/rollback", []byte(`{"to":"`+md.String()+`"}`), "Content-Type", "application/json")
+	expect("rollback", can("push"), http.StatusOK, r, b)
+	r, b = c.do(t, http.MethodPost, "/v2/"+repo+"/_berth/tags/promoted-by-"+who+"/promote",
+		[]byte(`{"repository":"`+repo+`","reference":"v1"}`), "Content-Type", "application/json")
+	expect("promote", can("push") && can("pull"), http.StatusCreated, r, b)
 	// Manifest DELETE; only the first caller allowed to delete finds it.
 	r, b = c.do(t, http.MethodDelete, "/v2/"+repo+"/manifests/"+rc.disposableDigst.String(), nil)
 	if can("delete") {
@@ -379,5 +393,41 @@ func checkCatalog(t *testing.T, c *authClient, who string, allowed map[string][]
 	slices.Sort(want)
 	if !slices.Equal(cl.Repositories, want) {
 		t.Errorf("%s catalog: %v, want %v", who, cl.Repositories, want)
+	}
+}
+
+// checkSearch checks that metadata search finds a repository's seeded
+// manifest (annotated n=<repository>) exactly when the caller may pull it,
+// with an anonymous token answering the challenge of an anonymous caller.
+func checkSearch(t *testing.T, c *authClient, who string, repos []string, allowed map[string][]string) {
+	t.Helper()
+	for _, repo := range repos {
+		r, b := c.do(t, http.MethodGet, "/v2/_berth/search?annotation=n="+url.QueryEscape(repo), nil)
+		if who == "anonymous" && c.basic {
+			// As for the catalog: the answer is per caller, so a caller
+			// without credentials is asked for them (or for a token).
+			if r.StatusCode != http.StatusUnauthorized {
+				t.Errorf("anonymous search without a token: status %d, want 401", r.StatusCode)
+			}
+			continue
+		}
+		if r.StatusCode != http.StatusOK {
+			t.Errorf("%s search for %s: status %d: %s", who, repo, r.StatusCode, b)
+			continue
+		}
+		var res struct {
+			Results []struct{ Repository string }
+		}
+		if err := json.Unmarshal(b, &res); err != nil {
+			t.Errorf("%s search for %s: %v: %s", who, repo, err, b)
+			continue
+		}
+		want := 0
+		if slices.Contains(allowed[repo], "pull") {
+			want = 1
+		}
+		if len(res.Results) != want || (want == 1 && res.Results[0].Repository != repo) {
+			t.Errorf("%s search for %s: %s, want %d result(s)", who, repo, b, want)
+		}
 	}
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/berth-registry/berth/storage"
 )
 
-// searchPath is where the metadata search answers.
-const searchPath = "/v2/_berth/search"
+// SearchPath is where Berth's metadata search answers.
+const SearchPath = "/v2/_berth/search"
 
 // searchRounds bounds how many store searches one request makes while
 // filling a page with results the caller may see.
@@ -63,7 +63,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 		v := r.URL.Query()
 		v.Set("last", next)
 		v.Set("n", strconv.Itoa(n))
-		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, searchPath, v.Encode()))
+		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, SearchPath, v.Encode()))
 	}
 	writeJSON(w, "application/json", searchList{Results: results})
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -120,33 +121,23 @@ func (c *apiClient) call(ctx context.Context, method, path string, query url.Val
 	u := *c.base
 	u.Path = strings.TrimSuffix(c.base.Path, "/") + path
 	u.RawQuery = query.Encode()
-	var rd io.Reader
+	var buf []byte
 	if body != nil {
-		buf, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if buf, err = json.Marshal(body); err != nil {
 			return 0, nil, fmt.Errorf("encode request: %w", err)
 		}
-		rd = bytes.NewReader(buf)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	resp, raw, err := c.send(ctx, method, u.String(), buf, "")
+	if err == nil && resp.StatusCode == http.StatusUnauthorized {
+		// Asked to log in by token: an anonymous caller gets an
+		// anonymous token, which is an answer too.
+		if token, ok := c.token(ctx, resp.Header.Get("WWW-Authenticate")); ok {
+			resp, raw, err = c.send(ctx, method, u.String(), buf, token)
+		}
+	}
 	if err != nil {
-		return 0, nil, fmt.Errorf("build request: %w", err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	if c.username != "" {
-		req.SetBasicAuth(c.username, c.password)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("reach registry %s: %w", c.base.Redacted(), err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAdminResponse))
-	if err != nil {
-		return 0, nil, fmt.Errorf("read answer of %s: %w", c.base.Redacted(), err)
+		return 0, nil, err
 	}
 	if !slices.Contains(wants, resp.StatusCode) {
 		return resp.StatusCode, resp.Header, apiErrorFrom(resp.StatusCode, raw)
@@ -157,6 +148,76 @@ func (c *apiClient) call(ctx context.Context, method, path string, query url.Val
 		}
 	}
 	return resp.StatusCode, resp.Header, nil
+}
+
+// send sends one request, with Basic credentials when a user is set or
+// the bearer token when one is given, and reads the whole answer.
+func (c *apiClient) send(ctx context.Context, method, target string, body []byte, bearer string) (*http.Response, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	switch {
+	case bearer != "":
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	case c.username != "":
+		req.SetBasicAuth(c.username, c.password)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reach registry %s: %w", c.base.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAdminResponse))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read answer of %s: %w", c.base.Redacted(), err)
+	}
+	return resp, raw, nil
+}
+
+// challengeParam reads one parameter of a WWW-Authenticate challenge.
+var challengeParam = regexp.MustCompile(`(\w+)="([^"]*)"`)
+
+// token answers a Bearer challenge: it asks the token service the
+// challenge names for the scope it names, as the configured user or
+// anonymously. It reports false when there is no Bearer challenge or no
+// token was given.
+func (c *apiClient) token(ctx context.Context, challenge string) (string, bool) {
+	if !strings.HasPrefix(challenge, "Bearer ") {
+		return "", false
+	}
+	params := map[string]string{}
+	for _, m := range challengeParam.FindAllStringSubmatch(challenge, -1) {
+		params[m[1]] = m[2]
+	}
+	realm, err := url.Parse(params["realm"])
+	if err != nil || realm.Host != c.base.Host || (realm.Scheme != "http" && realm.Scheme != "https") {
+		return "", false // only the registry's own token service gets credentials
+	}
+	q := url.Values{"service": {params["service"]}}
+	if params["scope"] != "" {
+		q.Set("scope", params["scope"])
+	}
+	realm.RawQuery = q.Encode()
+	resp, raw, err := c.send(ctx, http.MethodGet, realm.String(), nil, "")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", false
+	}
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if json.Unmarshal(raw, &tok) != nil || tok.Token == "" {
+		return "", false
+	}
+	return tok.Token, true
 }
 
 // apiErrorFrom reads an error answer.

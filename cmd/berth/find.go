@@ -13,12 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/storage"
 )
 
 const (
-	// searchPath is the registry's metadata search endpoint.
-	searchPath = "/v2/_berth/search"
 	// findPageSize is how many results berth find asks for per page.
 	findPageSize = 500
 	// revisionAnnotation names the commit an artifact was built from.
@@ -75,7 +74,7 @@ the org.opencontainers.image.revision annotation; --json prints
 				var page struct {
 					Results []storage.SearchResult `json:"results"`
 				}
-				hdr, err := c.do(cmd.Context(), http.MethodGet, searchPath, query, nil, http.StatusOK, &page)
+				hdr, err := c.do(cmd.Context(), http.MethodGet, distribution.SearchPath, query, nil, http.StatusOK, &page)
 				if err != nil {
 					return fmt.Errorf("search: %w", err)
 				}

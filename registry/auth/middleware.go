@@ -74,17 +74,11 @@ type need struct {
 	login bool
 	// admin means the request is for administrators only.
 	admin bool
-	// open means anyone may ask, credentials or not: the answer is
-	// filtered to what the caller may pull (metadata search).
-	open bool
 }
 
 // AdminPrefix starts the paths of Berth's administration API, which only
 // administrators may use.
 const AdminPrefix = "/_berth/admin/"
-
-// SearchPath is where Berth's metadata search answers.
-const SearchPath = "/v2/_berth/search"
 
 // repoPathRE matches the paths of the distribution API and of Berth's
 // repository extensions (_berth/tags/<tag>/history, rollback and promote),
@@ -100,10 +94,9 @@ func required(r *http.Request) (need, bool) {
 	switch p {
 	case "/v2/", "/v2":
 		return need{login: true}, true
-	case "/v2/_catalog":
+	case "/v2/_catalog", distribution.SearchPath:
+		// Both list what the caller may pull, filtered per caller.
 		return need{scope: Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}}, true
-	case SearchPath:
-		return need{open: true}, true
 	}
 	m := repoPathRE.FindStringSubmatch(p)
 	if m == nil {
@@ -152,17 +145,15 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 			a.challenge(w, r, nd, "invalid_token", "authentication failed: "+err.Error())
 			return
 		}
-		// The API version check, the catalog and the admin API answer
-		// differently per caller, so a caller without credentials is asked
-		// for them first; an anonymous token is an answer.
+		// The API version check, the catalog, metadata search and the
+		// admin API answer differently per caller, so a caller without
+		// credentials is asked for them first; an anonymous token is an
+		// answer.
 		if !present && (nd.login || nd.admin || nd.scope.Type == "registry") {
 			a.challenge(w, r, nd, "", "authentication required")
 			return
 		}
 		switch {
-		case nd.open:
-			// Anyone may ask; the handler filters the answer through
-			// Allowed.
 		case nd.login || nd.admin:
 			if !present {
 				a.challenge(w, r, nd, "", "authentication required")
