@@ -330,6 +330,24 @@ func TestLifecycleImmutableTags(t *testing.T) {
 	if h := lc.history(signed, sigTag); len(h) != 2 {
 		t.Errorf("signature tag history has %d moves, want 2", len(h))
 	}
+
+	// cosign itself, twice with two keys: the second signature moves the
+	// .sig tag, in a repository where every other tag is immutable, and
+	// both signatures verify.
+	_, c := lc.pushImage(signed + ":cosigned")
+	cosignTag := "sha256-" + strings.TrimPrefix(c, "sha256:") + ".sig"
+	signerA, signerB := newCosignNoLogin(t), newCosignNoLogin(t)
+	signerA.sign(nil, lc.ref(signed+"@"+c))
+	signerB.sign(nil, lc.ref(signed+"@"+c))
+	if h := lc.history(signed, cosignTag); len(h) != 2 {
+		t.Errorf("cosign's signature tag moved %d times, want 2", len(h))
+	}
+	for i, cs := range []*cosign{signerA, signerB} {
+		writeTestFile(t, filepath.Join(cs.dir, "trusted_root.json"), `{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`)
+		cs.run("verify", "--key", "cosign.pub", "--trusted-root", "trusted_root.json", "--insecure-ignore-tlog=true",
+			"--offline=true", "--allow-http-registry", lc.ref(signed+"@"+c))
+		t.Logf("cosign signature %d of %s verifies", i+1, c)
+	}
 }
 
 // TestLifecycleHistoryAndRollback: three pushes by alice are three moves in

@@ -87,9 +87,15 @@ func asError(err error) *Error {
 		return e
 	}
 	var detail any
+	msg := err.Error()
 	var de *storage.DetailError
-	if errors.As(err, &de) && de.Detail != nil {
-		detail = de.Detail
+	if errors.As(err, &de) {
+		// The store said exactly what went wrong; the operations it was
+		// wrapped in add nothing for the client.
+		msg = de.Error()
+		if de.Detail != nil {
+			detail = de.Detail
+		}
 	}
 	code, status := codeFor(err)
 	if code == CodeUnknown {
@@ -99,7 +105,7 @@ func asError(err error) *Error {
 		}
 		return &Error{Code: CodeUnknown, Message: "internal error"}
 	}
-	return &Error{Code: code, Message: err.Error(), Detail: detail, Status: status}
+	return &Error{Code: code, Message: msg, Detail: detail, Status: status}
 }
 
 // codeFor names the code (and, where it differs from the code's usual one,

@@ -72,7 +72,7 @@ func (s *Store) moveTag(ctx context.Context, tx *bolt.Tx, rb *bolt.Bucket, repo,
 	}
 	if old != "" && s.immutable(repo, tag) {
 		return TagMove{}, detailf(ErrTagImmutable, map[string]any{"tag": tag, "digest": string(old)},
-			"tag %s in %s is immutable and names %s", tag, repo, old)
+			"%s in %s names %s and may not move", tag, repo, old)
 	}
 	var err error
 	if to == "" {
