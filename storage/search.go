@@ -98,11 +98,11 @@ func cursor(repo string, d digest.Digest) string { return repo + "@" + string(d)
 // created is the artifact's creation time, as SearchResult.Created.
 func (r manifestRecord) created() time.Time {
 	if v, ok := r.Annotations[AnnotationCreated]; ok {
-		if t, err := time.Parse(time.RFC3339, v); err == nil {
+		if t, err := time.Parse(time.RFC3339, v); err == nil && !t.IsZero() {
 			return t.UTC()
 		}
 	}
-	if r.ConfigCreated != nil {
+	if r.ConfigCreated != nil && !r.ConfigCreated.IsZero() {
 		return r.ConfigCreated.UTC()
 	}
 	return r.Created
@@ -155,7 +155,9 @@ func (s *Store) readConfigMeta(ctx context.Context, m *manifest.Manifest) (map[s
 		return skip("not parsable", "error", err)
 	}
 	var created *time.Time
-	if t, err := time.Parse(time.RFC3339, c.Created); err == nil {
+	// Tools that do not know the time write the zero time
+	// (0001-01-01T00:00:00Z): that is no creation time.
+	if t, err := time.Parse(time.RFC3339, c.Created); err == nil && !t.IsZero() {
 		t = t.UTC()
 		created = &t
 	}

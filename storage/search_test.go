@@ -277,6 +277,13 @@ func TestSearchFilters(t *testing.T) {
 	if !res[0].Created.Equal(t2024("2024-02-01T00:00:00Z")) {
 		t.Errorf("apps/api created = %v, want the config's", res[0].Created)
 	}
+	// The zero time, which go-containerregistry writes into configs it
+	// builds without a time, is no creation time: the push time stands.
+	zero := putAnnotated(t, s, "tools/zero", "zero", map[string]string{AnnotationCreated: "0001-01-01T00:00:00Z"}, nil, "0001-01-01T00:00:00Z")
+	res, _ = search(t, s, Query{Repository: "tools/zero"})
+	if len(res) != 1 || res[0].Digest != zero || !res[0].Created.Equal(res[0].Pushed) {
+		t.Errorf("tools/zero = %+v, want created = pushed", res)
+	}
 }
 
 func TestSearchPaginates(t *testing.T) {
