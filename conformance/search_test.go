@@ -10,26 +10,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-registry/berth/conformance/internal/berthtest"
+	"github.com/berth-registry/berth/storage"
 )
 
-// findResult is one result of berth find --json.
-type findResult struct {
-	Repository   string            `json:"repository"`
-	Digest       digest.Digest     `json:"digest"`
-	MediaType    string            `json:"mediaType"`
-	ArtifactType string            `json:"artifactType"`
-	Size         int64             `json:"size"`
-	Created      time.Time         `json:"created"`
-	Pushed       time.Time         `json:"pushed"`
-	Tags         []string          `json:"tags"`
-	Annotations  map[string]string `json:"annotations"`
-	Labels       map[string]string `json:"labels"`
-}
+// findResult is one result of berth find --json: the API's result.
+type findResult = storage.SearchResult
 
 // berthFind runs berth find against reg as user (empty: anonymous) and
 // returns what it did.

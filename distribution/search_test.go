@@ -17,6 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/storage"
 )
 
 const revision = "org.opencontainers.image.revision"
@@ -27,18 +28,7 @@ type denyRepos map[string]bool
 func (d denyRepos) Allowed(_ context.Context, repo, _ string) bool { return !d[repo] }
 
 // searchResult is a result of GET /v2/_berth/search, as a client reads it.
-type searchResult struct {
-	Repository   string            `json:"repository"`
-	Digest       digest.Digest     `json:"digest"`
-	MediaType    string            `json:"mediaType"`
-	ArtifactType string            `json:"artifactType"`
-	Size         int64             `json:"size"`
-	Created      time.Time         `json:"created"`
-	Pushed       time.Time         `json:"pushed"`
-	Tags         []string          `json:"tags"`
-	Annotations  map[string]string `json:"annotations"`
-	Labels       map[string]string `json:"labels"`
-}
+type searchResult = storage.SearchResult
 
 // pushAnnotated pushes an image whose manifest carries annotations and
 // whose config carries labels, under ref (empty: by digest).

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -221,12 +219,10 @@ func printRobots(w io.Writer, robots []registry.RobotListing) error {
 	return nil
 }
 
-// adminClient calls a server's admin API with Basic credentials.
+// adminClient calls a server's admin API as an administrator, with Basic
+// credentials, wording its refusals for the robot commands.
 type adminClient struct {
-	base     *url.URL
-	username string
-	password string
-	http     *http.Client
+	apiClient
 }
 
 // client resolves the registry URL and the credentials, from the flags,
@@ -254,7 +250,7 @@ func (tf *tokenFlags) client(cmd *cobra.Command) (*adminClient, error) {
 	if base.Scheme == "http" && !isLoopback(base.Hostname()) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "warning: sending the password of %s over plain HTTP to %s\n", user, base.Host)
 	}
-	return &adminClient{base: base, username: user, password: password, http: &http.Client{Timeout: adminTimeout}}, nil
+	return &adminClient{apiClient{base: base, username: user, password: password, http: &http.Client{Timeout: adminTimeout}}}, nil
 }
 
 func isLoopback(host string) bool {
@@ -277,31 +273,16 @@ type apiError struct {
 // the robot the request is about, if any.
 func (c *adminClient) do(ctx context.Context, method string, path []string, body any, want int, out any, robot string) error {
 	u := c.base.JoinPath(append([]string{strings.Trim(auth.AdminPrefix, "/")}, path...)...)
-	var rd io.Reader
+	var buf []byte
 	if body != nil {
-		buf, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if buf, err = json.Marshal(body); err != nil {
 			return fmt.Errorf("encode request: %w", err)
 		}
-		rd = bytes.NewReader(buf)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	resp, raw, err := c.send(ctx, method, u.String(), buf, "")
 	if err != nil {
-		return fmt.Errorf("build request: %w", err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	req.SetBasicAuth(c.username, c.password)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach registry %s: %w", c.base.Redacted(), err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAdminResponse))
-	if err != nil {
-		return fmt.Errorf("read answer of %s: %w", c.base.Redacted(), err)
+		return err
 	}
 	if resp.StatusCode != want {
 		return c.statusError(resp, raw, robot)
