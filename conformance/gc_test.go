@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -88,7 +89,7 @@ func TestGCUnderLoad(t *testing.T) {
 	// The collector: back to back until the pushers are done.
 	stop := make(chan struct{})
 	var gcRuns atomic.Int64
-	var gcBytes, gcLinks atomic.Int64
+	var gcBytes, gcLinks, gcManifests atomic.Int64
 	gcDone := make(chan error, 1)
 	go func() {
 		for {
@@ -106,6 +107,7 @@ func TestGCUnderLoad(t *testing.T) {
 			gcRuns.Add(1)
 			gcBytes.Add(res.BytesReclaimed)
 			gcLinks.Add(int64(res.LinksRemoved))
+			gcManifests.Add(int64(res.ManifestsRemoved))
 			time.Sleep(gcPause)
 		}
 	}()
@@ -145,6 +147,11 @@ func TestGCUnderLoad(t *testing.T) {
 					}
 					ref := tag.Context().Digest(d.String())
 					if i%gcDeleteEvery == 0 {
+						// An SBOM-like referrer first, orphaned by the
+						// delete: collection removes it with its layer.
+						if err := gcPushReferrer(ctx, tag.Context(), img); err != nil {
+							return err
+						}
 						if err := ggcrremote.Delete(ref, ggcrremote.WithContext(ctx)); err != nil {
 							return fmt.Errorf("delete %s: %w", ref, err)
 						}
@@ -218,15 +225,48 @@ func TestGCUnderLoad(t *testing.T) {
 	if len(left) != 0 {
 		t.Fatalf("final gc %+v left %d blob files, e.g. %s", final, len(left), left[0])
 	}
+	// Every orphaned referrer was collected exactly once, during the load
+	// or at the end.
+	if got := gcManifests.Load() + int64(final.ManifestsRemoved); got != int64(deleted) {
+		t.Errorf("collections removed %d orphaned referrers, want %d", got, deleted)
+	}
 	srv.Stop()
 	r := fsckJSON(t, bin, 0, "--data", srv.DataDir, "--verify-content")
 	if len(r.Problems) != 0 || len(r.Orphans) != 0 {
 		t.Fatalf("fsck after gc: problems %v, orphans %v", r.Problems, r.Orphans)
 	}
 	t.Logf("GC under load: %d images (%d workers x %d, %d repositories, %d shared layers), %d deleted during the load; "+
-		"%d collections (grace %s) during %s of load removed %d links and reclaimed %d bytes; final collection %+v; total %s",
+		"%d collections (grace %s) during %s of load removed %d orphaned referrers and %d links and reclaimed %d bytes; final collection %+v; total %s",
 		gcWorkers*gcImages, gcWorkers, gcImages, gcRepos, gcSharedLayers, deleted,
-		gcRuns.Load(), gcGrace, loadTook.Round(time.Millisecond), gcLinks.Load(), gcBytes.Load(), final.GCReport, time.Since(started).Round(time.Millisecond))
+		gcRuns.Load(), gcGrace, loadTook.Round(time.Millisecond), gcManifests.Load(), gcLinks.Load(), gcBytes.Load(), final.GCReport, time.Since(started).Round(time.Millisecond))
+}
+
+// gcPushReferrer pushes, by digest, an artifact whose subject is img: one
+// small layer of its own and an artifact type, as an SBOM attachment is.
+func gcPushReferrer(ctx context.Context, repo name.Repository, img v1.Image) error {
+	desc, err := partial.Descriptor(img)
+	if err != nil {
+		return err
+	}
+	layer, err := random.Layer(1<<10, types.OCILayer)
+	if err != nil {
+		return err
+	}
+	sbom, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return err
+	}
+	sbom = mutate.MediaType(sbom, types.OCIManifestSchema1)
+	sbom = mutate.ConfigMediaType(sbom, types.OCIConfigJSON)
+	sbom = mutate.Subject(sbom, *desc).(v1.Image)
+	d, err := sbom.Digest()
+	if err != nil {
+		return err
+	}
+	if err := ggcrremote.Write(repo.Digest(d.String()), sbom, ggcrremote.WithContext(ctx)); err != nil {
+		return fmt.Errorf("push referrer of %s: %w", desc.Digest, err)
+	}
+	return nil
 }
 
 // gcPull pulls the image ref names and checks that its config and every
