@@ -22,12 +22,7 @@ func (s *Store) ExpireUploads(ctx context.Context, idle time.Duration, now time.
 	}
 	var all []candidate
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketUploads)
-		return b.ForEach(func(k, _ []byte) error {
-			var rec uploadRecord
-			if _, err := getJSON(b, k, &rec); err != nil {
-				return err
-			}
+		return forEachJSON(tx.Bucket(bucketUploads), func(k []byte, rec uploadRecord) error {
 			all = append(all, candidate{string(k), rec.Started})
 			return nil
 		})

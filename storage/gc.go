@@ -101,7 +101,6 @@ type GCReport struct {
 type gcRepo struct {
 	manifests map[digest.Digest]manifestRecord
 	links     map[digest.Digest]linkRecord
-	tags      map[string]digest.Digest
 	// removed are the orphan referrers planned for removal; kept are the
 	// other manifests, whose references are known.
 	removed []digest.Digest
@@ -218,13 +217,13 @@ func (s *Store) planGC(ctx context.Context, tx *bolt.Tx, cutoff time.Time) (*gcP
 		}
 	}
 	blobs := tx.Bucket(bucketBlobs)
-	err = blobs.ForEach(func(k, _ []byte) error {
+	err = blobs.ForEach(func(k, v []byte) error {
 		d := digest.Digest(k)
 		if live[d] {
 			return nil
 		}
 		var rec blobRecord
-		if _, err := getJSON(blobs, k, &rec); err != nil {
+		if err := decodeJSON(k, v, &rec); err != nil {
 			return err
 		}
 		if rec.Created.Before(cutoff) {
@@ -239,16 +238,11 @@ func (s *Store) planGC(ctx context.Context, tx *bolt.Tx, cutoff time.Time) (*gcP
 	return plan, nil
 }
 
-// readGCRepo reads a repository bucket's manifests, links and tags.
+// readGCRepo reads a repository bucket's manifests and links.
 func readGCRepo(rb *bolt.Bucket) (*gcRepo, error) {
-	r := &gcRepo{manifests: map[digest.Digest]manifestRecord{}, links: map[digest.Digest]linkRecord{},
-		tags: map[string]digest.Digest{}}
+	r := &gcRepo{manifests: map[digest.Digest]manifestRecord{}, links: map[digest.Digest]linkRecord{}}
 	if b := rb.Bucket(bucketManifests); b != nil {
-		err := b.ForEach(func(k, _ []byte) error {
-			var rec manifestRecord
-			if _, err := getJSON(b, k, &rec); err != nil {
-				return err
-			}
+		err := forEachJSON(b, func(k []byte, rec manifestRecord) error {
 			r.manifests[digest.Digest(k)] = rec
 			return nil
 		})
@@ -257,21 +251,8 @@ func readGCRepo(rb *bolt.Bucket) (*gcRepo, error) {
 		}
 	}
 	if b := rb.Bucket(bucketLinks); b != nil {
-		err := b.ForEach(func(k, _ []byte) error {
-			var rec linkRecord
-			if _, err := getJSON(b, k, &rec); err != nil {
-				return err
-			}
+		err := forEachJSON(b, func(k []byte, rec linkRecord) error {
 			r.links[digest.Digest(k)] = rec
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	if b := rb.Bucket(bucketTags); b != nil {
-		err := b.ForEach(func(k, v []byte) error {
-			r.tags[string(k)] = digest.Digest(v)
 			return nil
 		})
 		if err != nil {
@@ -335,11 +316,9 @@ func (p *gcPlan) report(rep *GCReport) {
 		r := p.repos[name]
 		rep.ManifestsRemoved += len(r.removed)
 		rep.LinksRemoved += len(r.unlinked)
-		tagged := false
-		for _, d := range r.tags {
-			tagged = tagged || r.kept[d]
-		}
-		if !r.other && !tagged && len(r.kept) == 0 && len(r.unlinked) == len(r.links) {
+		// With no manifest kept, no tag is left either: tags name
+		// manifests, and removing a manifest removes its tags.
+		if !r.other && len(r.kept) == 0 && len(r.unlinked) == len(r.links) {
 			rep.RepositoriesRemoved++
 		}
 	}
@@ -397,13 +376,12 @@ func (s *Store) removeOrphanReferrers(ctx context.Context, plan *gcPlan, cutoff 
 // did not account for: manifests pushed since the snapshot, or planned
 // for removal but kept.
 func newReferences(rb *bolt.Bucket, r *gcRepo, into map[digest.Digest]bool) error {
-	b := rb.Bucket(bucketManifests)
-	return b.ForEach(func(k, _ []byte) error {
+	return rb.Bucket(bucketManifests).ForEach(func(k, v []byte) error {
 		if r != nil && r.kept[digest.Digest(k)] {
 			return nil
 		}
 		var rec manifestRecord
-		if _, err := getJSON(b, k, &rec); err != nil {
+		if err := decodeJSON(k, v, &rec); err != nil {
 			return err
 		}
 		for _, ref := range rec.References {

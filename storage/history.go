@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -212,12 +211,4 @@ func (s *Store) RollbackTag(ctx context.Context, repo, tag string, to digest.Dig
 		return err
 	})
 	return move, err
-}
-
-// decodeJSON decodes a record read from a cursor.
-func decodeJSON(k, v []byte, out any) error {
-	if err := json.Unmarshal(v, out); err != nil {
-		return fmt.Errorf("decode record %x: %w", k, err)
-	}
-	return nil
 }

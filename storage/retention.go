@@ -230,11 +230,7 @@ func (s *Store) planRetention(tx *bolt.Tx, repo string, p RetentionPolicy, opts 
 		return plan, nil
 	}
 	manifests := map[digest.Digest]manifestRecord{}
-	err := rb.Bucket(bucketManifests).ForEach(func(k, v []byte) error {
-		var rec manifestRecord
-		if err := decodeJSON(k, v, &rec); err != nil {
-			return err
-		}
+	err := forEachJSON(rb.Bucket(bucketManifests), func(k []byte, rec manifestRecord) error {
 		manifests[digest.Digest(k)] = rec
 		return nil
 	})

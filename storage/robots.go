@@ -197,12 +197,7 @@ func (s *Store) CreateRobot(ctx context.Context, name string, scopes []string, e
 func (s *Store) ListRobots(ctx context.Context) ([]Robot, error) {
 	var out []Robot
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRobots)
-		return b.ForEach(func(k, _ []byte) error {
-			var rec robotRecord
-			if _, err := getJSON(b, k, &rec); err != nil {
-				return err
-			}
+		return forEachJSON(tx.Bucket(bucketRobots), func(k []byte, rec robotRecord) error {
 			out = append(out, rec.robot(string(k)))
 			return nil
 		})

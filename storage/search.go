@@ -264,11 +264,7 @@ func buildSearchIndex(tx *bolt.Tx) error {
 		if rb == nil || rb.Bucket(bucketManifests) == nil {
 			return nil
 		}
-		return rb.Bucket(bucketManifests).ForEach(func(k, v []byte) error {
-			var rec manifestRecord
-			if err := decodeJSON(k, v, &rec); err != nil {
-				return err
-			}
+		return forEachJSON(rb.Bucket(bucketManifests), func(k []byte, rec manifestRecord) error {
 			return indexManifest(tx, string(name), digest.Digest(k), rec)
 		})
 	})

@@ -276,15 +276,35 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return nil
 }
 
+// getJSON decodes the record under key in b into v, reporting whether
+// there is one.
 func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	buf := b.Get(key)
 	if buf == nil {
 		return false, nil
 	}
-	if err := json.Unmarshal(buf, v); err != nil {
-		return true, fmt.Errorf("decode record %q: %w", key, err)
+	return true, decodeJSON(key, buf, v)
+}
+
+// decodeJSON decodes the record v stored under key k, as a cursor or
+// ForEach yields it.
+func decodeJSON(k, v []byte, out any) error {
+	if err := json.Unmarshal(v, out); err != nil {
+		return fmt.Errorf("decode record %q: %w", k, err)
 	}
-	return true, nil
+	return nil
+}
+
+// forEachJSON calls fn with the key and decoded record of every entry of
+// b, in key order. b must hold records only, no nested buckets.
+func forEachJSON[T any](b *bolt.Bucket, fn func(k []byte, rec T) error) error {
+	return b.ForEach(func(k, v []byte) error {
+		var rec T
+		if err := decodeJSON(k, v, &rec); err != nil {
+			return err
+		}
+		return fn(k, rec)
+	})
 }
 
 // repoBucket returns the repository's bucket, or nil if it does not exist.
