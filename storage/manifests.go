@@ -253,10 +253,11 @@ func putManifestRecord(tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Diges
 	return indexManifest(tx, repo, d, rec)
 }
 
-// removeManifest deletes manifest d, whose record is rec, from the
-// repository bucket rb: the tags naming it (recorded as moves for why), its
-// record and its entry among its subject's referrers. Every deleter of
-// manifests goes through it.
+// removeManifest deletes manifest d, whose stored record is rec (read in
+// the same transaction), from the repository bucket rb: the tags naming it
+// (recorded as moves for why), its record, its search index entries and
+// its entry among its subject's referrers. Every deleter of manifests but
+// fsck's repair goes through it.
 func (s *Store) removeManifest(ctx context.Context, tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Digest, rec manifestRecord, why string) error {
 	var stale []string
 	err := rb.Bucket(bucketTags).ForEach(func(k, v []byte) error {
@@ -273,31 +274,16 @@ func (s *Store) removeManifest(ctx context.Context, tx *bolt.Tx, rb *bolt.Bucket
 			return err
 		}
 	}
-	// The search entries to remove are those of the stored record, which
-	// is what they were made from.
-	var stored manifestRecord
-	if ok, err := getJSON(rb.Bucket(bucketManifests), []byte(d), &stored); err != nil {
-		return err
-	} else if !ok {
-		stored = rec
-	}
 	if err := rb.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
 		return fmt.Errorf("delete manifest: %w", err)
 	}
-	if err := unindexManifest(tx, repo, d, stored); err != nil {
+	// rec is the stored record, which the search entries were made from.
+	if err := unindexManifest(tx, repo, d, rec); err != nil {
 		return err
 	}
 	if rec.Subject != nil {
-		refs := rb.Bucket(bucketReferrers)
-		if subj := refs.Bucket([]byte(rec.Subject.Digest)); subj != nil {
-			if err := subj.Delete([]byte(d)); err != nil {
-				return fmt.Errorf("delete referrer: %w", err)
-			}
-			if k, _ := subj.Cursor().First(); k == nil {
-				if err := refs.DeleteBucket([]byte(rec.Subject.Digest)); err != nil {
-					return fmt.Errorf("delete referrers of %s: %w", rec.Subject.Digest, err)
-				}
-			}
+		if _, err := dropReferrer(rb.Bucket(bucketReferrers), []byte(rec.Subject.Digest), []byte(d)); err != nil {
+			return err
 		}
 	}
 	return nil
