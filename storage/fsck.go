@@ -745,13 +745,20 @@ func (s *Store) repairProblem(p Problem) (string, error) {
 			return rb.Bucket(bucketLinks), []byte(d)
 		}, "removed the link")
 	case ProblemDanglingTag:
-		return s.deleteIf(func(tx *bolt.Tx) (*bolt.Bucket, []byte) {
+		done, err := s.update(func(tx *bolt.Tx) (bool, error) {
 			rb := repoBucket(tx, p.Repo)
 			if rb == nil || bucketGet(rb, bucketManifests, []byte(d)) != nil || string(bucketGet(rb, bucketTags, []byte(p.Tag))) != p.Digest {
-				return nil, nil
+				return false, nil
 			}
-			return rb.Bucket(bucketTags), []byte(p.Tag)
-		}, "removed the tag")
+			if err := rb.Bucket(bucketTags).Delete([]byte(p.Tag)); err != nil {
+				return false, fmt.Errorf("delete tag %s: %w", p.Tag, err)
+			}
+			return true, recordRepair(tx, p.Repo, p.Tag, d)
+		})
+		if !done || err != nil {
+			return "", err
+		}
+		return "removed the tag", nil
 	case ProblemDanglingReferrer:
 		done, err := s.update(func(tx *bolt.Tx) (bool, error) {
 			rb := repoBucket(tx, p.Repo)
@@ -867,7 +874,7 @@ func purgeBlob(tx *bolt.Tx, d digest.Digest) (purged, error) {
 }
 
 // dropManifest deletes a manifest record from a repository with every tag
-// naming it, its entries in referrers/, whatever their subject, and its
+// naming it (recorded in their history as MoveRepair), its entries in referrers/, whatever their subject, and its
 // entries in the search index.
 func dropManifest(tx *bolt.Tx, repo string, rb *bolt.Bucket, key []byte) (tags, refs int, err error) {
 	if err := dropSearchEntries(tx, repo, rb, key); err != nil {
@@ -887,6 +894,9 @@ func dropManifest(tx *bolt.Tx, repo string, rb *bolt.Bucket, key []byte) (tags, 
 		for _, k := range stale {
 			if err := tb.Delete(k); err != nil {
 				return tags, refs, fmt.Errorf("delete tag %s: %w", k, err)
+			}
+			if err := recordRepair(tx, repo, string(k), digest.Digest(key)); err != nil {
+				return tags, refs, err
 			}
 			tags++
 		}

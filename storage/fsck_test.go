@@ -365,6 +365,17 @@ func TestCheckFindsAndRepairsEachProblem(t *testing.T) {
 	if _, err := s.StatManifest(ctx, fsckOther, "stale"); !errors.Is(err, ErrManifestUnknown) {
 		t.Errorf("tag of a dangling manifest survived: %v", err)
 	}
+	// Both ways a repair removes a tag keep the history invariant.
+	for _, c := range []struct {
+		repo, tag string
+		was       digest.Digest
+	}{{fsckApp, "ghost", ghost}, {fsckOther, "stale", noBody}} {
+		moves, _, err := s.TagHistory(ctx, c.repo, c.tag, 0, 10)
+		if err != nil || len(moves) != 1 || moves[0].Action != MoveRepair || moves[0].Previous != c.was ||
+			moves[0].Digest != "" || moves[0].Actor.Kind != ActorSystem {
+			t.Errorf("history of %s:%s after repair: %+v %v", c.repo, c.tag, moves, err)
+		}
+	}
 	if up, err := s.UploadStatus(ctx, fsckApp, f.upload); err != nil || up.Offset != int64(len("half an upload")) {
 		t.Errorf("live upload after repair: %+v %v", up, err)
 	}

@@ -37,6 +37,9 @@ const (
 	// MoveGC: garbage collection removed the manifest the tag named (a
 	// referrer whose subject is gone).
 	MoveGC = "gc"
+	// MoveRepair: fsck's repair removed the tag, which named a manifest
+	// the repository no longer holds, or whose content was lost.
+	MoveRepair = "repair"
 )
 
 // TagMove is one entry of a tag's history.
@@ -102,6 +105,15 @@ func recordMove(tx *bolt.Tx, repo, tag string, m TagMove) (TagMove, error) {
 	}
 	m.Seq = seq
 	return m, putJSON(th, seqKey(seq), m)
+}
+
+// recordRepair records in the history of tag in repo that fsck's repair
+// removed it while it named d. The repair bypasses moveTag: it must remove
+// even an immutable tag that names nothing.
+func recordRepair(tx *bolt.Tx, repo, tag string, d digest.Digest) error {
+	_, err := recordMove(tx, repo, tag, TagMove{Time: time.Now().UTC(), Previous: d, Action: MoveRepair,
+		Actor: Actor{Kind: ActorSystem}})
+	return err
 }
 
 func seqKey(seq uint64) []byte {
