@@ -113,13 +113,6 @@ func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, b
 		if err != nil {
 			return err
 		}
-		manifests := rb.Bucket(bucketManifests)
-		var old manifestRecord
-		if ok, err := getJSON(manifests, []byte(d), &old); err != nil {
-			return err
-		} else if ok {
-			rec.Created = old.Created
-		}
 		if err := putManifestRecord(tx, rb, repo, d, rec); err != nil {
 			return err
 		}
@@ -235,14 +228,16 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 
 // putManifestRecord writes the index record of manifest d in the
 // repository bucket rb, and keeps the search index in step: the entries of
-// the record it replaces, if any, are removed and those of rec added.
-// Every writer of manifest records goes through it.
+// the record it replaces, if any, are removed and those of rec added. A
+// record it replaces keeps its Created, the first push time. Every writer
+// of manifest records goes through it.
 func putManifestRecord(tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Digest, rec manifestRecord) error {
 	manifests := rb.Bucket(bucketManifests)
 	var old manifestRecord
 	if ok, err := getJSON(manifests, []byte(d), &old); err != nil {
 		return err
 	} else if ok {
+		rec.Created = old.Created
 		if err := unindexManifest(tx, repo, d, old); err != nil {
 			return err
 		}

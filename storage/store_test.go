@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/storage/manifest"
 )
@@ -442,5 +443,28 @@ func TestUploadRecordWithoutFile(t *testing.T) {
 	}
 	if _, err := s.lookupUpload("r", up.ID); !errors.Is(err, ErrUploadUnknown) {
 		t.Fatalf("the record survived: %v", err)
+	}
+}
+
+// A manifest pushed again, tagged or not, keeps its first push time, which
+// retention ages untagged manifests by and search reports as Pushed.
+func TestPushAgainKeepsPushTime(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	cfg := putTestBlob(t, s, "app", ocispec.MediaTypeImageConfig, []byte(`{}`))
+	m := ocispec.Manifest{Config: cfg}
+	d, _ := putTestManifest(t, s, "app", m)
+	first, err := s.StatManifest(ctx, "app", string(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Millisecond)
+	putTestManifest(t, s, "app", m, "v1")
+	again, err := s.StatManifest(ctx, "app", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Created.Equal(first.Created) {
+		t.Fatalf("push time moved from %s to %s", first.Created, again.Created)
 	}
 }
