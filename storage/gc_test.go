@@ -306,9 +306,8 @@ func TestGCWaitsForCommitOfSameDigest(t *testing.T) {
 			return
 		}
 		armed = false
-		unlock, ok := s.locks.tryLock(d)
-		if ok {
-			unlock()
+		if mu := &s.locks.m[stripe(d)]; mu.TryLock() {
+			mu.Unlock()
 			return
 		}
 		heldDuringPlace = true

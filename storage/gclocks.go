@@ -35,15 +35,6 @@ func (l *digestLocks) lock(d digest.Digest) (unlock func()) {
 	return mu.Unlock
 }
 
-// tryLock locks the stripe of d if it is free.
-func (l *digestLocks) tryLock(d digest.Digest) (unlock func(), ok bool) {
-	mu := &l.m[stripe(d)]
-	if !mu.TryLock() {
-		return nil, false
-	}
-	return mu.Unlock, true
-}
-
 // lockAll locks the stripes of every digest of ds, each once, in
 // ascending order so that two callers cannot deadlock, and returns the
 // unlock of them all.
