@@ -96,7 +96,8 @@ func readJSONBody(r *http.Request, v any, optional bool) error {
 	if err := dec.Decode(v); err != nil {
 		return newError(CodeUnsupported, nil, "malformed JSON body: %v", err).withStatus(http.StatusBadRequest)
 	}
-	if dec.More() {
+	// Not dec.More, which reports false before a stray "}" or "]".
+	if len(bytes.TrimSpace(buf[dec.InputOffset():])) != 0 {
 		return newError(CodeUnsupported, nil, "trailing data after the JSON body").withStatus(http.StatusBadRequest)
 	}
 	return nil
