@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -207,18 +206,12 @@ func (a *API) promoteTag(w http.ResponseWriter, r *http.Request) {
 			"invalid source repository %q", req.Repository))
 		return
 	}
-	switch {
-	case req.Reference == "":
+	if req.Reference == "" {
 		a.writeError(w, r, newError(CodeManifestInvalid, nil, "the source reference is missing"))
 		return
-	case strings.Contains(req.Reference, ":"):
-		if _, err := parseDigest(req.Reference); err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-	case !validTag(req.Reference):
-		a.writeError(w, r, newError(CodeManifestUnknown, map[string]string{"reference": req.Reference},
-			"invalid tag %q", req.Reference))
+	}
+	if _, err := parseRef(req.Reference); err != nil {
+		a.writeError(w, r, err)
 		return
 	}
 	if !a.allowed(r, req.Repository, "pull") {
