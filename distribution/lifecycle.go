@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -68,12 +67,14 @@ func lifecycleTarget(r *http.Request) (repo, tag string, err error) {
 	return repo, tag, nil
 }
 
-// readJSONBody decodes a bounded JSON request body into v. An empty body
+// ReadJSON decodes a JSON request body of at most limit bytes into v, for
+// the distribution API's extensions and the admin API alike. An empty body
 // leaves v as it is when optional, and is an error otherwise. Malformed
 // JSON, unknown fields and trailing data are 400 UNSUPPORTED, as a bad page
-// size is.
-func readJSONBody(r *http.Request, v any, optional bool) error {
-	buf, err := io.ReadAll(io.LimitReader(r.Body, maxLifecycleBody+1))
+// size is; a body over the limit is 413 UNSUPPORTED. It returns nil or the
+// error to answer with.
+func ReadJSON(r *http.Request, v any, limit int64, optional bool) *Error {
+	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
@@ -81,9 +82,9 @@ func readJSONBody(r *http.Request, v any, optional bool) error {
 		}
 		return newError(CodeUnsupported, nil, "read request body: %v", err).withStatus(http.StatusBadRequest)
 	}
-	if len(buf) > maxLifecycleBody {
-		return newError(CodeUnsupported, map[string]int{"limit": maxLifecycleBody},
-			"request body exceeds %d bytes", maxLifecycleBody).withStatus(http.StatusRequestEntityTooLarge)
+	if int64(len(buf)) > limit {
+		return newError(CodeUnsupported, map[string]int64{"limit": limit},
+			"request body exceeds %d bytes", limit).withStatus(http.StatusRequestEntityTooLarge)
 	}
 	if len(bytes.TrimSpace(buf)) == 0 {
 		if optional {
@@ -96,7 +97,8 @@ func readJSONBody(r *http.Request, v any, optional bool) error {
 	if err := dec.Decode(v); err != nil {
 		return newError(CodeUnsupported, nil, "malformed JSON body: %v", err).withStatus(http.StatusBadRequest)
 	}
-	if dec.More() {
+	// Not dec.More, which reports false before a stray "}" or "]".
+	if len(bytes.TrimSpace(buf[dec.InputOffset():])) != 0 {
 		return newError(CodeUnsupported, nil, "trailing data after the JSON body").withStatus(http.StatusBadRequest)
 	}
 	return nil
@@ -148,8 +150,8 @@ func (a *API) rollbackTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req rollbackRequest
-	if err := readJSONBody(r, &req, true); err != nil {
-		a.writeError(w, r, err)
+	if e := ReadJSON(r, &req, maxLifecycleBody, true); e != nil {
+		a.writeError(w, r, e)
 		return
 	}
 	var to digest.Digest
@@ -195,8 +197,8 @@ func (a *API) promoteTag(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req promoteRequest
-	if err := readJSONBody(r, &req, false); err != nil {
-		a.writeError(w, r, err)
+	if e := ReadJSON(r, &req, maxLifecycleBody, false); e != nil {
+		a.writeError(w, r, e)
 		return
 	}
 	if !validName(req.Repository) {
@@ -204,18 +206,12 @@ func (a *API) promoteTag(w http.ResponseWriter, r *http.Request) {
 			"invalid source repository %q", req.Repository))
 		return
 	}
-	switch {
-	case req.Reference == "":
+	if req.Reference == "" {
 		a.writeError(w, r, newError(CodeManifestInvalid, nil, "the source reference is missing"))
 		return
-	case strings.Contains(req.Reference, ":"):
-		if _, err := parseDigest(req.Reference); err != nil {
-			a.writeError(w, r, err)
-			return
-		}
-	case !validTag(req.Reference):
-		a.writeError(w, r, newError(CodeManifestUnknown, map[string]string{"reference": req.Reference},
-			"invalid tag %q", req.Reference))
+	}
+	if _, err := parseRef(req.Reference); err != nil {
+		a.writeError(w, r, err)
 		return
 	}
 	if !a.allowed(r, req.Repository, "pull") {

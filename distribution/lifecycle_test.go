@@ -135,6 +135,9 @@ func TestLifecycleRollback(t *testing.T) {
 	}{
 		{`{"to":`, http.StatusBadRequest, "UNSUPPORTED"},
 		{`{"digest":"sha256:00"}`, http.StatusBadRequest, "UNSUPPORTED"},
+		{`{} {}`, http.StatusBadRequest, "UNSUPPORTED"},
+		{`{}}`, http.StatusBadRequest, "UNSUPPORTED"},
+		{`{}]`, http.StatusBadRequest, "UNSUPPORTED"},
 		{`{"to":"sha256:zz"}`, http.StatusBadRequest, "DIGEST_INVALID"},
 		{`{"to":"` + string(digest.FromString("absent")) + `"}`, http.StatusNotFound, "MANIFEST_UNKNOWN"},
 		{strings.Repeat(" ", 65<<10), http.StatusRequestEntityTooLarge, "UNSUPPORTED"},

@@ -72,10 +72,14 @@ func (r reference) String() string {
 	return r.tag
 }
 
-// parseReference reads the manifest reference of the request. Anything with
-// a colon must be a digest; anything else must be a tag.
+// parseReference reads the manifest reference of the request.
 func parseReference(r *http.Request) (reference, error) {
-	s := pathVar(r, "reference")
+	return parseRef(pathVar(r, "reference"))
+}
+
+// parseRef checks a manifest reference. Anything with a colon must be a
+// digest; anything else must be a tag.
+func parseRef(s string) (reference, error) {
 	if strings.Contains(s, ":") {
 		d, err := parseDigest(s)
 		return reference{digest: d}, err

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
 )
@@ -66,8 +66,6 @@ type RobotListing struct {
 
 // Error codes of the admin API besides the distribution API's.
 const (
-	codeBodyInvalid    = "BODY_INVALID"
-	codeBodyTooLarge   = "BODY_TOO_LARGE"
 	codeNameInvalid    = "NAME_INVALID"
 	codeScopeInvalid   = "SCOPE_INVALID"
 	codeExpiresInvalid = "EXPIRES_INVALID"
@@ -113,10 +111,10 @@ func (a *adminAPI) handler() http.Handler {
 	r.HandleFunc(strings.TrimSuffix(auth.AdminPrefix, "/")+"/retention", a.runRetention).Methods(http.MethodPost)
 	r.HandleFunc(GCPath, a.collectGarbage).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeAdminError(w, http.StatusNotFound, codeUnsupported, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
+		writeAdminError(w, req, http.StatusNotFound, codeUnsupported, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeAdminError(w, http.StatusMethodNotAllowed, codeUnsupported, fmt.Sprintf("method %s is not supported on %s", req.Method, req.URL.Path))
+		writeAdminError(w, req, http.StatusMethodNotAllowed, codeUnsupported, fmt.Sprintf("method %s is not supported on %s", req.Method, req.URL.Path))
 	})
 	return r
 }
@@ -127,17 +125,17 @@ func (a *adminAPI) createRobot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := storage.ValidRobotName(req.Name); err != nil {
-		writeAdminError(w, http.StatusBadRequest, codeNameInvalid, err.Error())
+		writeAdminError(w, r, http.StatusBadRequest, codeNameInvalid, err.Error())
 		return
 	}
 	scopes, err := robotScopes(req.Scopes)
 	if err != nil {
-		writeAdminError(w, http.StatusBadRequest, codeScopeInvalid, err.Error())
+		writeAdminError(w, r, http.StatusBadRequest, codeScopeInvalid, err.Error())
 		return
 	}
 	life, err := robotLifetime(req.Expires)
 	if err != nil {
-		writeAdminError(w, http.StatusBadRequest, codeExpiresInvalid, err.Error())
+		writeAdminError(w, r, http.StatusBadRequest, codeExpiresInvalid, err.Error())
 		return
 	}
 	expires := a.now().Add(life).UTC()
@@ -192,7 +190,7 @@ func (a *adminAPI) rotateRobot(w http.ResponseWriter, r *http.Request) {
 	// is of no use anyway.
 	_, expires, err := a.store.ActiveRobot(r.Context(), name, now)
 	if err != nil {
-		writeAdminError(w, http.StatusConflict, codeRobotInactive, "robot revoked during rotation: "+err.Error())
+		writeAdminError(w, r, http.StatusConflict, codeRobotInactive, "robot revoked during rotation: "+err.Error())
 		return
 	}
 	writeAdminJSON(w, http.StatusOK, RobotSecret{Name: name, Secret: secret, Expires: expires.UTC()})
@@ -203,16 +201,16 @@ func (a *adminAPI) rotateRobot(w http.ResponseWriter, r *http.Request) {
 func (a *adminAPI) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, storage.ErrRobotInvalid):
-		writeAdminError(w, http.StatusBadRequest, codeNameInvalid, err.Error())
+		writeAdminError(w, r, http.StatusBadRequest, codeNameInvalid, err.Error())
 	case errors.Is(err, storage.ErrRobotUnknown):
-		writeAdminError(w, http.StatusNotFound, codeRobotUnknown, err.Error())
+		writeAdminError(w, r, http.StatusNotFound, codeRobotUnknown, err.Error())
 	case errors.Is(err, storage.ErrRobotExists):
-		writeAdminError(w, http.StatusConflict, codeRobotExists, err.Error())
+		writeAdminError(w, r, http.StatusConflict, codeRobotExists, err.Error())
 	case errors.Is(err, storage.ErrRobotInactive):
-		writeAdminError(w, http.StatusConflict, codeRobotInactive, err.Error())
+		writeAdminError(w, r, http.StatusConflict, codeRobotInactive, err.Error())
 	default:
 		a.log.ErrorContext(r.Context(), "admin request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeAdminError(w, http.StatusInternalServerError, codeUnknown, "internal error")
+		writeAdminError(w, r, http.StatusInternalServerError, codeUnknown, "internal error")
 	}
 }
 
@@ -262,26 +260,15 @@ func robotLifetime(s string) (time.Duration, error) {
 }
 
 // decodeAdminBody reads one JSON object of at most maxAdminBody bytes
-// into v, refusing unknown fields and trailing data. On failure it has
-// answered.
+// into v, refusing unknown fields and trailing data, as the distribution
+// API reads its own. On failure it has answered.
 func decodeAdminBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if dec.Decode(&struct{}{}) != io.EOF {
-			err = errors.New("data after the JSON object")
-		}
-	}
-	if err == nil {
-		return true
-	}
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		writeAdminError(w, http.StatusRequestEntityTooLarge, codeBodyTooLarge, fmt.Sprintf("request body over %d bytes", maxAdminBody))
+	if e := distribution.ReadJSON(r, v, maxAdminBody, false); e != nil {
+		w.Header().Set("Cache-Control", "no-store")
+		distribution.WriteError(w, r, e)
 		return false
 	}
-	writeAdminError(w, http.StatusBadRequest, codeBodyInvalid, "invalid JSON body: "+err.Error())
-	return false
+	return true
 }
 
 func writeAdminJSON(w http.ResponseWriter, status int, v any) {
@@ -291,12 +278,11 @@ func writeAdminJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func writeAdminError(w http.ResponseWriter, status int, code, msg string) {
-	type errorBody struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	writeAdminJSON(w, status, map[string][]errorBody{"errors": {{Code: code, Message: msg}}})
+// writeAdminError answers with the distribution API's error body, under
+// one of the admin API's codes and a status of its own.
+func writeAdminError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	w.Header().Set("Cache-Control", "no-store")
+	distribution.WriteError(w, r, &distribution.Error{Code: distribution.Code{Name: code}, Message: msg, Status: status})
 }
 
 func utcPtr(t *time.Time) *time.Time {

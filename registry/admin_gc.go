@@ -36,7 +36,7 @@ func (a *adminAPI) collectGarbage(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("grace"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			writeAdminError(w, http.StatusBadRequest, codeGraceInvalid, "grace "+strconv.Quote(v)+": want a duration such as 1h, not negative")
+			writeAdminError(w, r, http.StatusBadRequest, codeGraceInvalid, "grace "+strconv.Quote(v)+": want a duration such as 1h, not negative")
 			return
 		}
 		grace = d
@@ -45,7 +45,7 @@ func (a *adminAPI) collectGarbage(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("dryRun"); v != "" {
 		b, err := strconv.ParseBool(strings.TrimSpace(v))
 		if err != nil {
-			writeAdminError(w, http.StatusBadRequest, codeGraceInvalid, "dryRun "+strconv.Quote(v)+": want true or false")
+			writeAdminError(w, r, http.StatusBadRequest, codeGraceInvalid, "dryRun "+strconv.Quote(v)+": want true or false")
 			return
 		}
 		dry = b

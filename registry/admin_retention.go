@@ -19,7 +19,7 @@ const codeDryRunInvalid = "DRYRUN_INVALID"
 func (a *adminAPI) runRetention(w http.ResponseWriter, r *http.Request) {
 	dryRun, err := strconv.ParseBool(r.URL.Query().Get("dryRun"))
 	if err != nil {
-		writeAdminError(w, http.StatusBadRequest, codeDryRunInvalid, "dryRun: want true or false")
+		writeAdminError(w, r, http.StatusBadRequest, codeDryRunInvalid, "dryRun: want true or false")
 		return
 	}
 	ret := a.retention
@@ -42,7 +42,7 @@ func withoutRobots(admin http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	robots := auth.AdminPrefix + "robots"
 	unsupported := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeAdminError(w, http.StatusNotFound, codeUnsupported,
+		writeAdminError(w, r, http.StatusNotFound, codeUnsupported,
 			fmt.Sprintf("robot tokens need authentication: %s %s", r.Method, r.URL.Path))
 	})
 	mux.Handle(robots, unsupported)
