@@ -383,6 +383,8 @@ func TestRefreshToken(t *testing.T) {
 		t.Fatalf("refresh grant: %+v %v", tr2, err)
 	}
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tr2.AccessToken)), http.StatusOK)
+	// A refresh token is no access token.
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tr.RefreshToken)), http.StatusUnauthorized)
 	// An access token is no refresh token.
 	form.Set("refresh_token", tr.AccessToken)
 	resp3, err := http.PostForm(f.srv.URL+TokenPath, form)
@@ -392,6 +394,24 @@ func TestRefreshToken(t *testing.T) {
 	resp3.Body.Close()
 	if resp3.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("access token as refresh token: status %d", resp3.StatusCode)
+	}
+	// A key rotation does not cut off a refresh token signed before it,
+	// however long after the rotation it is used within its lifetime.
+	if _, err := RotateKeys(filepath.Join(f.dir, "keys"), f.now); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.authn.signer.keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	f.now = f.now.Add(refreshLifetime - time.Hour)
+	form.Set("refresh_token", tr.RefreshToken)
+	resp4, err := http.PostForm(f.srv.URL+TokenPath, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp4.Body.Close()
+	if resp4.StatusCode != http.StatusOK {
+		t.Fatalf("refresh token %s after a key rotation: status %d", refreshLifetime-time.Hour, resp4.StatusCode)
 	}
 }
 

@@ -22,9 +22,10 @@ import (
 // since it retired, so rotation never cuts off a token already issued.
 const keysFile = "keys.json"
 
-// MaxTokenLifetime bounds every token's lifetime; it is also how long a
-// retired key is kept for verification.
-const MaxTokenLifetime = time.Hour
+// MaxTokenLifetime bounds every token's lifetime: that of a refresh token,
+// the longest-lived (an access token lives an hour at most). It is also
+// how long a retired key is kept for verification.
+const MaxTokenLifetime = 24 * time.Hour
 
 type keyEntry struct {
 	KID     string     `json:"kid"`

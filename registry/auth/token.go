@@ -32,8 +32,9 @@ const RobotSecretPrefix = "berth_"
 // maxTokenRequest bounds the body of a token request.
 const maxTokenRequest = 64 << 10
 
-// refreshLifetime is how long a refresh token lasts.
-const refreshLifetime = 24 * time.Hour
+// refreshLifetime is how long a refresh token lasts: the longest any token
+// does, which is how long a retired signing key keeps verifying.
+const refreshLifetime = MaxTokenLifetime
 
 // tokenResponse is the token service's answer, in the form both the Docker
 // token protocol (token) and OAuth2 clients (access_token) read.
