@@ -217,9 +217,17 @@ func (c *apiClient) token(ctx context.Context, challenge string) (string, bool) 
 	for _, m := range challengeParam.FindAllStringSubmatch(challenge, -1) {
 		params[m[1]] = m[2]
 	}
+	if params["error"] == "invalid_token" {
+		// The credentials sent were refused: sending them again to the
+		// token service would only count a second failed login.
+		return "", false
+	}
 	realm, err := url.Parse(params["realm"])
-	if err != nil || realm.Host != c.base.Host || (realm.Scheme != "http" && realm.Scheme != "https") {
-		return "", false // only the registry's own token service gets credentials
+	if err != nil || !strings.EqualFold(realm.Host, c.base.Host) || (realm.Scheme != "http" && realm.Scheme != "https") ||
+		(c.base.Scheme == "https" && realm.Scheme != "https") {
+		// Only the registry's own token service gets credentials, and
+		// over TLS when the registry is reached over TLS.
+		return "", false
 	}
 	q := url.Values{"service": {params["service"]}}
 	if params["scope"] != "" {
