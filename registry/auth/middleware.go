@@ -274,12 +274,7 @@ func (a *Authenticator) current(ctx context.Context, id Identity, now time.Time)
 		if err != nil {
 			return checked{}, err
 		}
-		for _, s := range scopes {
-			if sc, err := ParseScope(s); err == nil {
-				id.Scopes = append(id.Scopes, sc)
-			}
-		}
-		return checked{Identity: id, expires: exp}, nil
+		return robotIdentity(id.Name, scopes, exp), nil
 	}
 	return checked{Identity: id}, nil
 }

@@ -181,18 +181,24 @@ func (a *Authenticator) authenticatePassword(ctx context.Context, user, pass str
 		if err != nil {
 			return checked{}, err
 		}
-		id := Identity{Kind: Robot, Name: name}
-		for _, s := range scopes {
-			if sc, err := ParseScope(s); err == nil {
-				id.Scopes = append(id.Scopes, sc)
-			}
-		}
-		return checked{Identity: id, expires: exp}, nil
+		return robotIdentity(name, scopes, exp), nil
 	}
 	if !a.users.Users().Verify(user, pass) {
 		return checked{}, errors.New("wrong user name or password")
 	}
 	return checked{Identity: Identity{Kind: User, Name: user}}, nil
+}
+
+// robotIdentity is robot name with the scopes the store keeps for it;
+// a scope that does not parse grants nothing.
+func robotIdentity(name string, scopes []string, expires time.Time) checked {
+	id := Identity{Kind: Robot, Name: name}
+	for _, s := range scopes {
+		if sc, err := ParseScope(s); err == nil {
+			id.Scopes = append(id.Scopes, sc)
+		}
+	}
+	return checked{Identity: id, expires: expires}
 }
 
 // refreshIdentity checks a refresh token and that its subject still exists.
