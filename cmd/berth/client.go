@@ -267,6 +267,16 @@ func apiErrorFrom(status int, raw []byte) *APIError {
 	return e
 }
 
+// printJSON writes v as indented JSON, as the commands' --json does.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write JSON: %w", err)
+	}
+	return nil
+}
+
 // splitRef splits "REPO:TAG" (or "REPO@DIGEST" when digestOK) into its
 // repository and reference. The tag separator is the last ":" after the
 // last "/", so registry-less names with ports are not misread.

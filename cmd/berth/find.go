@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -183,9 +182,7 @@ func nextQuery(hdr http.Header) (url.Values, error) {
 func printResults(cmd *cobra.Command, results []storage.SearchResult, asJSON bool) error {
 	out := cmd.OutOrStdout()
 	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(struct {
+		if err := printJSON(out, struct {
 			Results []storage.SearchResult `json:"results"`
 		}{results}); err != nil {
 			return fmt.Errorf("write results: %w", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -102,9 +101,7 @@ the digest before and after, who moved it and from which address. With
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(historyPage{Name: repo, Tag: tag, History: moves})
+				return printJSON(w, historyPage{Name: repo, Tag: tag, History: moves})
 			}
 			return printHistory(w, moves)
 		},
