@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,16 +19,19 @@ import (
 )
 
 // registryFlags are the connection flags of the commands that talk to a
-// running Berth through its HTTP API: tag, promote, find, retention, gc.
+// running Berth through its HTTP API: token, tag, promote, find, retention,
+// gc.
 type registryFlags struct {
 	registry      string
 	username      string
 	passwordStdin bool
 }
 
-// add registers the flags on cmd.
+// add registers the flags on cmd, as persistent flags: on a command
+// without subcommands they are simply its own; "berth token" shares them
+// with its subcommands.
 func (rf *registryFlags) add(cmd *cobra.Command) {
-	f := cmd.Flags()
+	f := cmd.PersistentFlags()
 	f.StringVar(&rf.registry, "registry", "", "registry URL (default $BERTH_REGISTRY or "+defaultRegistry+")")
 	f.StringVarP(&rf.username, "username", "u", "", "user name (default $BERTH_USERNAME; none: anonymous)")
 	f.BoolVar(&rf.passwordStdin, "password-stdin", false, "read the password from standard input (default $BERTH_PASSWORD)")
@@ -89,6 +93,21 @@ func registryURL(flag string) (*url.URL, error) {
 		return nil, fmt.Errorf("--registry %q: want a URL such as https://registry.example.com or http://127.0.0.1:5000", raw)
 	}
 	return base, nil
+}
+
+// isLoopback reports whether host names this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// apiError is one entry of the error body of an answer.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 // APIError is an error answer of the registry: the status and the first
@@ -198,9 +217,17 @@ func (c *apiClient) token(ctx context.Context, challenge string) (string, bool) 
 	for _, m := range challengeParam.FindAllStringSubmatch(challenge, -1) {
 		params[m[1]] = m[2]
 	}
+	if params["error"] == "invalid_token" {
+		// The credentials sent were refused: sending them again to the
+		// token service would only count a second failed login.
+		return "", false
+	}
 	realm, err := url.Parse(params["realm"])
-	if err != nil || realm.Host != c.base.Host || (realm.Scheme != "http" && realm.Scheme != "https") {
-		return "", false // only the registry's own token service gets credentials
+	if err != nil || !strings.EqualFold(realm.Host, c.base.Host) || (realm.Scheme != "http" && realm.Scheme != "https") ||
+		(c.base.Scheme == "https" && realm.Scheme != "https") {
+		// Only the registry's own token service gets credentials, and
+		// over TLS when the registry is reached over TLS.
+		return "", false
 	}
 	q := url.Values{"service": {params["service"]}}
 	if params["scope"] != "" {
@@ -238,6 +265,16 @@ func apiErrorFrom(status int, raw []byte) *APIError {
 		e.Message = http.StatusText(status)
 	}
 	return e
+}
+
+// printJSON writes v as indented JSON, as the commands' --json does.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write JSON: %w", err)
+	}
+	return nil
 }
 
 // splitRef splits "REPO:TAG" (or "REPO@DIGEST" when digestOK) into its

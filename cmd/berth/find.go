@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -158,8 +156,8 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2024-05-01T12:00:00Z) nor a duration (72h)", s)
 }
 
-// nextQuery returns the query of the next page named by a Link header,
-// nil when there is none.
+// nextQuery returns the query of the next page named by a Link header
+// (of the search, the tag history), nil when there is none.
 func nextQuery(hdr http.Header) (url.Values, error) {
 	link := hdr.Get("Link")
 	if link == "" {
@@ -171,11 +169,11 @@ func nextQuery(hdr http.Header) (url.Values, error) {
 	}
 	u, err := url.Parse(m[1])
 	if err != nil {
-		return nil, fmt.Errorf("search: bad Link header %q: %w", link, err)
+		return nil, fmt.Errorf("bad Link header %q: %w", link, err)
 	}
 	q := u.Query()
 	if q.Get("last") == "" {
-		return nil, errors.New("search: Link header without a cursor")
+		return nil, fmt.Errorf("the Link header %q has no cursor", link)
 	}
 	return q, nil
 }
@@ -184,9 +182,7 @@ func nextQuery(hdr http.Header) (url.Values, error) {
 func printResults(cmd *cobra.Command, results []storage.SearchResult, asJSON bool) error {
 	out := cmd.OutOrStdout()
 	if asJSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(struct {
+		if err := printJSON(out, struct {
 			Results []storage.SearchResult `json:"results"`
 		}{results}); err != nil {
 			return fmt.Errorf("write results: %w", err)

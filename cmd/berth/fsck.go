@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -139,9 +138,7 @@ func runFsck(ctx context.Context, data, configPath string, opts storage.CheckOpt
 // one line per problem, per orphan and per repair.
 func printFsck(w io.Writer, dir string, r *storage.CheckReport, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return printJSON(w, r)
 	}
 	harmless := 0
 	for _, p := range r.Problems {

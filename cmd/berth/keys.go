@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/registry/auth"
 )
 
@@ -37,21 +35,11 @@ overridden by BERTH_DATA, else ./data. Run this as the user the server
 runs as: the key files are readable by their owner only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir := data
-			if dir == "" {
-				if configPath == "" {
-					configPath = os.Getenv("BERTH_CONFIG")
-				}
-				cfg, err := registry.LoadConfig(configPath, os.Getenv)
-				if err != nil {
-					return err
-				}
-				dir = cfg.Data
-			}
-			// A mistyped directory must not silently get keys no server uses.
-			fi, err := os.Stat(dir)
-			if err != nil || !fi.IsDir() {
-				return fmt.Errorf("data directory %s does not exist: use --data or --config to name the server's", dir)
+			// A mistyped directory must not silently get keys no server
+			// uses: resolveDataDir wants it to exist.
+			dir, err := resolveDataDir(data, configPath)
+			if err != nil {
+				return err
 			}
 			keysDir := filepath.Join(dir, "keys")
 			kid, err := auth.RotateKeys(keysDir, time.Now())

@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -103,9 +101,7 @@ the digest before and after, who moved it and from which address. With
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(w)
-				enc.SetIndent("", "  ")
-				return enc.Encode(historyPage{Name: repo, Tag: tag, History: moves})
+				return printJSON(w, historyPage{Name: repo, Tag: tag, History: moves})
 			}
 			return printHistory(w, moves)
 		},
@@ -136,35 +132,15 @@ func fetchHistory(ctx context.Context, c *apiClient, repo, tag string, limit int
 			return nil, err
 		}
 		moves = append(moves, page.History...)
-		next, ok, err := nextLast(h.Get("Link"))
+		next, err := nextQuery(h)
 		if err != nil {
 			return nil, err
 		}
-		if !ok || len(page.History) == 0 || (limit > 0 && len(moves) >= limit) {
+		if next == nil || len(page.History) == 0 || (limit > 0 && len(moves) >= limit) {
 			return moves, nil
 		}
-		q.Set("last", next)
+		q.Set("last", next.Get("last"))
 	}
-}
-
-// nextLast reads the last parameter of a Link: <...>; rel="next" header.
-func nextLast(link string) (string, bool, error) {
-	if link == "" {
-		return "", false, nil
-	}
-	start, end := strings.Index(link, "<"), strings.Index(link, ">")
-	if start < 0 || end < start || !strings.Contains(link[end:], `rel="next"`) {
-		return "", false, fmt.Errorf("malformed Link header %q", link)
-	}
-	u, err := url.Parse(link[start+1 : end])
-	if err != nil {
-		return "", false, fmt.Errorf("malformed Link header %q: %w", link, err)
-	}
-	last := u.Query().Get("last")
-	if last == "" {
-		return "", false, fmt.Errorf("link header %q has no last parameter", link)
-	}
-	return last, true, nil
 }
 
 // shortDigest abbreviates a digest for a table; "-" stands for none.

@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,18 +29,11 @@ const (
 	maxAdminResponse = 4 << 20
 )
 
-// tokenFlags are the connection flags shared by the token subcommands.
-type tokenFlags struct {
-	registry      string
-	username      string
-	passwordStdin bool
-}
-
 // newTokenCommand returns "berth token" and its create, list, revoke and
 // rotate subcommands, which manage robot tokens through a running
 // server's admin API.
 func newTokenCommand() *cobra.Command {
-	var tf tokenFlags
+	var rf registryFlags
 	cmd := &cobra.Command{
 		Use:   "token",
 		Short: "Create, list, revoke and rotate robot tokens",
@@ -63,10 +53,7 @@ SSL_CERT_FILE at its CA certificate.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&tf.registry, "registry", "", "registry URL (default $BERTH_REGISTRY, else "+defaultRegistry+")")
-	pf.StringVar(&tf.username, "username", "", "administrator user name (default $BERTH_USERNAME)")
-	pf.BoolVar(&tf.passwordStdin, "password-stdin", false, "read the password from standard input (one line); default $BERTH_PASSWORD")
+	rf.add(cmd)
 
 	var name, expires string
 	var scopes []string
@@ -88,7 +75,7 @@ pull, push, delete or *. Repeat --scope for several.
 			if err != nil {
 				return err
 			}
-			c, err := tf.client(cmd)
+			c, err := rf.adminClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -113,7 +100,7 @@ pull, push, delete or *. Repeat --scope for several.
 		Short: "List robot tokens",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := tf.client(cmd)
+			c, err := rf.adminClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -132,7 +119,7 @@ pull, push, delete or *. Repeat --scope for several.
 			if err := storage.ValidRobotName(args[0]); err != nil {
 				return fmt.Errorf("invalid robot name: %w", err)
 			}
-			c, err := tf.client(cmd)
+			c, err := rf.adminClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -154,7 +141,7 @@ secret stops working at once.`,
 			if err := storage.ValidRobotName(args[0]); err != nil {
 				return fmt.Errorf("invalid robot name: %w", err)
 			}
-			c, err := tf.client(cmd)
+			c, err := rf.adminClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -222,49 +209,20 @@ func printRobots(w io.Writer, robots []registry.RobotListing) error {
 // adminClient calls a server's admin API as an administrator, with Basic
 // credentials, wording its refusals for the robot commands.
 type adminClient struct {
-	apiClient
+	*apiClient
 }
 
-// client resolves the registry URL and the credentials, from the flags,
-// then the environment.
-func (tf *tokenFlags) client(cmd *cobra.Command) (*adminClient, error) {
-	base, err := registryURL(tf.registry)
+// adminClient is client for a command that needs an administrator: the
+// user name is required.
+func (rf *registryFlags) adminClient(cmd *cobra.Command) (*adminClient, error) {
+	c, err := rf.client(cmd)
 	if err != nil {
 		return nil, err
 	}
-	user := tf.username
-	if user == "" {
-		user = os.Getenv("BERTH_USERNAME")
-	}
-	if user == "" {
+	if c.username == "" {
 		return nil, errors.New("no user name: use --username or set BERTH_USERNAME (an administrator)")
 	}
-	var password string
-	if tf.passwordStdin {
-		if password, err = readPasswordLine(cmd.InOrStdin()); err != nil {
-			return nil, err
-		}
-	} else if password = os.Getenv("BERTH_PASSWORD"); password == "" {
-		return nil, errors.New("no password: pass --password-stdin and write it to standard input, or set BERTH_PASSWORD")
-	}
-	if base.Scheme == "http" && !isLoopback(base.Hostname()) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "warning: sending the password of %s over plain HTTP to %s\n", user, base.Host)
-	}
-	return &adminClient{apiClient{base: base, username: user, password: password, http: &http.Client{Timeout: adminTimeout}}}, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// apiError is an error answer of the admin API.
-type apiError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	return &adminClient{c}, nil
 }
 
 // do sends a request to the admin API path under auth.AdminPrefix, with
@@ -272,46 +230,18 @@ type apiError struct {
 // answer other than want becomes an error worded for the user; robot names
 // the robot the request is about, if any.
 func (c *adminClient) do(ctx context.Context, method string, path []string, body any, want int, out any, robot string) error {
-	u := c.base.JoinPath(append([]string{strings.Trim(auth.AdminPrefix, "/")}, path...)...)
-	var buf []byte
-	if body != nil {
-		var err error
-		if buf, err = json.Marshal(body); err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
+	p := auth.AdminPrefix + strings.Join(path, "/")
+	_, h, err := c.call(ctx, method, p, nil, body, out, want)
+	if ae := (*APIError)(nil); errors.As(err, &ae) {
+		return c.statusError(ae, h, p, robot)
 	}
-	resp, raw, err := c.send(ctx, method, u.String(), buf, "")
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != want {
-		return c.statusError(resp, raw, robot)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("decode answer of %s: %w", c.base.Redacted(), err)
-	}
-	return nil
+	return err
 }
 
 // statusError words an unexpected answer.
-func (c *adminClient) statusError(resp *http.Response, raw []byte, robot string) error {
-	var body struct {
-		Errors []apiError `json:"errors"`
-	}
-	var e apiError
-	if json.Unmarshal(raw, &body) == nil && len(body.Errors) > 0 {
-		e = body.Errors[0]
-	} else {
-		e.Message = strings.TrimSpace(string(raw))
-		if len(e.Message) > 200 {
-			e.Message = e.Message[:200] + "..."
-		}
-	}
+func (c *adminClient) statusError(e *APIError, h http.Header, path, robot string) error {
 	reg := c.base.Redacted()
-	switch resp.StatusCode {
+	switch e.Status {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("%s refused the credentials of %s (401): check --username and the password: %s", reg, c.username, e.Message)
 	case http.StatusForbidden:
@@ -320,7 +250,7 @@ func (c *adminClient) statusError(resp *http.Response, raw []byte, robot string)
 		if e.Code == "ROBOT_UNKNOWN" {
 			return fmt.Errorf("%s has no robot token named %s (404)", reg, robot)
 		}
-		return fmt.Errorf("%s has no admin API at %s (404): is it a Berth server with authentication enabled? %s", reg, resp.Request.URL.Path, e.Message)
+		return fmt.Errorf("%s has no admin API at %s (404): is it a Berth server with authentication enabled? %s", reg, path, e.Message)
 	case http.StatusConflict:
 		switch e.Code {
 		case "ROBOT_EXISTS":
@@ -330,9 +260,9 @@ func (c *adminClient) statusError(resp *http.Response, raw []byte, robot string)
 		}
 		return fmt.Errorf("%s refused (409): %s", reg, e.Message)
 	case http.StatusTooManyRequests:
-		return fmt.Errorf("%s: too many failed logins; retry in %s seconds (429)", reg, resp.Header.Get("Retry-After"))
+		return fmt.Errorf("%s: too many failed logins; retry in %s seconds (429)", reg, h.Get("Retry-After"))
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return fmt.Errorf("%s refused the request (%d): %s", reg, resp.StatusCode, e.Message)
+		return fmt.Errorf("%s refused the request (%d): %s", reg, e.Status, e.Message)
 	}
-	return fmt.Errorf("%s answered %s: %s", reg, resp.Status, e.Message)
+	return fmt.Errorf("%s answered %d %s: %s", reg, e.Status, http.StatusText(e.Status), e.Message)
 }

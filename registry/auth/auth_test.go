@@ -20,6 +20,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/berth-registry/berth/distribution"
 )
 
 // fakeRobots is an in-memory RobotVerifier.
@@ -381,6 +383,8 @@ func TestRefreshToken(t *testing.T) {
 		t.Fatalf("refresh grant: %+v %v", tr2, err)
 	}
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tr2.AccessToken)), http.StatusOK)
+	// A refresh token is no access token.
+	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tr.RefreshToken)), http.StatusUnauthorized)
 	// An access token is no refresh token.
 	form.Set("refresh_token", tr.AccessToken)
 	resp3, err := http.PostForm(f.srv.URL+TokenPath, form)
@@ -390,6 +394,24 @@ func TestRefreshToken(t *testing.T) {
 	resp3.Body.Close()
 	if resp3.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("access token as refresh token: status %d", resp3.StatusCode)
+	}
+	// A key rotation does not cut off a refresh token signed before it,
+	// however long after the rotation it is used within its lifetime.
+	if _, err := RotateKeys(filepath.Join(f.dir, "keys"), f.now); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.authn.signer.keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	f.now = f.now.Add(refreshLifetime - time.Hour)
+	form.Set("refresh_token", tr.RefreshToken)
+	resp4, err := http.PostForm(f.srv.URL+TokenPath, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp4.Body.Close()
+	if resp4.StatusCode != http.StatusOK {
+		t.Fatalf("refresh token %s after a key rotation: status %d", refreshLifetime-time.Hour, resp4.StatusCode)
 	}
 }
 
@@ -404,5 +426,65 @@ func TestTokenRequestBodyLimit(t *testing.T) {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("a 100 KiB token request: status %d, want 400", resp.StatusCode)
+	}
+}
+
+// panicStore is a distribution.Store whose every method panics: a request
+// that reaches it was let through.
+type panicStore struct{ distribution.Store }
+
+// TestEveryRouteIsClassified puts the real distribution router behind the
+// middleware and checks that an anonymous caller reaches none of its
+// routes on a repository it may not read, however the path is escaped.
+func TestEveryRouteIsClassified(t *testing.T) {
+	f := newFixture(t)
+	h := f.authn.Wrap(distribution.New(panicStore{}, distribution.Options{}).Handler())
+	const id = "0123456789abcdef0123456789abcdef"
+	const dg = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/v2/team-a/app/manifests/v1"},
+		{http.MethodPut, "/v2/team-a/app/manifests/v1"},
+		{http.MethodDelete, "/v2/team-a/app/manifests/" + dg},
+		{http.MethodGet, "/v2/team-a/app/blobs/" + dg},
+		{http.MethodDelete, "/v2/team-a/app/blobs/" + dg},
+		{http.MethodPost, "/v2/team-a/app/blobs/uploads/"},
+		{http.MethodGet, "/v2/team-a/app/blobs/uploads/" + id},
+		{http.MethodPatch, "/v2/team-a/app/blobs/uploads/" + id},
+		{http.MethodPut, "/v2/team-a/app/blobs/uploads/" + id},
+		{http.MethodDelete, "/v2/team-a/app/blobs/uploads/" + id},
+		{http.MethodGet, "/v2/team-a/app/tags/list"},
+		{http.MethodGet, "/v2/team-a/app/referrers/" + dg},
+		{http.MethodGet, "/v2/team-a/app/_berth/tags/v1/history"},
+		{http.MethodPost, "/v2/team-a/app/_berth/tags/v1/rollback"},
+		{http.MethodPost, "/v2/team-a/app/_berth/tags/v1/promote"},
+		// An escaped slash stays in its segment for the router: the
+		// middleware must not read it as a path separator and let the
+		// request through unclassified.
+		{http.MethodGet, "/v2/team-a/app/blobs/uploads/" + id + "%2Fx"},
+		{http.MethodPatch, "/v2/team-a/app/blobs/uploads/" + id + "%2Fx"},
+		{http.MethodGet, "/v2/team-a/app/manifests/v1%2Fx"},
+		{http.MethodPost, "/v2/team-a/app/_berth/tags/v1%2Fx/rollback"},
+		{http.MethodPost, "/v2/team-a/app/_berth/tags/v1%2Fx/promote"},
+		// Escaped letters name the same repository.
+		{http.MethodGet, "/v2/te%61m-a/app/manifests/v1"},
+		// Unknown resources under /v2/ are not open either.
+		{http.MethodGet, "/v2/team-a/app/_berth/unknown"},
+	} {
+		req := httptest.NewRequest(c.method, c.path, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized {
+			t.Errorf("anonymous %s %s: status %d, want 401 (%s)", c.method, c.path, rec.Code, rec.Body)
+		}
+	}
+	// A caller who may push elsewhere cannot reach team-a by escaping its
+	// name: the rules see the name the router serves.
+	tok := f.token(t, "bob", "bob-secret", "repository:team-a/app:pull")
+	req := httptest.NewRequest(http.MethodGet, "/v2/te%61m-a/app/manifests/v1", nil)
+	bearer(tok)(req)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("bob on an escaped team-a name: status %d, want 403 (%s)", rec.Code, rec.Body)
 	}
 }

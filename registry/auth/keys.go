@@ -22,9 +22,10 @@ import (
 // since it retired, so rotation never cuts off a token already issued.
 const keysFile = "keys.json"
 
-// MaxTokenLifetime bounds every token's lifetime; it is also how long a
-// retired key is kept for verification.
-const MaxTokenLifetime = time.Hour
+// MaxTokenLifetime bounds every token's lifetime: that of a refresh token,
+// the longest-lived (an access token lives an hour at most). It is also
+// how long a retired key is kept for verification.
+const MaxTokenLifetime = 24 * time.Hour
 
 type keyEntry struct {
 	KID     string     `json:"kid"`
@@ -39,6 +40,8 @@ type keyIndex struct {
 type signingKey struct {
 	keyEntry
 	priv ed25519.PrivateKey
+	// pub is priv's public half, derived once: every token checked uses it.
+	pub ed25519.PublicKey
 }
 
 // KeySet is an immutable set of signing keys read from a key directory.
@@ -65,7 +68,7 @@ func (k *KeySet) verifier(kid string, now time.Time) (ed25519.PublicKey, error) 
 		if key.Retired != nil && now.After(key.Retired.Add(MaxTokenLifetime)) {
 			return nil, fmt.Errorf("signing key %s retired at %s", kid, key.Retired.Format(time.RFC3339))
 		}
-		return key.priv.Public().(ed25519.PublicKey), nil
+		return key.pub, nil
 	}
 	return nil, fmt.Errorf("unknown signing key %q", kid)
 }
@@ -100,7 +103,7 @@ func LoadKeys(dir string) (*KeySet, error) {
 		if err != nil {
 			return nil, err
 		}
-		ks.keys = append(ks.keys, signingKey{keyEntry: e, priv: priv})
+		ks.keys = append(ks.keys, signingKey{keyEntry: e, priv: priv, pub: priv.Public().(ed25519.PublicKey)})
 	}
 	if _, err := ks.active(); err != nil {
 		return nil, fmt.Errorf("key directory %s: %w", dir, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -82,11 +83,17 @@ const AdminPrefix = "/_berth/admin/"
 
 // repoPathRE matches the paths of the distribution API and of Berth's
 // repository extensions (_berth/tags/<tag>/history, rollback and promote),
-// capturing the repository name and the resource.
+// capturing the repository name and the resource. It is matched against
+// the escaped path, as the distribution router matches its routes, so that
+// an escaped slash ("%2F") stays inside its segment for both.
 var repoPathRE = regexp.MustCompile(`^/v2/(.+?)/(blobs/uploads/[^/]*|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+|_berth/tags/[^/]+/(?:history|rollback|promote))$`)
 
-// required names what a request needs, from its path and method.
-func required(r *http.Request) (need, bool) {
+// required names what a request needs, from its path and method. ok is
+// false for a path outside the API, which needs nothing. A path under /v2/
+// that is not one of the API's known resources needs a login, so that a
+// route added to the distribution API without a rule here is closed to
+// anonymous callers rather than open.
+func required(r *http.Request) (nd need, ok bool) {
 	p := r.URL.Path
 	if strings.HasPrefix(p, AdminPrefix) {
 		return need{admin: true}, true
@@ -98,8 +105,11 @@ func required(r *http.Request) (need, bool) {
 		// Both list what the caller may pull, filtered per caller.
 		return need{scope: Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}}, true
 	}
-	m := repoPathRE.FindStringSubmatch(p)
+	m := repoPathRE.FindStringSubmatch(r.URL.EscapedPath())
 	if m == nil {
+		if strings.HasPrefix(p, "/v2/") {
+			return need{login: true}, true
+		}
 		return need{}, false
 	}
 	action := ActionPull
@@ -116,7 +126,19 @@ func required(r *http.Request) (need, bool) {
 	default:
 		action = ActionPush
 	}
-	return need{scope: Scope{Type: "repository", Name: m[1], Actions: []string{action}}}, true
+	return need{scope: Scope{Type: "repository", Name: unescapeName(m[1]), Actions: []string{action}}}, true
+}
+
+// unescapeName reads a repository name from the escaped path as the
+// distribution API does (distribution.pathVar): unescaped, unless that
+// fails or turns "%2F" into a slash, in which case it is kept as sent and
+// its "%" makes it an invalid name there.
+func unescapeName(v string) string {
+	u, err := url.PathUnescape(v)
+	if err != nil || strings.Count(u, "/") != strings.Count(v, "/") {
+		return v
+	}
+	return u
 }
 
 // Wrap returns next behind authentication, with the token endpoint.
@@ -138,7 +160,7 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 		now := a.now()
 		id, claims, present, err := a.authenticate(w, r, now)
-		if w.Header().Get("Retry-After") != "" {
+		if errors.Is(err, errLoginsLimited) {
 			return // refused by the login rate limit; answered
 		}
 		if err != nil {
@@ -155,10 +177,6 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 		}
 		switch {
 		case nd.login || nd.admin:
-			if !present {
-				a.challenge(w, r, nd, "", "authentication required")
-				return
-			}
 			if nd.admin && !a.policy.IsAdmin(id.Identity) {
 				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, id.String()+" is not an administrator")
 				return
@@ -218,9 +236,9 @@ func (a *Authenticator) authenticate(w http.ResponseWriter, r *http.Request, now
 		return checked{Identity: Identity{Kind: Anonymous}}, nil, false, nil
 	}
 	if user, pass, ok := r.BasicAuth(); ok {
-		id, ok := a.checkPassword(w, r, user, pass, now)
-		if !ok {
-			return checked{}, nil, true, errors.New("invalid credentials")
+		id, err := a.checkPassword(w, r, user, pass, now)
+		if err != nil {
+			return checked{}, nil, true, err
 		}
 		return id, nil, true, nil
 	}
@@ -256,12 +274,7 @@ func (a *Authenticator) current(ctx context.Context, id Identity, now time.Time)
 		if err != nil {
 			return checked{}, err
 		}
-		for _, s := range scopes {
-			if sc, err := ParseScope(s); err == nil {
-				id.Scopes = append(id.Scopes, sc)
-			}
-		}
-		return checked{Identity: id, expires: exp}, nil
+		return robotIdentity(id.Name, scopes, exp), nil
 	}
 	return checked{Identity: id}, nil
 }

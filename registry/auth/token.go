@@ -32,8 +32,9 @@ const RobotSecretPrefix = "berth_"
 // maxTokenRequest bounds the body of a token request.
 const maxTokenRequest = 64 << 10
 
-// refreshLifetime is how long a refresh token lasts.
-const refreshLifetime = 24 * time.Hour
+// refreshLifetime is how long a refresh token lasts: the longest any token
+// does, which is how long a retired signing key keeps verifying.
+const refreshLifetime = MaxTokenLifetime
 
 // tokenResponse is the token service's answer, in the form both the Docker
 // token protocol (token) and OAuth2 clients (access_token) read.
@@ -74,32 +75,26 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var id checked
-	var ok bool
-	var user string
+	var err error
 	switch {
 	case r.Method == http.MethodPost && r.PostForm.Get("grant_type") == "refresh_token":
-		id, ok = a.refreshIdentity(r.Context(), r.PostForm.Get("refresh_token"), now)
+		id, err = a.refreshIdentity(r.Context(), r.PostForm.Get("refresh_token"), now)
 	case r.Method == http.MethodPost && r.PostForm.Get("grant_type") == "password":
-		user = r.PostForm.Get("username")
-		id, ok = a.checkPassword(w, r, user, r.PostForm.Get("password"), now)
-		if w.Header().Get("Retry-After") != "" {
-			return // rate limited; answered
-		}
+		id, err = a.checkPassword(w, r, r.PostForm.Get("username"), r.PostForm.Get("password"), now)
 	case r.Method == http.MethodPost:
 		writeAuthError(w, r, http.StatusBadRequest, distribution.CodeUnsupported, "grant_type must be password or refresh_token")
 		return
 	default:
 		if u, p, has := r.BasicAuth(); has {
-			user = u
-			id, ok = a.checkPassword(w, r, u, p, now)
-			if w.Header().Get("Retry-After") != "" {
-				return
-			}
+			id, err = a.checkPassword(w, r, u, p, now)
 		} else {
-			id, ok = checked{Identity: Identity{Kind: Anonymous}}, true
+			id = checked{Identity: Identity{Kind: Anonymous}}
 		}
 	}
-	if !ok {
+	if errors.Is(err, errLoginsLimited) {
+		return // answered 429
+	}
+	if err != nil {
 		writeAuthError(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, "invalid credentials")
 		return
 	}
@@ -149,25 +144,33 @@ type checked struct {
 	expires time.Time
 }
 
+// errLoginsLimited is checkPassword's error when it has refused the caller
+// for too many failed logins and answered 429 itself.
+var errLoginsLimited = errors.New("too many failed logins")
+
+// errBadCredentials is checkPassword's error for a wrong user name,
+// password or robot secret; why is logged, not told to the caller.
+var errBadCredentials = errors.New("invalid credentials")
+
 // checkPassword verifies a user's password or a robot secret, counting
 // failures per client address and per user name. When the caller has
 // failed too often it answers 429 itself (with Retry-After) and returns
-// false.
-func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, user, pass string, now time.Time) (checked, bool) {
+// errLoginsLimited.
+func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, user, pass string, now time.Time) (checked, error) {
 	keys := []string{"ip:" + clientIP(r), "user:" + user}
 	if blocked, wait := a.limiter.blocked(now, keys...); blocked {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		a.log.WarnContext(r.Context(), "login refused: too many failures", "user", user, "remote", clientIP(r))
 		writeAuthError(w, r, http.StatusTooManyRequests, distribution.CodeTooManyRequests, "too many failed logins; retry later")
-		return checked{}, false
+		return checked{}, errLoginsLimited
 	}
 	id, err := a.authenticatePassword(r.Context(), user, pass, now)
 	if err != nil {
 		a.limiter.fail(now, keys...)
 		a.log.InfoContext(r.Context(), "login failed", "user", user, "remote", clientIP(r), "reason", err)
-		return checked{}, false
+		return checked{}, errBadCredentials
 	}
-	return id, true
+	return id, nil
 }
 
 // authenticatePassword checks a user's password, or a robot secret given
@@ -178,13 +181,7 @@ func (a *Authenticator) authenticatePassword(ctx context.Context, user, pass str
 		if err != nil {
 			return checked{}, err
 		}
-		id := Identity{Kind: Robot, Name: name}
-		for _, s := range scopes {
-			if sc, err := ParseScope(s); err == nil {
-				id.Scopes = append(id.Scopes, sc)
-			}
-		}
-		return checked{Identity: id, expires: exp}, nil
+		return robotIdentity(name, scopes, exp), nil
 	}
 	if !a.users.Users().Verify(user, pass) {
 		return checked{}, errors.New("wrong user name or password")
@@ -192,17 +189,25 @@ func (a *Authenticator) authenticatePassword(ctx context.Context, user, pass str
 	return checked{Identity: Identity{Kind: User, Name: user}}, nil
 }
 
+// robotIdentity is robot name with the scopes the store keeps for it;
+// a scope that does not parse grants nothing.
+func robotIdentity(name string, scopes []string, expires time.Time) checked {
+	id := Identity{Kind: Robot, Name: name}
+	for _, s := range scopes {
+		if sc, err := ParseScope(s); err == nil {
+			id.Scopes = append(id.Scopes, sc)
+		}
+	}
+	return checked{Identity: id, expires: expires}
+}
+
 // refreshIdentity checks a refresh token and that its subject still exists.
-func (a *Authenticator) refreshIdentity(ctx context.Context, raw string, now time.Time) (checked, bool) {
+func (a *Authenticator) refreshIdentity(ctx context.Context, raw string, now time.Time) (checked, error) {
 	claims, err := a.signer.verify(raw, useRefresh, now)
 	if err != nil {
-		return checked{}, false
+		return checked{}, err
 	}
-	id, err := a.current(ctx, claims.identity(), now)
-	if err != nil {
-		return checked{}, false
-	}
-	return id, true
+	return a.current(ctx, claims.identity(), now)
 }
 
 // clientIP is the address of the peer, without its port.

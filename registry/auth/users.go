@@ -389,11 +389,7 @@ func addUser(path, name, password string, cost int) error {
 	if err != nil {
 		return err
 	}
-	return editUsers(path, true, func(lines []string) ([]string, error) {
-		i, err := findUser(lines, name)
-		if err != nil {
-			return nil, err
-		}
+	return editUser(path, name, true, func(lines []string, i int) ([]string, error) {
 		if i >= 0 {
 			return nil, fmt.Errorf("%w: %s", ErrUserExists, name)
 		}
@@ -413,11 +409,7 @@ func setPassword(path, name, password string, cost int) error {
 	if err != nil {
 		return err
 	}
-	return editUsers(path, false, func(lines []string) ([]string, error) {
-		i, err := findUser(lines, name)
-		if err != nil {
-			return nil, err
-		}
+	return editUser(path, name, false, func(lines []string, i int) ([]string, error) {
 		if i < 0 {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, name)
 		}
@@ -429,11 +421,7 @@ func setPassword(path, name, password string, cost int) error {
 // RemoveUser removes user name from the htpasswd file at path. It fails
 // with ErrNoSuchUser if the user is not there.
 func RemoveUser(path, name string) error {
-	return editUsers(path, false, func(lines []string) ([]string, error) {
-		i, err := findUser(lines, name)
-		if err != nil {
-			return nil, err
-		}
+	return editUser(path, name, false, func(lines []string, i int) ([]string, error) {
 		if i < 0 {
 			return nil, fmt.Errorf("%w: %s", ErrNoSuchUser, name)
 		}
@@ -473,10 +461,11 @@ func findUser(lines []string, name string) (int, error) {
 	return found, nil
 }
 
-// editUsers rewrites the htpasswd file at path with the lines edit
-// returns, leaving every other line as it was. The new file replaces the
-// old one atomically. If create is set, a missing file is edited as empty.
-func editUsers(path string, create bool, edit func(lines []string) ([]string, error)) error {
+// editUser rewrites the htpasswd file at path with the lines edit returns,
+// given the lines and the index of the line of user name (-1 if none),
+// leaving every other line as it was. The new file replaces the old one
+// atomically. If create is set, a missing file is edited as empty.
+func editUser(path, name string, create bool, edit func(lines []string, i int) ([]string, error)) error {
 	// Edit the file a symbolic link points to rather than replace the link.
 	if real, err := filepath.EvalSymlinks(path); err == nil {
 		path = real
@@ -489,8 +478,11 @@ func editUsers(path string, create bool, edit func(lines []string) ([]string, er
 	if len(data) > 0 {
 		lines = strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 	}
-	lines, err = edit(lines)
+	i, err := findUser(lines, name)
 	if err != nil {
+		return err
+	}
+	if lines, err = edit(lines, i); err != nil {
 		return err
 	}
 	var out []byte
