@@ -59,11 +59,16 @@ run: build
 
 tools: $(STATICCHECK) $(OCI_CONFORMANCE)
 
-# Tools are file targets: built only when missing (the suite also when its
-# pin changes). "make clean" forces a rebuild.
-$(STATICCHECK):
-	@mkdir -p $(TOOLS)
+# Tools are file targets: built only when missing or when their pin
+# changes (staticcheck's through a pin file named after its version, the
+# suite's through its go.mod). "make clean" forces a rebuild.
+$(STATICCHECK): $(TOOLS)/.pin-staticcheck-$(STATICCHECK_VERSION)
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@touch $@
+
+$(TOOLS)/.pin-%:
+	@mkdir -p $(TOOLS)
+	@touch $@
 
 $(OCI_CONFORMANCE): conformance/suite/go.mod conformance/suite/go.sum
 	@mkdir -p $(TOOLS)

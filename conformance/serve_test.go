@@ -187,12 +187,19 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 		srv.Stop() // SIGTERM; fails the test unless berth exits 0
 		close(stopped)
 	}()
-	// Give the signal time to arrive while the request is still open, then
-	// finish the body: the server must wait for it.
-	select {
-	case <-stopped:
-		t.Fatal("berth exited while a request was still in flight")
-	case <-time.After(500 * time.Millisecond):
+	// Wait (bounded) until berth says it is shutting down while the request
+	// is still open, then finish the body: the server must wait for it. A
+	// fixed pause here would, on a slow machine, let the body finish before
+	// the signal arrived and test nothing.
+	deadline := time.After(15 * time.Second)
+	for !strings.Contains(srv.Logs(), "shutting down") {
+		select {
+		case <-stopped:
+			t.Fatal("berth exited while a request was still in flight")
+		case <-deadline:
+			t.Fatalf("berth did not log that it is shutting down within 15s of SIGTERM\n%s", srv.LogTail(20))
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	if _, err := pw.Write(content[half:]); err != nil {
 		t.Fatal(err)
