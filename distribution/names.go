@@ -28,12 +28,17 @@ func validName(name string) bool {
 // validTag reports whether tag is a valid tag.
 func validTag(tag string) bool { return tagRE.MatchString(tag) }
 
-// pathVar returns a route variable, unescaped. Routes match the encoded
-// path, so an escaped slash stays inside its variable; such a value, or one
-// that does not unescape, is returned as sent, and its "%" fails every
-// grammar. Unescaping it would let "a%2Fb" name the repository "a/b".
-func pathVar(r *http.Request, key string) string {
-	v := mux.Vars(r)[key]
+// pathVar returns a route variable, unescaped with UnescapeSegment.
+func pathVar(r *http.Request, key string) string { return UnescapeSegment(mux.Vars(r)[key]) }
+
+// UnescapeSegment unescapes a part of the escaped request path the way the
+// API reads its route variables. Routes match the escaped path, so an
+// escaped slash stays inside its variable; such a value, or one that does
+// not unescape, is returned as sent, and its "%" fails every grammar.
+// Unescaping it would let "a%2Fb" name the repository "a/b". The
+// authentication middleware reads repository names with it too, so that
+// both agree on the repository a request is about.
+func UnescapeSegment(v string) string {
 	u, err := url.PathUnescape(v)
 	if err != nil || strings.Count(u, "/") != strings.Count(v, "/") {
 		return v

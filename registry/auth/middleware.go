@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -126,19 +125,7 @@ func required(r *http.Request) (nd need, ok bool) {
 	default:
 		action = ActionPush
 	}
-	return need{scope: Scope{Type: "repository", Name: unescapeName(m[1]), Actions: []string{action}}}, true
-}
-
-// unescapeName reads a repository name from the escaped path as the
-// distribution API does (distribution.pathVar): unescaped, unless that
-// fails or turns "%2F" into a slash, in which case it is kept as sent and
-// its "%" makes it an invalid name there.
-func unescapeName(v string) string {
-	u, err := url.PathUnescape(v)
-	if err != nil || strings.Count(u, "/") != strings.Count(v, "/") {
-		return v
-	}
-	return u
+	return need{scope: Scope{Type: "repository", Name: distribution.UnescapeSegment(m[1]), Actions: []string{action}}}, true
 }
 
 // Wrap returns next behind authentication, with the token endpoint.
