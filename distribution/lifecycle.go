@@ -166,14 +166,6 @@ func (a *API) rollbackTag(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if move == (storage.TagMove{}) {
-		moves, _, err := a.store.TagHistory(r.Context(), repo, tag, 0, 1)
-		if err != nil || len(moves) == 0 {
-			a.writeError(w, r, errors.Join(errors.New("rollback moved nothing and the tag has no history"), err))
-			return
-		}
-		move = moves[0]
-	}
 	writeJSON(w, "application/json", move)
 }
 

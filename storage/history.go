@@ -189,8 +189,9 @@ func lastMove(tx *bolt.Tx, repo, tag string) (TagMove, bool, error) {
 // RollbackTag points tag in repo back at an earlier manifest: to, or, when
 // to is empty, the digest the tag named before its last move. The rollback
 // is recorded as a move of its own, so rolling back twice returns to where
-// the tag started. It returns the move, or a zero TagMove if the tag named
-// that digest already. The tag's immutability applies.
+// the tag started. It returns the move; if the tag named that digest
+// already, nothing moves and it returns the tag's newest move, read in the
+// same transaction. The tag's immutability applies.
 func (s *Store) RollbackTag(ctx context.Context, repo, tag string, to digest.Digest) (TagMove, error) {
 	var move TagMove
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -219,7 +220,11 @@ func (s *Store) RollbackTag(ctx context.Context, repo, tag string, to digest.Dig
 				"manifest %s is not in %s", to, repo)
 		}
 		var err error
-		move, err = s.moveTag(ctx, tx, rb, repo, tag, to, MoveRollback)
+		if move, err = s.moveTag(ctx, tx, rb, repo, tag, to, MoveRollback); err != nil || move != (TagMove{}) {
+			return err
+		}
+		// Nothing moved: the tag's newest move is the one that set it.
+		move, _, err = lastMove(tx, repo, tag)
 		return err
 	})
 	return move, err

@@ -82,6 +82,14 @@ func TestTagHistoryRecordsEveryMove(t *testing.T) {
 	if m, err = s.RollbackTag(ctx, repo, "production", v[0]); err != nil || m.Digest != v[0] || m.Actor.Kind != ActorAnonymous {
 		t.Fatalf("rollback --to v1: %+v, %v", m, err)
 	}
+	// Rolling back to where the tag stands moves nothing and answers the
+	// move that put it there.
+	if again, err := s.RollbackTag(ctx, repo, "production", v[0]); err != nil || again != m {
+		t.Fatalf("rollback to the current digest: %+v, %v; want %+v", again, err, m)
+	}
+	if all, _, _ := s.TagHistory(ctx, repo, "production", 0, 100); len(all) != 5 {
+		t.Fatalf("history has %d moves after a rollback that moved nothing, want 5", len(all))
+	}
 	missing := digest.FromString("not here")
 	if _, err := s.RollbackTag(ctx, repo, "production", missing); !errors.Is(err, ErrManifestUnknown) {
 		t.Fatalf("rollback to a missing manifest: %v", err)
