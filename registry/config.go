@@ -127,6 +127,10 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 		dec.KnownFields(true)
 		// An empty file decodes to io.EOF and means "all defaults".
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			if strings.Contains(err.Error(), "time.Duration") {
+				// A bare number, such as 0, is not a duration to YAML.
+				return cfg, fmt.Errorf("parse config %s: %w (write durations with a unit: 0s, 90m, 24h)", path, err)
+			}
 			return cfg, fmt.Errorf("parse config %s: %w", path, err)
 		}
 	}

@@ -122,3 +122,14 @@ func TestBadConfiguration(t *testing.T) {
 		})
 	}
 }
+
+func TestBareNumberDurationNamesTheFix(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "berth.yaml")
+	if err := os.WriteFile(path, []byte("gc:\n  interval: 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(path, env(nil))
+	if err == nil || !strings.Contains(err.Error(), "write durations with a unit: 0s") {
+		t.Fatalf("LoadConfig with interval: 0 = %v, want an error naming the fix", err)
+	}
+}
