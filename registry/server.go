@@ -124,6 +124,17 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			err = cerr
 		}
 	}()
+	// SIGHUP is taken over before the server says it is listening: until
+	// then its default action would kill the process.
+	var hup chan os.Signal
+	if s.users == nil {
+		// Nothing to reload: a SIGHUP must not stop the server.
+		signal.Ignore(syscall.SIGHUP)
+	} else {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
@@ -147,11 +158,8 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 		served <- s.http.Serve(ln)
 	}()
-	if s.users == nil {
-		// Nothing to reload: a SIGHUP must not stop the server.
-		signal.Ignore(syscall.SIGHUP)
-	} else {
-		defer background(ctx, s.watchAuth)()
+	if hup != nil {
+		defer background(ctx, func(ctx context.Context) { s.watchAuth(ctx, hup) })()
 	}
 	defer background(ctx, s.expireUploads)()
 	if every := s.cfg.Retention.Interval; every > 0 {
@@ -225,9 +233,9 @@ func repeat(ctx context.Context, every time.Duration, fn func(ctx context.Contex
 }
 
 // watchAuth reloads the users file and the signing keys when they change
-// (polled every two seconds) and at once on SIGHUP, until ctx is done. A
-// file that fails to load leaves the previous one in force.
-func (s *Server) watchAuth(ctx context.Context) {
+// (polled every two seconds) and at once on a SIGHUP received on hup, until
+// ctx is done. A file that fails to load leaves the previous one in force.
+func (s *Server) watchAuth(ctx context.Context, hup <-chan os.Signal) {
 	const every = 2 * time.Second
 	usersDone := make(chan struct{})
 	go func() {
@@ -235,9 +243,6 @@ func (s *Server) watchAuth(ctx context.Context) {
 		s.users.Watch(ctx, every, s.log)
 	}()
 	defer func() { <-usersDone }()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
