@@ -76,7 +76,8 @@ type Staged interface {
 	// caller has verified, and ends the session. If the store holds d
 	// already, the staged copy is dropped.
 	Commit(ctx context.Context, d digest.Digest) error
-	// Cancel ends the session and removes what it staged.
+	// Cancel ends the session and removes what it staged. Cancelling
+	// what was committed or cancelled already does nothing.
 	Cancel(ctx context.Context) error
 }
 
