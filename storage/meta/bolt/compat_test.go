@@ -482,3 +482,21 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenRebuildsStaleDerivedBuckets: a store marked "1" that carries
+// uses/ and tagged/ (left by a newer Berth, the version set back by hand)
+// gets them built afresh, not trusted.
+func TestOpenRebuildsStaleDerivedBuckets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "index.db")
+	recs := v1Records(true)
+	recs["uses"] = map[string]string{string(useKey(v1Layer, "gone", meta.UseLink, "")): ""}
+	recs["tagged"] = map[string]string{string(taggedKey("gone", v1Image, "old")): ""}
+	writeRaw(t, path, recs)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	checkV1Reads(t, s)
+	checkClean(t, s)
+}

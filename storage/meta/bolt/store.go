@@ -113,6 +113,18 @@ func (s *Store) initialise(tx *bolt.Tx) error {
 	default:
 		return fmt.Errorf("index schema version %q; this Berth reads %q (and upgrades %q)", v, SchemaVersion, schemaV1)
 	}
+	if string(v) != SchemaVersion {
+		// Only Berth of schema "2" keeps uses/ and tagged/ in step: any
+		// found in an older store (one set back to "1" by hand, say)
+		// cannot be trusted, and are built afresh.
+		for _, name := range [][]byte{bucketUses, bucketTagged} {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return fmt.Errorf("drop stale bucket %s: %w", name, err)
+				}
+			}
+		}
+	}
 	missing := map[string]bool{}
 	for _, name := range topBuckets {
 		if tx.Bucket(name) == nil {
@@ -260,7 +272,9 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 // Update runs fn in a read-write transaction and commits it durably if fn
 // returns nil, sharing the commit with concurrent updates (group.go). fn's
 // own error is returned as is; errors of the index are wrapped. fn may run
-// more than once, and a panic in it is raised again in the caller.
+// more than once, on another goroutine than the caller's, and a panic in
+// it is raised again in the caller. fn must not call Update or wait for
+// another Update: the commit it is part of waits for it.
 func (s *Store) Update(ctx context.Context, fn func(meta.Tx) error) error {
 	return s.update(ctx, func(btx *bolt.Tx) error {
 		t := &tx{btx: btx, writable: true}
