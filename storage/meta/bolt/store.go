@@ -274,7 +274,8 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 // own error is returned as is; errors of the index are wrapped. fn may run
 // more than once, on another goroutine than the caller's, and a panic in
 // it is raised again in the caller. fn must not call Update or wait for
-// another Update: the commit it is part of waits for it.
+// another Update: the commit it is part of waits for it. ctx ends only the
+// wait for a commit to join; once fn runs, the Update runs to its end.
 func (s *Store) Update(ctx context.Context, fn func(meta.Tx) error) error {
 	return s.update(ctx, func(btx *bolt.Tx) error {
 		t := &tx{btx: btx, writable: true}
@@ -283,7 +284,10 @@ func (s *Store) Update(ctx context.Context, fn func(meta.Tx) error) error {
 	})
 }
 
-// LockDigests locks the stripes of the given digests; see digestLocks.
+// LockDigests locks the given digests against every other holder of any of
+// them: digests share 256 stripes by hash, taken in ascending order, each
+// once. A done ctx ends the wait with its error, holding nothing. The
+// unlock may be called more than once.
 func (s *Store) LockDigests(ctx context.Context, ds ...digest.Digest) (func(), error) {
 	return s.locks.lock(ctx, ds)
 }
