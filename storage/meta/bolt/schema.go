@@ -61,6 +61,24 @@ package bolt
 // and every key in robotSecrets/ is the hash of the robot it names; PutRobot
 // replaces the key in the transaction that changes the hash.
 //
+// # Invariants the storage core keeps
+//
+// This package enforces no registry rule; the core, above meta.Tx, keeps
+// these in every transaction (and fsck checks them through the same
+// interface):
+//   - a key in blobs/ means the blob store holds that content, durable and
+//     of that digest and size;
+//   - a link in repos/<name>/blobs/ and a record in repos/<name>/manifests/
+//     always have a matching key in blobs/;
+//   - a tag names a digest present in the same repository's manifests/;
+//   - every change of a key in repos/<name>/tags/ appends, in the same
+//     transaction, one entry to history/<name>/<tag>/ whose previous and
+//     digest are the tag's values before and after (empty when absent);
+//   - garbage collection never deletes a link or blob that a committed
+//     manifest references (uses/ answers who does), nor one younger than its
+//     grace period, nor one whose digest a concurrent commit is placing (the
+//     digest locks).
+//
 // # Derived indexes
 //
 // Four buckets hold nothing of their own: each entry is derived from the
