@@ -1,95 +1,10 @@
 package bolt
 
 import (
-	"errors"
 	"fmt"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage/meta"
 )
-
-// Indexed reports whether search/ holds the pair k=v: at most 1024 bytes
-// of key and value together, and no NUL byte.
-func (t *tx) Indexed(key, value string) bool { return indexed(key, value) }
-
-// FindPair walks the search/ entries of one pair from repository from.
-func (t *tx) FindPair(kind meta.PairKind, key, value, from string, after digest.Digest, fn func(repo string, d digest.Digest) error) error {
-	if err := t.read(); err != nil {
-		return err
-	}
-	if kind != meta.Annotation && kind != meta.Label {
-		return fmt.Errorf("search: unknown pair kind %q", byte(kind))
-	}
-	if !indexed(key, value) {
-		return nil
-	}
-	prefix := searchPrefix(kind, key, value)
-	seek := append(append([]byte(nil), prefix...), from...)
-	exclusive := false
-	if after != "" {
-		seek = append(append(seek, 0), after...)
-		exclusive = true
-	}
-	return t.walk(t.btx.Bucket(bucketSearch), seek, exclusive, prefix, func(k, _ []byte) error {
-		e, ok := parseSearchKey(k)
-		if !ok {
-			return corrupt("search", k, errors.New("not a search key"))
-		}
-		return fn(e.repo, e.digest)
-	})
-}
-
-// Upload returns the record of session id.
-func (t *tx) Upload(id string) (meta.Upload, bool, error) {
-	if err := t.read(); err != nil {
-		return meta.Upload{}, false, err
-	}
-	var rec uploadRecord
-	ok, err := getJSON(t.btx.Bucket(bucketUploads), "uploads", []byte(id), &rec)
-	return rec.upload(), ok, err
-}
-
-func (r uploadRecord) upload() meta.Upload {
-	return meta.Upload{Repo: r.Repo, Algorithm: r.Algorithm, Started: r.Started, Owner: r.Owner}
-}
-
-// PutUpload records session id.
-func (t *tx) PutUpload(id string, u meta.Upload) error {
-	if err := t.write(); err != nil {
-		return err
-	}
-	if err := validName("upload id", id); err != nil {
-		return err
-	}
-	rec := uploadRecord{Repo: u.Repo, Algorithm: u.Algorithm, Started: u.Started, Owner: u.Owner}
-	return putJSON(t.btx.Bucket(bucketUploads), []byte(id), rec)
-}
-
-// DeleteUpload removes the record of session id.
-func (t *tx) DeleteUpload(id string) error {
-	if err := t.write(); err != nil {
-		return err
-	}
-	if err := t.btx.Bucket(bucketUploads).Delete([]byte(id)); err != nil {
-		return fmt.Errorf("delete upload %s: %w", id, err)
-	}
-	return nil
-}
-
-// Uploads walks uploads/ in id order.
-func (t *tx) Uploads(fn func(id string, u meta.Upload) error) error {
-	if err := t.read(); err != nil {
-		return err
-	}
-	return t.walk(t.btx.Bucket(bucketUploads), nil, false, nil, func(k, v []byte) error {
-		var rec uploadRecord
-		if err := decode(v, &rec); err != nil {
-			return corrupt("uploads", k, err)
-		}
-		return fn(string(k), rec.upload())
-	})
-}
 
 func (r robotRecord) robot(name string) meta.Robot {
 	return meta.Robot{Name: name, Scopes: r.Scopes, Created: r.Created, Expires: r.Expires,
