@@ -22,7 +22,8 @@ OCI_CONFORMANCE_PKG := github.com/opencontainers/distribution-spec/conformance
 # Real clients for the interoperability tests, pinned. The Go-built ones are
 # installed with "go install" into $(TOOLS); a stamp file per version makes a
 # new pin reinstall. skopeo, containerd (with ctr) and podman are Debian
-# packages.
+# packages, as is chromium, the browser the web interface tests drive
+# (with a font for its screenshots).
 CRANE_VERSION := v0.22.1
 ORAS_VERSION := v1.3.6
 REGCTL_VERSION := v0.11.7
@@ -35,7 +36,7 @@ GO_CLIENTS := \
 	helm=helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) \
 	cosign=github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
 CLIENT_STAMPS := $(foreach c,$(GO_CLIENTS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
-DEBIAN_CLIENTS := skopeo containerd podman
+DEBIAN_CLIENTS := skopeo containerd podman chromium fonts-dejavu-core
 
 RESULTS := $(CURDIR)/conformance/results
 
