@@ -48,7 +48,7 @@ ARGS ?=
 # "make fuzz" runs each fuzz target for this long, e.g. make fuzz FUZZTIME=5m.
 FUZZTIME ?= 30s
 
-.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench clean
+.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench ui-screenshots clean
 
 all: test
 
@@ -136,6 +136,19 @@ BENCHFLAGS ?=
 
 bench: build
 	$(GO) run ./hack/bench -berth $(BIN)/berth $(BENCHFLAGS)
+
+# "make ui-screenshots" refreshes the screenshots docs/ui.md shows, from a
+# run of the web interface's browser tests; pngquant keeps them small.
+UI_SHOTS := board repository artifact history board-phone
+
+ui-screenshots: build
+	hack/install-debs.sh chromium fonts-dejavu-core pngquant
+	rm -rf $(RESULTS)/ui
+	BERTH_BIN=$(BIN)/berth $(GO) test -count=1 -run '^TestWebUI$$' ./conformance/
+	@mkdir -p docs/ui
+	for s in $(UI_SHOTS); do \
+		pngquant --quality=70-90 --speed 1 --strip --force --output docs/ui/$$s.png $(RESULTS)/ui/$$s.png; \
+	done
 
 clean:
 	rm -rf $(BIN) $(RESULTS)

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -468,7 +470,8 @@ func (b *uiBrowser) logout() {
 
 // checkPage checks what every page must be: in English, with one heading
 // of the first level, a label for every field, a name for every button,
-// headers on every table, and nothing loaded from another origin.
+// headers on every table, no wider than the window, text that contrasts
+// with its background by WCAG AA, and nothing loaded from another origin.
 func (b *uiBrowser) checkPage(where string) {
 	b.t.Helper()
 	problems := uiEval[[]string](b, `(() => {
@@ -489,6 +492,37 @@ func (b *uiBrowser) checkPage(where string) {
     if (u.origin !== location.origin) p.push("loads from another origin: " + u.href);
   }
   if (document.documentElement.scrollWidth > window.innerWidth) p.push("the page is wider than the window");
+  // Text contrast, WCAG AA: 4.5:1, or 3:1 for large text.
+  const rgba = c => {
+    let m = c.match(/^rgba?\(([\d.]+),\s*([\d.]+),\s*([\d.]+)(?:,\s*([\d.]+))?\)$/);
+    if (m) return [+m[1], +m[2], +m[3], m[4] === undefined ? 1 : +m[4]];
+    m = c.match(/^color\(srgb ([\d.]+) ([\d.]+) ([\d.]+)(?: \/ ([\d.]+))?\)$/);
+    if (m) return [m[1] * 255, m[2] * 255, m[3] * 255, m[4] === undefined ? 1 : +m[4]];
+    return null;
+  };
+  const over = (top, bottom) => [0, 1, 2].map(i => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const background = el => {
+    if (!el) return [255, 255, 255, 1];
+    const c = rgba(getComputedStyle(el).backgroundColor) || [0, 0, 0, 0];
+    return c[3] >= 1 ? c : over(c, background(el.parentElement));
+  };
+  const lum = c => {
+    const l = c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2];
+  };
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest(".sr-only, [hidden], script, style, svg, option") || !el.getClientRects().length) continue;
+    if (![...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+    const st = getComputedStyle(el);
+    const fg = rgba(st.color);
+    if (!fg) { p.push("unreadable colour " + st.color); continue; }
+    const bg = background(el);
+    const a = lum(over(fg, bg)), b = lum(bg);
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight, 10) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) p.push("contrast " + ratio.toFixed(2) + " of " + JSON.stringify(el.textContent.trim().slice(0, 40)) + " (" + st.color + " on rgb(" + bg.slice(0, 3).map(Math.round) + "))");
+  }
   for (const e of performance.getEntriesByType("resource")) {
     if (!e.name.startsWith(location.origin) && !e.name.startsWith("data:")) p.push("fetched from another origin: " + e.name);
   }
@@ -679,7 +713,7 @@ func TestWebUI(t *testing.T) {
 			t.Errorf("newest move on the history page = %q, want a promote by user:alice from build 1 to build 2", first)
 		}
 		b.wantText("history", "promote", "user:ci")
-		b.shot("history")
+		b.shot("history-promote")
 	})
 
 	t.Run("roll back on the board", func(t *testing.T) {
@@ -704,12 +738,18 @@ func TestWebUI(t *testing.T) {
 		if action, actor, _ := admin.lastMove("apps/web", "production"); action != "rollback" || actor != "user:alice" {
 			t.Errorf("last move = %s by %s, want rollback by user:alice", action, actor)
 		}
+		b.visit("/ui/r/apps/web/-/history/production")
+		if n := b.count("ol.timeline li"); n != 3 {
+			t.Errorf("production's history shows %d moves, want 3", n)
+		}
+		b.wantText("history after the rollback", "rollback")
+		b.shot("history")
 	})
 
 	t.Run("phone width", func(t *testing.T) {
 		b.t = t
 		b.step("phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
-		defer b.step("laptop viewport", chromedp.ResetViewport())
+		defer b.step("laptop viewport", chromedp.EmulateViewport(1280, 900))
 		for _, p := range []struct{ path, shot string }{
 			{"/ui/board", "board-phone"}, {"/ui/r/apps/web", "repository-phone"}, {"/ui/r/apps/web/-/artifact/v1.1.0", "artifact-phone"},
 		} {
@@ -717,6 +757,30 @@ func TestWebUI(t *testing.T) {
 			b.checkPage(p.path + " at phone width")
 			b.shot(p.shot)
 		}
+	})
+
+	t.Run("dark colour scheme", func(t *testing.T) {
+		b.t = t
+		dark := func(on bool) {
+			var f []*emulation.MediaFeature
+			if on {
+				f = []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}
+			}
+			uiRun(b, "colour scheme", func(ctx context.Context, _ *chromedp.Target) (cdp.Empty, error) {
+				return chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{Features: f})
+			})
+		}
+		dark(true)
+		defer dark(false)
+		for _, p := range []string{"/ui/board", "/ui/r/apps/web", "/ui/r/apps/web/-/artifact/v1.1.0", "/ui/r/apps/web/-/history/production"} {
+			b.visit(p)
+			if bg := uiEval[string](b, `getComputedStyle(document.documentElement).backgroundColor`); bg != "rgb(18, 22, 28)" {
+				t.Errorf("dark scheme: the background of %s is %s", p, bg)
+			}
+			b.checkPage(p + " in the dark scheme")
+		}
+		b.visit("/ui/board")
+		b.shot("board-dark")
 	})
 
 	t.Run("a user without push sees no promote button and a forged POST is refused", func(t *testing.T) {

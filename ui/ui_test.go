@@ -37,6 +37,17 @@ var testUsers = map[string]string{"alice": "alice-pw", "bob": "bob-pw"}
 
 func newSite(t *testing.T, tls bool) *site {
 	t.Helper()
+	return newSiteWith(t, tls, nil)
+}
+
+// immutableTags makes some tags immutable, named repo:tag.
+type immutableTags map[string]bool
+
+func (m immutableTags) Immutable(repo, tag string) bool { return m[repo+":"+tag] }
+
+// newSiteWith is newSite with the store's tag rules.
+func newSiteWith(t *testing.T, tls bool, rules storage.TagRules) *site {
+	t.Helper()
 	dir := t.TempDir()
 	var lines []string
 	for name, pass := range testUsers {
@@ -50,7 +61,7 @@ func newSite(t *testing.T, tls bool) *site {
 	if err := os.WriteFile(htpasswd, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store, err := storage.Open(context.Background(), filepath.Join(dir, "data"), storage.Options{})
+	store, err := storage.Open(context.Background(), filepath.Join(dir, "data"), storage.Options{Tags: rules})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,6 +385,27 @@ func TestFormsRefuseForgery(t *testing.T) {
 	}
 	if d := s.tagDigest("apps/web", "production"); d != old {
 		t.Errorf("production = %s after the rollback, want %s", d, old)
+	}
+}
+
+// TestImmutableTagStaysPut promotes onto an immutable tag from the board:
+// the API refuses, the board says why, and nothing moves.
+func TestImmutableTagStaysPut(t *testing.T) {
+	s := newSiteWith(t, false, immutableTags{"apps/web:production": true})
+	old := s.push("alice", "apps/web", "production", "old")
+	next := s.push("alice", "apps/web", "staging-validated", "new")
+	alice := s.browser()
+	alice.login("alice")
+	p := alice.post("/ui/board/promote", url.Values{"csrf": {alice.csrf("/ui/board")}, "repository": {"apps/web"},
+		"from": {"staging-validated"}, "to": {"production"}, "digest": {next.String()}})
+	if p.status != http.StatusSeeOther {
+		t.Fatalf("promotion: %d", p.status)
+	}
+	if p = alice.get("/ui/board"); !strings.Contains(p.body, "Promotion refused: tag is immutable") {
+		t.Errorf("the board does not say the tag is immutable")
+	}
+	if d := s.tagDigest("apps/web", "production"); d != old {
+		t.Errorf("the immutable tag moved to %s", d)
 	}
 }
 
