@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -147,6 +148,9 @@ func nextLast(resp *apiResponse) string {
 // reports that more were left.
 func (c *apiClient) searchAll(ctx context.Context, q url.Values, limit int) (all []searchResult, truncated bool, err error) {
 	q = cloneValues(q)
+	if q.Get("n") == "" {
+		q.Set("n", strconv.Itoa(limit)) // the API caps it at its page size
+	}
 	for pages := 0; pages < 1000; pages++ {
 		var body struct {
 			Results []searchResult `json:"results"`

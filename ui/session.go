@@ -127,13 +127,11 @@ func (u *UI) checkForm(w http.ResponseWriter, r *http.Request) error {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return errForged
 	}
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		if ref, err := url.Parse(r.Header.Get("Referer")); err == nil && ref.Host != "" {
-			origin = ref.Scheme + "://" + ref.Host
-		}
+	from := r.Header.Get("Origin")
+	if from == "" {
+		from = r.Header.Get("Referer")
 	}
-	if origin != "" && origin != ownOrigin(r) {
+	if from != "" && !sameHost(from, r.Host) {
 		return errForged
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -149,12 +147,12 @@ func (u *UI) checkForm(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// ownOrigin is the origin the visitor reached Berth at.
-func ownOrigin(r *http.Request) string {
-	if r.TLS != nil {
-		return "https://" + r.Host
-	}
-	return "http://" + r.Host
+// sameHost reports whether the origin or page a form came from is on the
+// host the visitor reached Berth at. The scheme is not compared: behind a
+// proxy that ends TLS, Berth sees plain HTTP from an https origin.
+func sameHost(from, host string) bool {
+	u, err := url.Parse(from)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, host)
 }
 
 // flash is a message shown once, on the next page.

@@ -513,3 +513,23 @@ func TestFormats(t *testing.T) {
 		t.Errorf("ago = %s, want %s", got, want)
 	}
 }
+
+func TestSameHost(t *testing.T) {
+	for _, c := range []struct {
+		from string
+		want bool
+	}{
+		{"http://registry.example:5000", true},
+		{"https://registry.example:5000", true}, // behind a proxy that ends TLS
+		{"https://REGISTRY.example:5000/ui/board", true},
+		{"https://registry.example:5001", false},
+		{"https://evil.example", false},
+		{"null", false},
+		{"javascript:x", false},
+		{"//registry.example:5000", false},
+	} {
+		if got := sameHost(c.from, "registry.example:5000"); got != c.want {
+			t.Errorf("sameHost(%q) = %v, want %v", c.from, got, c.want)
+		}
+	}
+}
