@@ -107,13 +107,10 @@ type manifest struct {
 	Annotations   map[string]string `json:"annotations"`
 }
 
-// manifestTypes are the media types the pages accept for a manifest.
-var manifestTypes = []string{
-	"application/vnd.oci.image.manifest.v1+json",
-	"application/vnd.oci.image.index.v1+json",
-	"application/vnd.docker.distribution.manifest.v2+json",
-	"application/vnd.docker.distribution.manifest.list.v2+json",
-}
+// manifestAccept is the Accept header of the pages' manifest requests:
+// every manifest and index type Berth stores.
+const manifestAccept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, " +
+	"application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
 
 // isIndex reports whether a media type is an index or manifest list.
 func isIndex(mediaType string) bool {
@@ -121,10 +118,11 @@ func isIndex(mediaType string) bool {
 		mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
-// imageConfigTypes are the config media types of container images.
-var imageConfigTypes = map[string]bool{
-	"application/vnd.oci.image.config.v1+json":       true,
-	"application/vnd.docker.container.image.v1+json": true,
+// isImageConfig reports whether a config media type is a container
+// image's.
+func isImageConfig(mediaType string) bool {
+	return mediaType == "application/vnd.oci.image.config.v1+json" ||
+		mediaType == "application/vnd.docker.container.image.v1+json"
 }
 
 // linkRE reads the target of a Link header.
@@ -183,7 +181,7 @@ func cloneValues(v url.Values) url.Values {
 // getManifest fetches a manifest by tag or digest and returns it with its
 // digest, media type and raw body.
 func (c *apiClient) getManifest(ctx context.Context, repo, ref string) (m manifest, dgst, mediaType string, raw []byte, err error) {
-	resp, err := c.get(ctx, "/v2/"+repo+"/manifests/"+ref, nil, manifestTypes...)
+	resp, err := c.get(ctx, "/v2/"+repo+"/manifests/"+ref, nil, manifestAccept)
 	if err != nil {
 		return m, "", "", nil, err
 	}
@@ -210,7 +208,7 @@ func (c *apiClient) referrers(ctx context.Context, repo, dgst string) ([]descrip
 
 // headManifest reports the digest a tag names, or "" when it names none.
 func (c *apiClient) headManifest(ctx context.Context, repo, ref string) (string, error) {
-	h := http.Header{"Accept": {strings.Join(manifestTypes, ", ")}}
+	h := http.Header{"Accept": {manifestAccept}}
 	resp, err := c.do(ctx, http.MethodHead, "/v2/"+repo+"/manifests/"+ref, nil, nil, h)
 	if err != nil {
 		return "", err

@@ -13,7 +13,6 @@ const (
 	annotationRevision = "org.opencontainers.image.revision"
 	annotationVersion  = "org.opencontainers.image.version"
 	annotationSource   = "org.opencontainers.image.source"
-	annotationTitle    = "org.opencontainers.image.title"
 )
 
 // funcs are the templates' helpers.
@@ -142,7 +141,7 @@ func typeLabel(artifactType, mediaType string) string {
 	switch {
 	case isIndex(mediaType):
 		return "index"
-	case imageConfigTypes[artifactType]:
+	case isImageConfig(artifactType):
 		return "image"
 	case artifactType != "":
 		return artifactType

@@ -302,7 +302,7 @@ func artifactKind(m manifest, mediaType string, manifestSize int64) (kind string
 	for _, l := range m.Layers {
 		size += l.Size
 	}
-	if m.Config != nil && imageConfigTypes[m.Config.MediaType] && m.ArtifactType == "" {
+	if m.Config != nil && isImageConfig(m.Config.MediaType) && m.ArtifactType == "" {
 		return "image", size, 0
 	}
 	return "artifact", size, 0
@@ -417,7 +417,7 @@ func (u *UI) artifactPage(req *request, repo, ref string) error {
 	if len(res) > 0 {
 		v.Tags, v.Created, v.Pushed, labels = res[0].Tags, res[0].Created, res[0].Pushed, res[0].Labels
 	}
-	if m.Config != nil && imageConfigTypes[m.Config.MediaType] && m.Config.Size <= maxConfigBytes {
+	if m.Config != nil && isImageConfig(m.Config.MediaType) && m.Config.Size <= maxConfigBytes {
 		if v.Image, err = readImageConfig(req, repo, m.Config.Digest); err != nil {
 			return err
 		}

@@ -44,7 +44,7 @@ type UI struct {
 
 // pageNames are the templates of the pages, each executed inside
 // layout.html.
-var pageNames = []string{
+var pageNames = [...]string{
 	"repositories.html", "search.html", "repository.html", "artifact.html", "history.html",
 	"board.html", "confirm.html", "login.html", "notfound.html", "error.html",
 }
