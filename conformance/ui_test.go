@@ -540,6 +540,7 @@ func (b *uiBrowser) checkPage(where string) {
 // sees and may do, and that hidden repositories look like missing ones.
 // It saves a screenshot of each page under conformance/results/ui/.
 func TestWebUI(t *testing.T) {
+	chromiumPath(t) // before anything else: a missing browser fails at once
 	srv := startUIServer(t)
 	content := seedUI(t, srv.URL)
 	admin := &uiSeed{t: t, base: srv.URL, user: "admin", pass: uiUsers["admin"]}
