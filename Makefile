@@ -22,7 +22,8 @@ OCI_CONFORMANCE_PKG := github.com/opencontainers/distribution-spec/conformance
 # Real clients for the interoperability tests, pinned. The Go-built ones are
 # installed with "go install" into $(TOOLS); a stamp file per version makes a
 # new pin reinstall. skopeo, containerd (with ctr) and podman are Debian
-# packages.
+# packages, as is chromium, the browser the web interface tests drive
+# (with a font for its screenshots).
 CRANE_VERSION := v0.22.1
 ORAS_VERSION := v1.3.6
 REGCTL_VERSION := v0.11.7
@@ -35,7 +36,7 @@ GO_CLIENTS := \
 	helm=helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) \
 	cosign=github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
 CLIENT_STAMPS := $(foreach c,$(GO_CLIENTS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
-DEBIAN_CLIENTS := skopeo containerd podman
+DEBIAN_CLIENTS := skopeo containerd podman chromium fonts-dejavu-core
 
 RESULTS := $(CURDIR)/conformance/results
 
@@ -47,7 +48,7 @@ ARGS ?=
 # "make fuzz" runs each fuzz target for this long, e.g. make fuzz FUZZTIME=5m.
 FUZZTIME ?= 30s
 
-.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench clean
+.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench ui-screenshots clean
 
 all: test
 
@@ -135,6 +136,19 @@ BENCHFLAGS ?=
 
 bench: build
 	$(GO) run ./hack/bench -berth $(BIN)/berth $(BENCHFLAGS)
+
+# "make ui-screenshots" refreshes the screenshots docs/ui.md shows, from a
+# run of the web interface's browser tests; pngquant keeps them small.
+UI_SHOTS := board repository artifact history board-phone
+
+ui-screenshots: build
+	hack/install-debs.sh chromium fonts-dejavu-core pngquant
+	rm -rf $(RESULTS)/ui
+	BERTH_BIN=$(BIN)/berth $(GO) test -count=1 -run '^TestWebUI$$' ./conformance/
+	@mkdir -p docs/ui
+	for s in $(UI_SHOTS); do \
+		pngquant --quality=70-90 --speed 1 --strip --force --output docs/ui/$$s.png $(RESULTS)/ui/$$s.png; \
+	done
 
 clean:
 	rm -rf $(BIN) $(RESULTS)

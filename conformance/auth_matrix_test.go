@@ -365,25 +365,41 @@ func checkRepo(t *testing.T, c *authClient, who, repo string, rc repoContent, ac
 	}
 }
 
-// checkCatalog checks that the catalog lists exactly the repositories the
-// caller may pull.
+// checkCatalog checks that the catalog and the repository summaries list
+// exactly the repositories the caller may pull.
 func checkCatalog(t *testing.T, c *authClient, who string, allowed map[string][]string) {
 	t.Helper()
-	r, b := c.do(t, http.MethodGet, "/v2/_catalog", nil)
+	checkCatalogPath(t, c, who, allowed, "/v2/_catalog")
+	checkCatalogPath(t, c, who, allowed, "/v2/_berth/repositories")
+}
+
+func checkCatalogPath(t *testing.T, c *authClient, who string, allowed map[string][]string, path string) {
+	t.Helper()
+	r, b := c.do(t, http.MethodGet, path, nil)
 	if who == "anonymous" && c.basic {
 		// Without the token flow an anonymous caller has no answer to the
 		// challenge: the catalog is per caller and asks who is calling.
 		if r.StatusCode != http.StatusUnauthorized {
-			t.Errorf("anonymous catalog without a token: status %d, want 401", r.StatusCode)
+			t.Errorf("anonymous %s without a token: status %d, want 401", path, r.StatusCode)
 		}
 		return
 	}
 	if r.StatusCode != http.StatusOK {
-		t.Errorf("%s catalog: status %d: %s", who, r.StatusCode, b)
+		t.Errorf("%s %s: status %d: %s", who, path, r.StatusCode, b)
 		return
 	}
 	var cl struct{ Repositories []string }
-	_ = json.Unmarshal(b, &cl)
+	if path != "/v2/_catalog" {
+		// Summaries: objects with a name each.
+		var sl struct{ Repositories []struct{ Name string } }
+		_ = json.Unmarshal(b, &sl)
+		cl.Repositories = []string{}
+		for _, s := range sl.Repositories {
+			cl.Repositories = append(cl.Repositories, s.Name)
+		}
+	} else {
+		_ = json.Unmarshal(b, &cl)
+	}
 	var want []string
 	for repo, actions := range allowed {
 		if slices.Contains(actions, "pull") {
@@ -392,7 +408,7 @@ func checkCatalog(t *testing.T, c *authClient, who string, allowed map[string][]
 	}
 	slices.Sort(want)
 	if !slices.Equal(cl.Repositories, want) {
-		t.Errorf("%s catalog: %v, want %v", who, cl.Repositories, want)
+		t.Errorf("%s %s: %v, want %v", who, path, cl.Repositories, want)
 	}
 }
 

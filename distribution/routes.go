@@ -117,6 +117,7 @@ func (a *API) Handler() http.Handler {
 	r.HandleFunc("/v2/_catalog", a.catalog).Methods(http.MethodGet)
 	// Before the repository routes, so that _berth is never read as a name.
 	r.HandleFunc(SearchPath, a.search).Methods(http.MethodGet)
+	r.HandleFunc(RepositoriesPath, a.repositories).Methods(http.MethodGet)
 
 	// Requests that carry blob content are bounded in number and may not
 	// stall; see limits.go.

@@ -172,3 +172,59 @@ func TestSearchBadParameters(t *testing.T) {
 		t.Errorf("empty registry: %v", keys(got))
 	}
 }
+
+// TestSearchTextAndDigest finds manifests by words in any of their fields
+// and by digest, page by page however many results the filters drop, and
+// never in a hidden repository.
+func TestSearchTextAndDigest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, distribution.Options{Access: denyRepos{"secret/app": true}, MaxPageSize: 3})
+	sha := "3f2a9c1e" + strings.Repeat("0", 32)
+	web := e.pushAnnotated("apps/web", "production", "web", map[string]string{revision: sha}, map[string]string{"Team": "Frontend"})
+	var want []string
+	want = append(want, "apps/web@"+string(web))
+	for i := range 7 {
+		repo := fmt.Sprintf("apps/svc%d", i)
+		d := e.pushAnnotated(repo, "v1", fmt.Sprint("svc", i), map[string]string{revision: sha}, nil)
+		want = append(want, repo+"@"+string(d))
+		// Noise the text filter drops, between the matches.
+		e.pushAnnotated(repo, "", fmt.Sprint("noise", i), map[string]string{revision: "ffff"}, nil)
+	}
+	e.pushAnnotated("secret/app", "production", "secret", map[string]string{revision: sha}, map[string]string{"Team": "Frontend"})
+	sort.Strings(want)
+
+	for _, c := range []struct {
+		text string
+		want []string
+	}{
+		{"3F2A9C1", want},                // a commit prefix, in any case
+		{"frontend", want[len(want)-1:]}, // a label value
+		{"team", want[len(want)-1:]},     // a label key
+		{"PRODUCTION 3f2a", want[len(want)-1:]},
+		{"svc3 3f2a", []string{want[3]}},
+		{"production ffff", nil},
+		{"nowhere", nil},
+	} {
+		for _, n := range []string{"1", "2", ""} {
+			q := url.Values{"text": {c.text}}
+			if n != "" {
+				q.Set("n", n)
+			}
+			if got := keys(e.searchAll(q)); !slices.Equal(got, c.want) && (len(got) != 0 || len(c.want) != 0) {
+				t.Errorf("text=%q n=%s: %v, want %v", c.text, n, got, c.want)
+			}
+		}
+	}
+	q := url.Values{"digest": {string(web)}}
+	if got := keys(e.searchAll(q)); !slices.Equal(got, []string{"apps/web@" + string(web)}) {
+		t.Errorf("digest=%s: %v", web, got)
+	}
+	q.Set("repository", "apps/svc0")
+	if got := e.searchAll(q); len(got) != 0 {
+		t.Errorf("digest of apps/web in apps/svc0: %v", keys(got))
+	}
+	r := e.do(http.MethodGet, "/v2/_berth/search?digest=sha256:nothex", nil)
+	wantError(t, r, http.StatusBadRequest, "DIGEST_INVALID")
+	r = e.do(http.MethodGet, "/v2/_berth/search?text="+strings.Repeat("x", 300), nil)
+	wantError(t, r, http.StatusBadRequest, "UNSUPPORTED")
+}

@@ -237,6 +237,14 @@ func TestChallengeAndTokenFlow(t *testing.T) {
 	tok = f.token(t, "", "", "repository:public/x:pull,push")
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/public/x/tags/list", bearer(tok)), http.StatusOK)
 	wantStatus(t, f.do(t, http.MethodPut, "/v2/public/x/manifests/v1", bearer(tok)), http.StatusUnauthorized)
+	// The listings filtered per caller ask who calls, for the catalog scope.
+	for _, p := range []string{"/v2/_catalog", distribution.SearchPath, distribution.RepositoriesPath} {
+		resp = f.do(t, http.MethodGet, p, nil)
+		wantStatus(t, resp, http.StatusUnauthorized)
+		if ch := resp.Header.Get("WWW-Authenticate"); !strings.Contains(ch, `scope="registry:catalog:*"`) {
+			t.Errorf("%s: challenge %q does not name the catalog scope", p, ch)
+		}
+	}
 	// The version check wants a login; any valid one will do.
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/", nil), http.StatusUnauthorized)
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/", basic("bob", "bob-secret")), http.StatusOK)

@@ -100,8 +100,8 @@ func required(r *http.Request) (nd need, ok bool) {
 	switch p {
 	case "/v2/", "/v2":
 		return need{login: true}, true
-	case "/v2/_catalog", distribution.SearchPath:
-		// Both list what the caller may pull, filtered per caller.
+	case "/v2/_catalog", distribution.SearchPath, distribution.RepositoriesPath:
+		// All list what the caller may pull, filtered per caller.
 		return need{scope: Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}}, true
 	}
 	m := repoPathRE.FindStringSubmatch(r.URL.EscapedPath())
