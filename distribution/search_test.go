@@ -27,6 +27,8 @@ type denyRepos map[string]bool
 
 func (d denyRepos) Allowed(_ context.Context, repo, _ string) bool { return !d[repo] }
 
+func (d denyRepos) Granted(_ context.Context, repo, _ string) bool { return !d[repo] }
+
 // searchResult is a result of GET /v2/_berth/search, as a client reads it.
 type searchResult = storage.SearchResult
 
