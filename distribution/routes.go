@@ -89,13 +89,15 @@ type API struct {
 	maxPage     int
 	uploadSlots chan struct{}
 	bodyTimeout time.Duration
-	log         *slog.Logger
+	// cursors seals the cursors of search pages.
+	cursors *cursors
+	log     *slog.Logger
 }
 
 // New returns the API serving store.
 func New(store Store, opts Options) *API {
 	a := &API{store: store, access: opts.Access, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize,
-		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger}
+		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, cursors: newCursors()}
 	slots := opts.MaxConcurrentUploads
 	if slots <= 0 {
 		slots = 64
