@@ -58,6 +58,30 @@ func (f *fixture) refresh(t *testing.T, refresh, scope string) int {
 	return resp.StatusCode
 }
 
+// notBareCode fails if an error body's first error has its code's own
+// message and no detail: Docker's registry client reads such an error as
+// a bare code, which it keeps retrying on and words as just "denied" or
+// "unauthorized".
+func notBareCode(t *testing.T, what string, body []byte) {
+	t.Helper()
+	var eb struct {
+		Errors []struct {
+			Code    string
+			Message string
+			Detail  any
+		}
+	}
+	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) == 0 {
+		t.Errorf("%s: not an error body: %s", what, body)
+		return
+	}
+	e := eb.Errors[0]
+	defaults := map[string]string{"DENIED": "requested access to the resource is denied", "UNAUTHORIZED": "authentication required"}
+	if e.Detail == nil && e.Message == defaults[e.Code] {
+		t.Errorf("%s: %s, a bare code with neither detail nor message of its own", what, body)
+	}
+}
+
 // TestCredentialChangeEndsTokens checks that a changed password, a
 // removed user, a rotated robot secret and a revoked robot end every
 // access and refresh token issued before, from the next request on, and
@@ -167,6 +191,10 @@ func TestAnonymousRefusal(t *testing.T) {
 		}
 		resp = f.do(t, method, p, bearer(tok))
 		wantStatus(t, resp, http.StatusUnauthorized)
+		if method != http.MethodHead {
+			body, _ := io.ReadAll(resp.Body)
+			notBareCode(t, method+" with an anonymous token", body)
+		}
 		ch := resp.Header.Get("WWW-Authenticate")
 		if !strings.Contains(ch, `error="insufficient_scope"`) || !strings.HasPrefix(ch, "Bearer realm=") {
 			t.Errorf("%s with an anonymous token: challenge %q, want error=\"insufficient_scope\"", method, ch)
@@ -174,8 +202,8 @@ func TestAnonymousRefusal(t *testing.T) {
 	}
 }
 
-// TestDenialSaysLittle checks that a 403 names neither the caller nor what
-// it asked for, and that an administrator-only refusal does not either.
+// TestDenialSaysLittle checks that a 403 does not name the caller, yet is
+// more than a bare code: the access it needed is its detail.
 func TestDenialSaysLittle(t *testing.T) {
 	f := newFixture(t)
 	for _, c := range []struct{ method, path string }{
@@ -185,9 +213,10 @@ func TestDenialSaysLittle(t *testing.T) {
 		resp := f.do(t, c.method, c.path, basic("bob", "bob-secret"))
 		wantStatus(t, resp, http.StatusForbidden)
 		body, _ := io.ReadAll(resp.Body)
-		if !strings.Contains(string(body), `"DENIED"`) || strings.Contains(string(body), "bob") || strings.Contains(string(body), "team-a") {
-			t.Errorf("%s %s as bob: %s, want a bare DENIED", c.method, c.path, body)
+		if !strings.Contains(string(body), `"DENIED"`) || strings.Contains(string(body), "bob") {
+			t.Errorf("%s %s as bob: %s, want DENIED without naming the caller", c.method, c.path, body)
 		}
+		notBareCode(t, c.method+" "+c.path+" as bob", body)
 	}
 }
 

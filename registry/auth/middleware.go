@@ -180,14 +180,14 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 		// credentials is asked for them first; an anonymous token is an
 		// answer.
 		if !present && (nd.login || nd.admin || nd.scope.Type == "registry") {
-			a.challenge(w, r, nd, "", "authentication required")
+			a.challenge(w, r, nd, "", "authentication required: log in first")
 			return
 		}
 		switch {
 		case nd.login || nd.admin:
 			if nd.admin && !a.policy.IsAdmin(id.Identity) {
 				a.log.InfoContext(r.Context(), "access denied: not an administrator", "identity", id.String(), "remote", clientIP(r))
-				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, distribution.CodeDenied.Message)
+				writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, "administrators only", nil)
 				return
 			}
 		case !a.permits(id.Identity, claims, nd.scope):
@@ -212,7 +212,7 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 				a.challenge(w, r, nd, "insufficient_scope", "token does not cover "+nd.scope.String())
 			default:
 				a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
-				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, distribution.CodeDenied.Message)
+				writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, distribution.CodeDenied.Message, nd.detail())
 			}
 			return
 		}
@@ -334,11 +334,40 @@ func (a *Authenticator) challenge(w http.ResponseWriter, r *http.Request, nd nee
 		c += fmt.Sprintf(",error=%q", errCode)
 	}
 	w.Header().Set("WWW-Authenticate", c)
-	writeAuthError(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, msg)
+	writeAuthDetail(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, msg, nd.detail())
+}
+
+// accessDetail is one access a refused request needed, in the detail of
+// its error, as the Docker registry client reads it.
+type accessDetail struct {
+	Type   string `json:"Type"`
+	Name   string `json:"Name"`
+	Action string `json:"Action"`
+}
+
+// detail is the detail of a refusal of nd: the access the request needed,
+// which the caller named itself. Docker's registry client reads an error
+// whose message is its code's own and that has no detail as a bare code,
+// which it then neither words as usual ("pull access denied ...") nor
+// stops retrying on; with the detail it does both.
+func (nd need) detail() any {
+	if nd.login || nd.admin {
+		return nil
+	}
+	var out []accessDetail
+	for _, act := range nd.scope.Actions {
+		out = append(out, accessDetail{Type: nd.scope.Type, Name: nd.scope.Name, Action: act})
+	}
+	return out
 }
 
 // writeAuthError answers with the specification's error body for code,
 // with the given status.
 func writeAuthError(w http.ResponseWriter, r *http.Request, status int, code distribution.Code, msg string) {
-	distribution.WriteError(w, r, &distribution.Error{Code: code, Message: msg, Status: status})
+	writeAuthDetail(w, r, status, code, msg, nil)
+}
+
+// writeAuthDetail is writeAuthError with a detail.
+func writeAuthDetail(w http.ResponseWriter, r *http.Request, status int, code distribution.Code, msg string, detail any) {
+	distribution.WriteError(w, r, &distribution.Error{Code: code, Message: msg, Detail: detail, Status: status})
 }
