@@ -34,7 +34,7 @@ type client struct {
 
 // allClients are every tool the interoperability suite needs. The Go-built
 // ones are installed into bin/tools by "make clients"; skopeo, containerd
-// (ctr) and podman come from Debian packages.
+// (ctr), podman and dockerd (docker.io) come from Debian packages.
 func allClients() []client {
 	return []client{
 		{"crane", []string{"version"}},
@@ -46,6 +46,9 @@ func allClients() []client {
 		{"containerd", []string{"--version"}},
 		{"ctr", []string{"--version"}},
 		{"podman", []string{"--version"}},
+		{"dockerd", []string{"--version"}},
+		{"crictl", []string{"--version"}},
+		{"buildx", []string{"version"}},
 	}
 }
 
