@@ -21,22 +21,29 @@ OCI_CONFORMANCE_PKG := github.com/opencontainers/distribution-spec/conformance
 
 # Real clients for the interoperability tests, pinned. The Go-built ones are
 # installed with "go install" into $(TOOLS); a stamp file per version makes a
-# new pin reinstall. skopeo, containerd (with ctr) and podman are Debian
-# packages, as is chromium, the browser the web interface tests drive
-# (with a font for its screenshots).
+# new pin reinstall. skopeo, containerd (with ctr and the CRI plugin),
+# podman and docker.io (dockerd 20.10 and its docker command) are Debian
+# packages. crictl drives containerd's CRI plugin as the kubelet does;
+# buildx is the docker command's plugin for "imagetools" (about two minutes
+# to build from cold). chromium, with a font for its screenshots, is the
+# browser the web interface tests drive.
 CRANE_VERSION := v0.22.1
 ORAS_VERSION := v1.3.6
 REGCTL_VERSION := v0.11.7
 HELM_VERSION := v3.22.0
 COSIGN_VERSION := v2.6.5
+CRICTL_VERSION := v1.37.0
+BUILDX_VERSION := v0.38.2
 GO_CLIENTS := \
 	crane=github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION) \
 	oras=oras.land/oras/cmd/oras@$(ORAS_VERSION) \
 	regctl=github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION) \
 	helm=helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) \
-	cosign=github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+	cosign=github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION) \
+	crictl=sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION) \
+	buildx=github.com/docker/buildx/cmd/buildx@$(BUILDX_VERSION)
 CLIENT_STAMPS := $(foreach c,$(GO_CLIENTS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
-DEBIAN_CLIENTS := skopeo containerd podman chromium fonts-dejavu-core
+DEBIAN_CLIENTS := skopeo containerd podman docker.io chromium fonts-dejavu-core
 
 RESULTS := $(CURDIR)/conformance/results
 

@@ -28,7 +28,8 @@ type searchList struct {
 // search answers GET /v2/_berth/search: the manifests whose annotations,
 // config labels, repository, tag, types and created time match the query,
 // in order of repository then digest, paginated with n and last like the
-// catalog, and limited to the repositories the caller may pull.
+// catalog (but last is an opaque cursor from the Link of the previous
+// page), and limited to the repositories the caller may pull.
 //
 //	annotation=KEY=VALUE   (repeatable; all must match)
 //	label=KEY=VALUE        (repeatable; image config labels)
@@ -80,8 +81,10 @@ rounds:
 		q.Last = next
 	}
 	if next != "" {
+		// next may be a position the caller may not see: sealed, it
+		// names nothing.
 		v := r.URL.Query()
-		v.Set("last", next)
+		v.Set("last", a.cursors.seal(next))
 		v.Set("n", strconv.Itoa(n))
 		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, SearchPath, v.Encode()))
 	}
@@ -190,10 +193,12 @@ func (a *API) searchQuery(r *http.Request) (storage.Query, resultFilter, error) 
 		*p.dst = t
 	}
 	if last != "" {
-		repo, d, ok := strings.Cut(last, "@")
-		if _, err := parseDigest(d); !ok || !validName(repo) || err != nil {
-			return q, f, bad("last", last, "%q is not a cursor from a previous page (REPOSITORY@DIGEST)", last)
+		pos, ok := a.cursors.open(last)
+		repo, d, cut := strings.Cut(pos, "@")
+		if _, err := parseDigest(d); !ok || !cut || !validName(repo) || err != nil {
+			return q, f, bad("last", last, "%q is not a cursor from a previous page of this server's answers", last)
 		}
+		q.Last = pos
 	}
 	if s := v.Get("digest"); s != "" {
 		if f.digest, err = parseDigest(s); err != nil {

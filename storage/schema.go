@@ -13,7 +13,7 @@ package storage
 //	  <digest>                      -> blobRecord {size, created}
 //
 //	uploads/                        bucket: open upload sessions
-//	  <session id>                  -> uploadRecord {repo, algorithm, started}
+//	  <session id>                  -> uploadRecord {repo, algorithm, started, owner}
 //
 //	repos/                          bucket: one nested bucket per repository
 //	  <repository name>/            bucket

@@ -32,6 +32,23 @@ type uploadRecord struct {
 	Repo      string    `json:"repo"`
 	Algorithm string    `json:"algorithm"`
 	Started   time.Time `json:"started"`
+	// Owner is who opened the session (issue 12): only the same kind and
+	// name of actor may go on with it. Records written before owners were
+	// kept have none, and stay open to any caller until they expire.
+	Owner *uploadOwner `json:"owner,omitempty"`
+}
+
+// uploadOwner is the actor that opened an upload session, without its
+// address: a client may reconnect from another one.
+type uploadOwner struct {
+	Kind string `json:"kind"`
+	Name string `json:"name,omitempty"`
+}
+
+// ownerOf is the owner a request's actor makes of the sessions it opens.
+func ownerOf(ctx context.Context) *uploadOwner {
+	a := ActorFrom(ctx)
+	return &uploadOwner{Kind: a.Kind, Name: a.Name}
 }
 
 // session is the live state of an upload: its running hash and offset. It is
@@ -88,7 +105,7 @@ func (s *Store) StartUpload(ctx context.Context, repo string, alg digest.Algorit
 	if err := f.Close(); err != nil {
 		return UploadInfo{}, fmt.Errorf("create upload file: %w", err)
 	}
-	rec := uploadRecord{Repo: repo, Algorithm: string(alg), Started: time.Now().UTC()}
+	rec := uploadRecord{Repo: repo, Algorithm: string(alg), Started: time.Now().UTC(), Owner: ownerOf(ctx)}
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		return putJSON(tx.Bucket(bucketUploads), []byte(id), rec)
 	})
@@ -102,15 +119,18 @@ func (s *Store) StartUpload(ctx context.Context, repo string, alg digest.Algorit
 	return UploadInfo{ID: id, Repo: repo, Started: rec.Started}, nil
 }
 
-// lookupUpload reads the session record and checks it belongs to repo.
-func (s *Store) lookupUpload(repo, id string) (uploadRecord, error) {
+// lookupUpload reads the session record and checks it belongs to repo and
+// to the actor of ctx. A session of another actor is unknown to the
+// caller, exactly as one that does not exist: its id, if learnt, gives no
+// way to append to it, commit it or cancel it.
+func (s *Store) lookupUpload(ctx context.Context, repo, id string) (uploadRecord, error) {
 	var rec uploadRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		ok, err := getJSON(tx.Bucket(bucketUploads), []byte(id), &rec)
 		if err != nil {
 			return err
 		}
-		if !ok || rec.Repo != repo {
+		if !ok || rec.Repo != repo || (rec.Owner != nil && *rec.Owner != *ownerOf(ctx)) {
 			return fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 		}
 		return nil
@@ -123,12 +143,12 @@ func (s *Store) lookupUpload(repo, id string) (uploadRecord, error) {
 // so a session ended by a concurrent request is reported unknown.
 func (s *Store) acquire(ctx context.Context, repo, id string) (*session, uploadRecord, error) {
 	// Check first, so that unknown ids never enter the table.
-	if rec, err := s.lookupUpload(repo, id); err != nil {
+	if rec, err := s.lookupUpload(ctx, repo, id); err != nil {
 		return nil, rec, err
 	}
 	sess := s.sessions.entry(id)
 	sess.mu.Lock()
-	rec, err := s.lookupUpload(repo, id)
+	rec, err := s.lookupUpload(ctx, repo, id)
 	if err == nil && sess.gone {
 		err = fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 	}

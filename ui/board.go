@@ -264,6 +264,11 @@ func (u *UI) promote(req *request) error {
 	if !nameRE.MatchString(repo) || !tagRE.MatchString(to) || !digestRE.MatchString(dgst) {
 		return badRequest("a promotion needs a repository, a tag and a digest")
 	}
+	// A promotion reads its source with the token's own scopes: ask for
+	// pull as well as push, as berth promote does.
+	if err := req.api.authorize(req.ctx, "repository:"+repo+":pull,push"); err != nil {
+		return err
+	}
 	status, err := req.api.postJSON(req.ctx, "/v2/"+repo+"/_berth/tags/"+to+"/promote",
 		map[string]string{"repository": repo, "reference": dgst}, &out, http.StatusOK, http.StatusCreated)
 	switch {
