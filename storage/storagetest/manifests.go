@@ -347,6 +347,7 @@ func testDeleteAndPushFindTagsWithoutWalkingThem(t *testing.T, b Backends) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	spy.tagWalks.Store(0)
 	if _, err := s.PutManifest(ctx(), repo, info.Digest, body, mustParse(t, body), []string{"m0-t00", "new"}); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package storagetest
 import (
 	"errors"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func testReadsDoNotWaitForDigestLocks(t *testing.T, b Backends) {
 	// holding the lock, as a commit recording the content would be.
 	unlock()
 	released = true
-	entered, release := make(chan struct{}), make(chan struct{})
+	entered, release := make(chan struct{}), newLatch(t)
 	writerDone := make(chan error, 1)
 	go func() {
 		unlock, err := s.LockDigests(ctx(), d)
@@ -102,13 +103,13 @@ func testReadsDoNotWaitForDigestLocks(t *testing.T, b Backends) {
 			default:
 				close(entered)
 			}
-			<-release
+			<-release.C
 			return nil
 		})
 	}()
 	<-entered
 	wantReadsReturn(t, s, "r", d, m, "a writer of the same digest holds its lock in a transaction")
-	close(release)
+	release.open()
 	if err := <-writerDone; err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func testReadsDoNotWaitForDigestLocks(t *testing.T, b Backends) {
 func testReadsDoNotWaitForAnOpenUpdate(t *testing.T, b Backends) {
 	s := open(t, b)
 	d, m := readFixture(t, s)
-	entered, release := make(chan struct{}), make(chan struct{})
+	entered, release := make(chan struct{}), newLatch(t)
 	writerDone := make(chan error, 1)
 	go func() {
 		writerDone <- s.Update(ctx(), func(tx *storage.Tx) error {
@@ -135,13 +136,13 @@ func testReadsDoNotWaitForAnOpenUpdate(t *testing.T, b Backends) {
 			default:
 				close(entered)
 			}
-			<-release
+			<-release.C
 			return errRollBack
 		})
 	}()
 	<-entered
 	wantReadsReturn(t, s, "r", d, m, "a write transaction is open")
-	close(release)
+	release.open()
 	if err := <-writerDone; !errors.Is(err, errRollBack) {
 		t.Fatalf("blocked writer: %v", err)
 	}
@@ -151,6 +152,23 @@ func testReadsDoNotWaitForAnOpenUpdate(t *testing.T, b Backends) {
 		t.Fatalf("v1 after a rolled-back move: %s, %v", got.Digest, err)
 	}
 }
+
+// latch is a channel closed once, by open or when the test ends,
+// so that a goroutine a failed test leaves blocked on it ends too (and
+// with it the transaction it holds open).
+type latch struct {
+	C    chan struct{}
+	once sync.Once
+}
+
+// newLatch returns a shut latch that the test's cleanup opens.
+func newLatch(t *testing.T) *latch {
+	l := &latch{C: make(chan struct{})}
+	t.Cleanup(l.open)
+	return l
+}
+
+func (l *latch) open() { l.once.Do(func() { close(l.C) }) }
 
 // errRollBack is what the suite's own transactions return to roll back.
 var errRollBack = errors.New("storagetest: roll back")

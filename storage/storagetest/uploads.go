@@ -17,12 +17,13 @@ import (
 // a request holding its upload session. started is closed at the first
 // Read.
 type blockingReader struct {
-	started, release chan struct{}
-	once             bool
+	started chan struct{}
+	release *latch
+	once    bool
 }
 
-func newBlockingReader() *blockingReader {
-	return &blockingReader{started: make(chan struct{}), release: make(chan struct{})}
+func newBlockingReader(t *testing.T) *blockingReader {
+	return &blockingReader{started: make(chan struct{}), release: newLatch(t)}
 }
 
 func (r *blockingReader) Read([]byte) (int, error) {
@@ -30,7 +31,7 @@ func (r *blockingReader) Read([]byte) (int, error) {
 		r.once = true
 		close(r.started)
 	}
-	<-r.release
+	<-r.release.C
 	return 0, io.EOF
 }
 
@@ -108,7 +109,7 @@ func testExpireUploads(t *testing.T, b Backends) {
 	})
 
 	// A request holds the busy session while expiry runs.
-	held := newBlockingReader()
+	held := newBlockingReader(t)
 	appended := make(chan error, 1)
 	go func() {
 		_, err := s.AppendUpload(ctx(), "r", busy, -1, held, -1)
@@ -120,7 +121,7 @@ func testExpireUploads(t *testing.T, b Backends) {
 		t.Fatal("the append never started reading")
 	}
 	n, err := s.ExpireUploads(ctx(), limit, now)
-	close(held.release)
+	held.release.open()
 	if aerr := <-appended; aerr != nil {
 		t.Fatalf("the append holding the session: %v", aerr)
 	}
