@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/blob"
@@ -257,16 +258,24 @@ func testDigestMismatchLeavesNothing(t *testing.T, b Backends) {
 	})
 }
 
-// A blob whose content went (garbage collection removed it after the
-// lookup) is unknown, not an error of the store.
+// A blob or manifest whose content went (garbage collection removed it
+// after the lookup) is unknown, not an error of the store.
 func testOpenBlobWhoseContentIsGone(t *testing.T, b Backends) {
 	s := open(t, b)
-	desc := putBlob(t, s, "app", "application/octet-stream", []byte("about to vanish"))
-	if err := s.blobs.Delete(ctx(), desc.Digest); err != nil {
-		t.Fatal(err)
+	desc := putBlob(t, s, "app", ocispec.MediaTypeImageConfig, []byte(`{"about":"to vanish"}`))
+	m, _ := putManifest(t, s, "app", ocispec.Manifest{Config: desc, Layers: []ocispec.Descriptor{}}, "v1")
+	for _, d := range []digest.Digest{desc.Digest, m} {
+		if err := s.blobs.Delete(ctx(), d); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, _, err := s.OpenBlob(ctx(), "app", desc.Digest); !errors.Is(err, storage.ErrBlobUnknown) {
 		t.Fatalf("open of a collected blob: %v; want ErrBlobUnknown", err)
+	}
+	for _, ref := range []string{string(m), "v1"} {
+		if _, _, err := s.GetManifest(ctx(), "app", ref); !errors.Is(err, storage.ErrManifestUnknown) {
+			t.Fatalf("get of a collected manifest by %s: %v; want ErrManifestUnknown", ref, err)
+		}
 	}
 }
 
