@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -21,15 +22,17 @@ func TestClaimReleasedWhenUpdatePanics(t *testing.T) {
 	if _, err := s.PutBlob(ctx, "r", d, bytes.NewReader(c), int64(len(c))); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	func() {
 		defer func() {
 			if recover() == nil {
-				t.Fatal("the panic did not reach the caller of Update")
+				t.Fatalf("Update returned %v; want the function's panic raised in its caller", err)
 			}
 		}()
-		_ = s.Update(ctx, func(tx *storage.Tx) error {
+		err = s.Update(ctx, func(tx *storage.Tx) error {
+			// No t.Fatal here: the function may run on another goroutine.
 			if !tx.Claim("r", d, time.Now().Add(time.Hour)) {
-				t.Fatal("claim refused")
+				return errors.New("claim refused")
 			}
 			panic("a bug in a client's transaction")
 		})

@@ -117,7 +117,7 @@ func testSearchIndexFollowsPushRepushAndDelete(t *testing.T, be Backends) {
 	update(t, s, func(tx meta.Tx) error {
 		rec, ok, err := tx.Manifest("apps/web", a)
 		if err != nil || !ok {
-			t.Fatalf("record of %s: %v, %v", a, ok, err)
+			return fmt.Errorf("record of %s: %v, %w", a, ok, err)
 		}
 		rec.Annotations = map[string]string{revKey: "def"}
 		return tx.PutManifest("apps/web", a, rec)

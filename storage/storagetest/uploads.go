@@ -3,6 +3,7 @@ package storagetest
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ func testExpireUploads(t *testing.T, b Backends) {
 	update(t, s, func(tx meta.Tx) error {
 		u, ok, err := tx.Upload(contentless)
 		if err != nil || !ok {
-			t.Fatalf("record of %s: %v, %v", contentless, ok, err)
+			return fmt.Errorf("record of %s: %v, %w", contentless, ok, err)
 		}
 		u.Started = older.Add(-2 * limit)
 		return tx.PutUpload(contentless, u)
