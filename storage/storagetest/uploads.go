@@ -159,18 +159,20 @@ func testExpireUploads(t *testing.T, b Backends) {
 	}
 }
 
-// An upload session belongs to the actor that opened it: to anyone else,
-// another user, a robot of the same name, an anonymous caller, it does
-// not exist, and nothing they try changes it; its owner carries on.
+// An upload session belongs to the actor (kind and name) that opened it:
+// to anyone else, another user, a robot of the same name, an anonymous
+// caller, Berth itself, it does not exist, and nothing they try changes
+// it; its owner carries on, from any address.
 func testUploadBelongsToItsActor(t *testing.T, b Backends) {
 	s := open(t, b)
 	alice := storage.WithActor(ctx(), storage.Actor{Kind: storage.ActorUser, Name: "alice", Address: "192.0.2.1"})
 	// The address is not part of who owns it: a client may move.
 	aliceElsewhere := storage.WithActor(ctx(), storage.Actor{Kind: storage.ActorUser, Name: "alice", Address: "198.51.100.9"})
 	others := map[string]storage.Actor{
-		"another user": {Kind: storage.ActorUser, Name: "bob"},
-		"a robot":      {Kind: storage.ActorRobot, Name: "alice"},
-		"anonymous":    {Kind: storage.ActorAnonymous},
+		"another user":           {Kind: storage.ActorUser, Name: "bob"},
+		"a robot of the name":    {Kind: storage.ActorRobot, Name: "alice"},
+		"anonymous":              {Kind: storage.ActorAnonymous},
+		"the system (retention)": {Kind: storage.ActorSystem, Name: "retention"},
 	}
 	content := []byte("alice's layer, in two chunks")
 	d := digest.FromBytes(content)
