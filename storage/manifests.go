@@ -82,67 +82,86 @@ func (s *Service) PutManifest(ctx context.Context, repo string, d digest.Digest,
 		return "", err
 	}
 	defer unlock()
-	if err := s.placeManifest(ctx, d, body); err != nil {
+	placed, err := s.placeManifest(ctx, d, body)
+	if err != nil {
 		return "", err
 	}
+	// refused is the error of the last run of the function, if it failed:
+	// then the transaction rolled back and nothing recorded the body.
+	var refused error
 	err = s.Update(ctx, func(tx *Tx) error {
-		// Check references inside the transaction that records the
-		// manifest, so no concurrent delete can slip between them.
-		if err := checkReferences(tx, repo, m); err != nil {
-			return err
-		}
-		if err := recordBlob(tx, BlobInfo{Digest: d, Size: rec.Size}); err != nil {
-			return err
-		}
-		rec := rec
-		if old, ok, err := tx.Manifest(repo, d); err != nil {
-			return err
-		} else if ok {
-			rec.Created = old.Created // the first push time stays
-		}
-		if err := tx.PutManifest(repo, d, rec); err != nil {
-			return err
-		}
-		tx.Publish(Event{Action: EventPush, Repo: repo, Digest: d, MediaType: rec.MediaType, Size: rec.Size, Actor: ActorFrom(ctx)})
-		for _, tag := range tags {
-			if _, err := tx.MoveTag(repo, tag, d, MovePush); err != nil {
-				return err
-			}
-		}
-		return nil
+		refused = s.recordManifest(tx, repo, d, m, rec, tags)
+		return refused
 	})
 	if err != nil {
+		if placed && refused != nil && errors.Is(err, refused) {
+			// A refused push leaves nothing behind: the body was placed
+			// for this push alone, and under d's lock nothing else can
+			// have recorded it since.
+			if derr := s.blobs.Delete(ctx, d); derr != nil {
+				s.log.WarnContext(ctx, "remove the content of a refused manifest", "digest", d, "error", derr)
+			}
+		}
 		return "", fmt.Errorf("store manifest %s: %w", d, err)
 	}
 	return d, nil
 }
 
+// recordManifest records manifest d in repo and moves tags to it, in the
+// transaction of PutManifest.
+func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, tags []string) error {
+	// Check references inside the transaction that records the manifest,
+	// so no concurrent delete can slip between them.
+	if err := checkReferences(tx, repo, m); err != nil {
+		return err
+	}
+	if err := recordBlob(tx, BlobInfo{Digest: d, Size: rec.Size}); err != nil {
+		return err
+	}
+	if old, ok, err := tx.Manifest(repo, d); err != nil {
+		return err
+	} else if ok {
+		rec.Created = old.Created // the first push time stays
+	}
+	if err := tx.PutManifest(repo, d, rec); err != nil {
+		return err
+	}
+	tx.Publish(Event{Action: EventPush, Repo: repo, Digest: d, MediaType: rec.MediaType, Size: rec.Size, Actor: ActorFrom(tx.ctx)})
+	for _, tag := range tags {
+		if _, err := tx.MoveTag(repo, tag, d, MovePush); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // placeManifest makes the body durable under d in the blob store before
-// the transaction that records it, as blobs are; a body the index records
-// already is not written again. The caller holds d's lock.
-func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byte) error {
+// the transaction that records it, as blobs are, and reports whether it
+// did; a body the index records already is not written again. The caller
+// holds d's lock.
+func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byte) (placed bool, err error) {
 	var have bool
-	err := s.index.View(ctx, func(tx meta.Tx) error {
+	err = s.index.View(ctx, func(tx meta.Tx) error {
 		var err error
 		_, have, err = tx.Blob(d)
 		return err
 	})
 	if err != nil || have {
-		return err
+		return false, err
 	}
 	st, err := s.blobs.Stage(ctx, "")
 	if err != nil {
-		return fmt.Errorf("stage manifest: %w", err)
+		return false, fmt.Errorf("stage manifest: %w", err)
 	}
 	if _, err := st.Append(ctx, bytes.NewReader(body), int64(len(body)), nil); err != nil {
 		_ = st.Cancel(ctx)
-		return fmt.Errorf("write manifest: %w", err)
+		return false, fmt.Errorf("write manifest: %w", err)
 	}
 	if err := st.Commit(ctx, d); err != nil {
 		_ = st.Cancel(ctx)
-		return fmt.Errorf("place manifest: %w", err)
+		return false, fmt.Errorf("place manifest: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // checkReferences checks that repo holds everything m references, with the

@@ -91,6 +91,13 @@ type Tx struct {
 // committed count.
 func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
 	var tx *Tx
+	// Claims end with the transaction, even one that panics: a claim left
+	// behind would hide its link from every lookup until a restart.
+	defer func() {
+		if tx != nil {
+			tx.release()
+		}
+	}()
 	err := s.index.Update(ctx, func(mtx meta.Tx) error {
 		if tx != nil {
 			tx.release()
@@ -98,9 +105,6 @@ func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
 		tx = &Tx{Tx: mtx, ctx: ctx, s: s}
 		return fn(tx)
 	})
-	if tx != nil {
-		defer tx.release()
-	}
 	if err != nil {
 		return err
 	}

@@ -1,19 +1,20 @@
-package storage
+package storagetest
 
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-registry/berth/storage"
 )
 
 // wantManifestIn checks that d is a manifest of repo whose blobs, read
 // through repo, are all there.
-func wantManifestIn(t *testing.T, s *Store, repo string, d digest.Digest) {
+func wantManifestIn(t *testing.T, s *store, repo string, d digest.Digest) {
 	t.Helper()
 	ctx := context.Background()
 	_, body, err := s.GetManifest(ctx, repo, string(d))
@@ -37,35 +38,20 @@ func wantManifestIn(t *testing.T, s *Store, repo string, d digest.Digest) {
 	}
 }
 
-// countFiles counts the files under dir.
-func countFiles(t *testing.T, dir string) int {
-	t.Helper()
-	n := 0
-	err := filepath.WalkDir(dir, func(_ string, e os.DirEntry, err error) error {
-		if err == nil && !e.IsDir() {
-			n++
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func TestPromoteAcrossRepositories(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
+// Promotion links a manifest and what it needs into another repository
+// and tags it there, moving no content; promoting again moves nothing.
+func testPromoteAcrossRepositories(t *testing.T, b Backends) {
+	s := open(t, b)
 	ctx := context.Background()
-	d := putTestImage(t, s, "apps/web", "one", "staging-validated")
-	files := countFiles(t, dir)
+	d := putImage(t, s, "apps/web", "one", "staging-validated")
+	blobsBefore, stagedBefore := stored(t, s)
 
-	bob := WithActor(ctx, Actor{Kind: ActorUser, Name: "bob", Address: "192.0.2.7"})
+	bob := storage.WithActor(ctx, storage.Actor{Kind: storage.ActorUser, Name: "bob", Address: "192.0.2.7"})
 	move, got, err := s.Promote(bob, "apps/web", "staging-validated", "apps/web-prod", "production")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got != d || move.Digest != d || move.Previous != "" || move.Action != MovePromote || move.Actor.Name != "bob" || move.Seq != 1 {
+	if got != d || move.Digest != d || move.Previous != "" || move.Action != storage.MovePromote || move.Actor.Name != "bob" || move.Seq != 1 {
 		t.Fatalf("promote = %+v, %s; want a first promote move to %s by bob", move, got, d)
 	}
 	wantManifestIn(t, s, "apps/web-prod", d)
@@ -73,10 +59,9 @@ func TestPromoteAcrossRepositories(t *testing.T) {
 	if err != nil || info.Digest != d {
 		t.Fatalf("apps/web-prod:production = %s, %v; want %s", info.Digest, err, d)
 	}
-	// Only index entries were added: no content file appeared (bbolt's own
-	// file grows in place).
-	if n := countFiles(t, dir); n != files {
-		t.Errorf("store holds %d files after the promotion, %d before", n, files)
+	// Only index entries were added: no content was written.
+	if blobsAfter, stagedAfter := stored(t, s); !slices.Equal(blobsAfter, blobsBefore) || len(stagedAfter) != len(stagedBefore) {
+		t.Errorf("blob store holds %v (staged %v) after the promotion, %v (staged %v) before", blobsAfter, stagedAfter, blobsBefore, stagedBefore)
 	}
 
 	// By digest, to a second tag; again is no move at all.
@@ -84,7 +69,7 @@ func TestPromoteAcrossRepositories(t *testing.T) {
 		t.Fatal(err)
 	}
 	move, _, err = s.Promote(ctx, "apps/web", string(d), "apps/web-prod", "stable")
-	if err != nil || move != (TagMove{}) {
+	if err != nil || move != (storage.TagMove{}) {
 		t.Fatalf("promoting again = %+v, %v; want no move", move, err)
 	}
 	moves, _, err := s.TagHistory(ctx, "apps/web-prod", "stable", 0, 10)
@@ -93,18 +78,19 @@ func TestPromoteAcrossRepositories(t *testing.T) {
 	}
 }
 
-func TestPromoteIndexWithChildren(t *testing.T) {
-	s := openStore(t, t.TempDir())
+// Promoting an index promotes its children, recursively, untagged.
+func testPromoteIndexWithChildren(t *testing.T, b Backends) {
+	s := open(t, b)
 	ctx := context.Background()
-	amd := putTestImage(t, s, "src", "amd64")
-	arm := putTestImage(t, s, "src", "arm64")
+	amd := putImage(t, s, "src", "amd64")
+	arm := putImage(t, s, "src", "arm64")
 	amdInfo, _ := s.StatManifest(ctx, "src", string(amd))
 	armInfo, _ := s.StatManifest(ctx, "src", string(arm))
-	idx, idxDesc := putTestIndex(t, s, "src", []ocispec.Descriptor{
+	idx, idxDesc := putIndex(t, s, "src", []ocispec.Descriptor{
 		{MediaType: amdInfo.MediaType, Digest: amd, Size: amdInfo.Size},
 		{MediaType: armInfo.MediaType, Digest: arm, Size: armInfo.Size},
 	}, "v1")
-	outer, _ := putTestIndex(t, s, "src", []ocispec.Descriptor{idxDesc})
+	outer, _ := putIndex(t, s, "src", []ocispec.Descriptor{idxDesc})
 
 	if _, got, err := s.Promote(ctx, "src", string(outer), "dst", "release"); err != nil || got != outer {
 		t.Fatalf("promote = %s, %v", got, err)
@@ -122,28 +108,30 @@ func TestPromoteIndexWithChildren(t *testing.T) {
 	}
 }
 
-func TestPromoteFollowsReferrers(t *testing.T) {
-	s := openStore(t, t.TempDir())
+// Promotion carries the referrers of what it promotes (signatures and
+// their signatures, cosign's signature tags), and nothing unrelated.
+func testPromoteFollowsReferrers(t *testing.T, b Backends) {
+	s := open(t, b)
 	ctx := context.Background()
-	d := putTestImage(t, s, "src", "signed", "rc")
+	d := putImage(t, s, "src", "signed", "rc")
 	info, _ := s.StatManifest(ctx, "src", "rc")
 	subject := ocispec.Descriptor{MediaType: info.MediaType, Digest: d, Size: info.Size}
 
-	empty := putTestBlob(t, s, "src", ocispec.MediaTypeEmptyJSON, []byte("{}"))
-	sigLayer := putTestBlob(t, s, "src", "application/vnd.dev.sigstore.bundle.v0.3+json", []byte(`{"sig":"one"}`))
-	sig, sigDesc := putTestManifest(t, s, "src", ocispec.Manifest{ArtifactType: "application/vnd.dev.sigstore.bundle.v0.3+json",
+	empty := putBlob(t, s, "src", ocispec.MediaTypeEmptyJSON, []byte("{}"))
+	sigLayer := putBlob(t, s, "src", "application/vnd.dev.sigstore.bundle.v0.3+json", []byte(`{"sig":"one"}`))
+	sig, sigDesc := putManifest(t, s, "src", ocispec.Manifest{ArtifactType: "application/vnd.dev.sigstore.bundle.v0.3+json",
 		Config: empty, Layers: []ocispec.Descriptor{sigLayer}, Subject: &subject})
 	// A signature of the SBOM-like referrer: a referrer of a referrer.
-	sigOfSig, _ := putTestManifest(t, s, "src", ocispec.Manifest{ArtifactType: "application/example.sig",
+	sigOfSig, _ := putManifest(t, s, "src", ocispec.Manifest{ArtifactType: "application/example.sig",
 		Config: empty, Layers: []ocispec.Descriptor{sigLayer}, Subject: &sigDesc})
 	// A cosign-style signature tag, without subject.
-	cosignLayer := putTestBlob(t, s, "src", "application/vnd.dev.cosign.simplesigning.v1+json", []byte(`{"critical":{}}`))
+	cosignLayer := putBlob(t, s, "src", "application/vnd.dev.cosign.simplesigning.v1+json", []byte(`{"critical":{}}`))
 	tag := "sha256-" + d.Encoded() + ".sig"
-	cosignSig, _ := putTestManifest(t, s, "src", ocispec.Manifest{Config: empty, Layers: []ocispec.Descriptor{cosignLayer}}, tag)
+	cosignSig, _ := putManifest(t, s, "src", ocispec.Manifest{Config: empty, Layers: []ocispec.Descriptor{cosignLayer}}, tag)
 	// A referrer of some other manifest stays behind.
-	other := putTestImage(t, s, "src", "other")
+	other := putImage(t, s, "src", "other")
 	oinfo, _ := s.StatManifest(ctx, "src", string(other))
-	unrelated, _ := putTestManifest(t, s, "src", ocispec.Manifest{ArtifactType: "application/example.sig",
+	unrelated, _ := putManifest(t, s, "src", ocispec.Manifest{ArtifactType: "application/example.sig",
 		Config: empty, Layers: []ocispec.Descriptor{sigLayer},
 		Subject: &ocispec.Descriptor{MediaType: oinfo.MediaType, Digest: other, Size: oinfo.Size}})
 
@@ -165,40 +153,36 @@ func TestPromoteFollowsReferrers(t *testing.T) {
 		t.Errorf("dst %s = %s, %v; want %s", tag, got.Digest, err, cosignSig)
 	}
 	for _, m := range []digest.Digest{other, unrelated} {
-		if _, err := s.StatManifest(ctx, "dst", string(m)); !errors.Is(err, ErrManifestUnknown) {
-			t.Errorf("unrelated manifest %s in dst: %v, want ErrManifestUnknown", m, err)
+		if _, err := s.StatManifest(ctx, "dst", string(m)); !errors.Is(err, storage.ErrManifestUnknown) {
+			t.Errorf("unrelated manifest %s in dst: %v, want storage.ErrManifestUnknown", m, err)
 		}
 	}
 }
 
-func TestPromoteImmutableTagChangesNothing(t *testing.T) {
-	dir := t.TempDir()
-	s, err := Open(context.Background(), dir, Options{Tags: tagRulesFunc(func(repo, tag string) bool {
+// A promotion over an immutable tag is refused and links nothing.
+func testPromoteImmutableTagChangesNothing(t *testing.T, be Backends) {
+	s := open(t, be, withOptions(storage.Options{Tags: tagRulesFunc(func(repo, tag string) bool {
 		return repo == "dst" && tag == "v1.0.0"
-	})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	})}))
 	ctx := context.Background()
-	a := putTestImage(t, s, "src", "a", "a")
-	b := putTestImage(t, s, "src", "b", "b")
+	a := putImage(t, s, "src", "a", "a")
+	b := putImage(t, s, "src", "b", "b")
 	if _, _, err := s.Promote(ctx, "src", "a", "dst", "v1.0.0"); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = s.Promote(ctx, "src", "b", "dst", "v1.0.0")
-	if !errors.Is(err, ErrTagImmutable) {
-		t.Fatalf("promoting over an immutable tag: %v, want ErrTagImmutable", err)
+	_, _, err := s.Promote(ctx, "src", "b", "dst", "v1.0.0")
+	if !errors.Is(err, storage.ErrTagImmutable) {
+		t.Fatalf("promoting over an immutable tag: %v, want storage.ErrTagImmutable", err)
 	}
 	if info, err := s.StatManifest(ctx, "dst", "v1.0.0"); err != nil || info.Digest != a {
 		t.Errorf("dst:v1.0.0 = %s, %v; want %s still", info.Digest, err, a)
 	}
-	if _, err := s.StatManifest(ctx, "dst", string(b)); !errors.Is(err, ErrManifestUnknown) {
+	if _, err := s.StatManifest(ctx, "dst", string(b)); !errors.Is(err, storage.ErrManifestUnknown) {
 		t.Errorf("refused manifest %s left in dst: %v", b, err)
 	}
 	_, bbody, _ := s.GetManifest(ctx, "src", "b")
 	for _, blob := range mustParse(t, bbody).Blobs {
-		if _, err := s.StatBlob(ctx, "dst", blob.Digest); !errors.Is(err, ErrBlobUnknown) {
+		if _, err := s.StatBlob(ctx, "dst", blob.Digest); !errors.Is(err, storage.ErrBlobUnknown) {
 			t.Errorf("blob %s of the refused manifest linked into dst: %v", blob.Digest, err)
 		}
 	}
@@ -211,17 +195,19 @@ func TestPromoteImmutableTagChangesNothing(t *testing.T) {
 	}
 }
 
-func TestPromoteUnknownSource(t *testing.T) {
-	s := openStore(t, t.TempDir())
+// An unknown source repository or reference is refused and creates
+// nothing.
+func testPromoteUnknownSource(t *testing.T, b Backends) {
+	s := open(t, b)
 	ctx := context.Background()
-	putTestImage(t, s, "src", "a", "a")
+	putImage(t, s, "src", "a", "a")
 	for _, c := range []struct {
 		repo, ref string
 		want      error
 	}{
-		{"nope", "a", ErrNameUnknown},
-		{"src", "missing", ErrManifestUnknown},
-		{"src", string(digest.FromString("absent")), ErrManifestUnknown},
+		{"nope", "a", storage.ErrNameUnknown},
+		{"src", "missing", storage.ErrManifestUnknown},
+		{"src", string(digest.FromString("absent")), storage.ErrManifestUnknown},
 	} {
 		if _, _, err := s.Promote(ctx, c.repo, c.ref, "dst", "t"); !errors.Is(err, c.want) {
 			t.Errorf("promote %s:%s: %v, want %v", c.repo, c.ref, err, c.want)
@@ -232,19 +218,20 @@ func TestPromoteUnknownSource(t *testing.T) {
 	}
 }
 
-func TestPromoteSkipsForeignLayers(t *testing.T) {
-	s := openStore(t, t.TempDir())
+// Foreign layers, which the repository never holds, are not promoted.
+func testPromoteSkipsForeignLayers(t *testing.T, b Backends) {
+	s := open(t, b)
 	ctx := context.Background()
-	cfg := putTestBlob(t, s, "src", ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"windows"}`))
-	layer := putTestBlob(t, s, "src", ocispec.MediaTypeImageLayer, []byte("local layer"))
+	cfg := putBlob(t, s, "src", ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"windows"}`))
+	layer := putBlob(t, s, "src", ocispec.MediaTypeImageLayer, []byte("local layer"))
 	foreign := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromString("base layer elsewhere"),
 		Size: 20, URLs: []string{"https://example.com/base.tar"}}
-	d, _ := putTestManifest(t, s, "src", ocispec.Manifest{Config: cfg, Layers: []ocispec.Descriptor{foreign, layer}}, "win")
+	d, _ := putManifest(t, s, "src", ocispec.Manifest{Config: cfg, Layers: []ocispec.Descriptor{foreign, layer}}, "win")
 	if _, _, err := s.Promote(ctx, "src", "win", "dst", "win"); err != nil {
 		t.Fatal(err)
 	}
 	wantManifestIn(t, s, "dst", d)
-	if _, err := s.StatBlob(ctx, "dst", foreign.Digest); !errors.Is(err, ErrBlobUnknown) {
-		t.Errorf("foreign layer in dst: %v, want ErrBlobUnknown", err)
+	if _, err := s.StatBlob(ctx, "dst", foreign.Digest); !errors.Is(err, storage.ErrBlobUnknown) {
+		t.Errorf("foreign layer in dst: %v, want storage.ErrBlobUnknown", err)
 	}
 }
