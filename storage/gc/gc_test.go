@@ -192,17 +192,29 @@ func TestGCKeepsOrphanReferrerWithImmutableTag(t *testing.T) {
 		Config: cfg, Layers: []ocispec.Descriptor{layer},
 		Subject: &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: subject, Size: 2},
 	}, "pinned")
+	// A referrer of the pinned referrer: its subject stays, so it does.
+	sigLayer := s.PutBlob("app", "application/vnd.test", []byte("signature of the signature"))
+	sigOfSig, _ := s.PutManifest("app", ocispec.Manifest{
+		Config: cfg, Layers: []ocispec.Descriptor{sigLayer},
+		Subject: &ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: sig, Size: 2},
+	})
 	if err := s.Svc.DeleteManifest(ctx, "app", subject); err != nil {
 		t.Fatal(err)
 	}
 	s.Age(2 * time.Hour)
+	dry := collect(t, s, gc.Options{Grace: time.Hour, DryRun: true})
 	rep := collect(t, s, gc.Options{Grace: time.Hour})
-	// The subject's body, config and layer go; the referrer and what it
-	// references stay.
+	// The subject's body, config and layer go; the referrers and what
+	// they reference stay.
 	if rep.ManifestsRemoved != 0 || rep.BlobsRemoved != 3 || rep.LinksRemoved != 2 || rep.RepositoriesRemoved != 0 {
-		t.Fatalf("report %+v; want the referrer kept, the subject's 3 blobs and 2 links removed", rep)
+		t.Fatalf("report %+v; want the referrers kept, the subject's 3 blobs and 2 links removed", rep)
+	}
+	dry.Duration, rep.Duration, dry.DryRun = 0, 0, false
+	if dry != rep {
+		t.Fatalf("dry run predicted %+v, gc did %+v", dry, rep)
 	}
 	s.PullAll("app", "pinned")
+	s.PullAll("app", string(sigOfSig))
 	if d, err := s.Svc.StatManifest(ctx, "app", "pinned"); err != nil || d.Digest != sig {
 		t.Fatalf("pinned: %v %v", d, err)
 	}
