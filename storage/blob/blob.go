@@ -32,7 +32,10 @@ var ErrNotFound = errors.New("blob not found")
 var ErrSizeMismatch = errors.New("content length differs from the length declared")
 
 // Store is a blob store backend. It is safe for concurrent use; callers
-// serialise the operations on one staged session and on one digest.
+// serialise the operations on one staged session, and a Delete (or
+// Quarantine) with the other operations on its digest. Commits of one
+// digest from several staged contents may run at once: each succeeds, and
+// one copy remains.
 type Store interface {
 	// Stat returns the size of the content of d, or ErrNotFound.
 	Stat(ctx context.Context, d digest.Digest) (int64, error)
@@ -49,6 +52,7 @@ type Store interface {
 	// Stage begins content in flight: an upload session named id, which
 	// Resume can reopen until it is committed or cancelled, or with id
 	// empty, anonymous content that only the returned Staged reaches.
+	// Stage of an id whose session exists fails and leaves it as it is.
 	Stage(ctx context.Context, id string) (Staged, error)
 	// Resume reopens upload session id, or fails with ErrNotFound.
 	Resume(ctx context.Context, id string) (Staged, error)
@@ -57,7 +61,9 @@ type Store interface {
 	WalkStaged(ctx context.Context, fn func(Entry) error) error
 }
 
-// Staged is content in flight. It holds no resources between calls.
+// Staged is content in flight. It holds no resources between calls. Once
+// its content is committed or cancelled, Size, LastWrite, Reader and
+// Append report ErrNotFound.
 type Staged interface {
 	// Size is the number of bytes staged so far.
 	Size(ctx context.Context) (int64, error)
@@ -68,7 +74,7 @@ type Staged interface {
 	// bytes, or the append fails with ErrSizeMismatch. A failed append
 	// changes nothing: neither the content nor the state of h (which must
 	// then implement encoding.BinaryMarshaler and BinaryUnmarshaler, as
-	// the standard library's hashes do).
+	// the standard library's hashes do), and the count it returns is 0.
 	Append(ctx context.Context, r io.Reader, want int64, h hash.Hash) (int64, error)
 	// Reader reads back the content staged so far.
 	Reader(ctx context.Context) (io.ReadCloser, error)
