@@ -567,3 +567,43 @@ func TestCheckLeavesSymlinksAlone(t *testing.T) {
 		t.Fatalf("link target touched: %v", err)
 	}
 }
+
+// A manifest whose content is lost goes from every repository that holds
+// it, with its tags (recorded as repairs) and its search entries; an index
+// that references it is left, incomplete.
+func TestCheckRepairsLostManifest(t *testing.T) {
+	ctx := context.Background()
+	s := clienttest.Open(t, "", clienttest.Options{})
+	f := &fsckStore{Store: s, t: t}
+	var x digest.Digest
+	for _, repo := range []string{"a", "b"} {
+		cfg := s.PutBlob(repo, ocispec.MediaTypeImageConfig, []byte(`{}`))
+		x, _ = s.PutManifest(repo, ocispec.Manifest{Config: cfg, Layers: []ocispec.Descriptor{},
+			Annotations: map[string]string{"org.example.lost": "yes"}}, "latest")
+	}
+	idx, _ := s.PutIndex("a", []ocispec.Descriptor{s.Descriptor("a", x)}, "multi")
+	if err := os.Remove(f.blobPath(x)); err != nil {
+		t.Fatal(err)
+	}
+	r := f.check(fsck.Options{Repair: true})
+	sameFindings(t, "problems", r.Problems, []finding{{fsck.ProblemMissing, string(x), ""}})
+	if len(r.Repaired) != 1 || !strings.Contains(r.Repaired[0].Action, "2 manifest records and 2 tags") {
+		t.Fatalf("repairs %+v", r.Repaired)
+	}
+	sameFindings(t, "remaining", r.Remaining, []finding{{fsck.ProblemIncompleteManifest, string(idx), "a"}})
+	for _, repo := range []string{"a", "b"} {
+		if _, err := s.Svc.StatManifest(ctx, repo, string(x)); !errors.Is(err, storage.ErrManifestUnknown) {
+			t.Errorf("lost manifest in %s: %v", repo, err)
+		}
+		moves, _, err := s.Svc.TagHistory(ctx, repo, "latest", 0, 10)
+		if err != nil || len(moves) != 2 || moves[0].Action != storage.MoveRepair || moves[0].Previous != x {
+			t.Errorf("history of %s:latest: %+v %v", repo, moves, err)
+		}
+	}
+	if res, _, err := s.Svc.Search(ctx, storage.Query{Annotations: map[string]string{"org.example.lost": "yes"}, N: 10}); err != nil || len(res) != 0 {
+		t.Errorf("search for the lost manifest: %v %v", res, err)
+	}
+	if _, err := s.Svc.StatManifest(ctx, "a", "multi"); err != nil {
+		t.Errorf("the index referencing it: %v", err)
+	}
+}
