@@ -17,11 +17,12 @@ import (
 // The table tests of MakePlan build snapshots by hand: manifests and tags
 // are named by short words, and ages are in days before planNow.
 
-var planNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+// planNow is the time the plans are made at.
+func planNow() time.Time { return time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC) }
 
 const day = 24 * time.Hour
 
-func ago(days float64) time.Time { return planNow.Add(-time.Duration(days * float64(day))) }
+func ago(days float64) time.Time { return planNow().Add(-time.Duration(days * float64(day))) }
 
 // dg is the digest of a manifest named by a word.
 func dg(name string) digest.Digest { return digest.FromString(name) }
@@ -295,7 +296,7 @@ func TestMakePlan(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			c.policy.Repositories = words{"apps/*"}
 			in := fmt.Sprintf("%+v", c.snap.s)
-			plan := retention.MakePlan(c.snap.s, c.policy, planNow, c.window)
+			plan := retention.MakePlan(c.snap.s, c.policy, planNow(), c.window)
 			if out := fmt.Sprintf("%+v", c.snap.s); out != in {
 				t.Fatalf("MakePlan changed its snapshot:\n%s\n%s", in, out)
 			}
@@ -331,7 +332,7 @@ func TestMakePlan(t *testing.T) {
 			shuffled := c.snap.s
 			shuffled.Tags = slices.Clone(shuffled.Tags)
 			slices.Reverse(shuffled.Tags)
-			if again := retention.MakePlan(shuffled, c.policy, planNow, c.window); fmt.Sprint(again) != fmt.Sprint(plan) {
+			if again := retention.MakePlan(shuffled, c.policy, planNow(), c.window); fmt.Sprint(again) != fmt.Sprint(plan) {
 				t.Errorf("a second plan differs:\n%+v\n%+v", plan, again)
 			}
 		})
