@@ -518,3 +518,37 @@ func TestGCRefusesNegativeGrace(t *testing.T) {
 		t.Fatal("a negative grace was accepted")
 	}
 }
+
+// A collection stopped through its context stops between two batches;
+// what it removed is removed cleanly, and the next collection finishes.
+func TestGCStoppedBetweenBatches(t *testing.T) {
+	var w *watchedIndex
+	s := clienttest.Open(t, "", clienttest.Options{Wrap: func(m meta.Store) meta.Store { w = watch(m); return w }})
+	s.PutBlob("a", "application/octet-stream", []byte("garbage of a"))
+	s.PutBlob("b", "application/octet-stream", []byte("garbage of b"))
+	s.Age(2 * time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w.setHook(func(method, repo string, _ digest.Digest) error {
+		if method == "DeleteLink" {
+			cancel() // while removing a's links
+		}
+		return nil
+	})
+	rep, err := gc.Collect(ctx, s.Svc, gc.Options{Grace: time.Hour})
+	w.setHook(nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped collection: %v, want context.Canceled", err)
+	}
+	if rep.LinksRemoved != 1 || rep.BlobsRemoved != 0 {
+		t.Fatalf("stopped collection removed %+v; want a's link only", rep)
+	}
+	checkClean(t, s)
+	rep = collect(t, s, gc.Options{Grace: time.Hour})
+	if rep.LinksRemoved != 1 || rep.BlobsRemoved != 2 || rep.RepositoriesRemoved != 2 {
+		t.Fatalf("next collection %+v; want b's link, both blobs and both repositories", rep)
+	}
+	if files := blobFiles(t, s); len(files) != 0 {
+		t.Fatalf("blob files left: %v", files)
+	}
+}
