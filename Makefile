@@ -21,21 +21,29 @@ OCI_CONFORMANCE_PKG := github.com/opencontainers/distribution-spec/conformance
 
 # Real clients for the interoperability tests, pinned. The Go-built ones are
 # installed with "go install" into $(TOOLS); a stamp file per version makes a
-# new pin reinstall. skopeo, containerd (with ctr) and podman are Debian
-# packages.
+# new pin reinstall. skopeo, containerd (with ctr and the CRI plugin),
+# podman and docker.io (dockerd 20.10 and its docker command) are Debian
+# packages. crictl drives containerd's CRI plugin as the kubelet does;
+# buildx is the docker command's plugin for "imagetools" (about two minutes
+# to build from cold). chromium, with a font for its screenshots, is the
+# browser the web interface tests drive.
 CRANE_VERSION := v0.22.1
 ORAS_VERSION := v1.3.6
 REGCTL_VERSION := v0.11.7
 HELM_VERSION := v3.22.0
 COSIGN_VERSION := v2.6.5
+CRICTL_VERSION := v1.37.0
+BUILDX_VERSION := v0.38.2
 GO_CLIENTS := \
 	crane=github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION) \
 	oras=oras.land/oras/cmd/oras@$(ORAS_VERSION) \
 	regctl=github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION) \
 	helm=helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) \
-	cosign=github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+	cosign=github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION) \
+	crictl=sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION) \
+	buildx=github.com/docker/buildx/cmd/buildx@$(BUILDX_VERSION)
 CLIENT_STAMPS := $(foreach c,$(GO_CLIENTS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
-DEBIAN_CLIENTS := skopeo containerd podman
+DEBIAN_CLIENTS := skopeo containerd podman docker.io chromium fonts-dejavu-core
 
 RESULTS := $(CURDIR)/conformance/results
 
@@ -47,7 +55,7 @@ ARGS ?=
 # "make fuzz" runs each fuzz target for this long, e.g. make fuzz FUZZTIME=5m.
 FUZZTIME ?= 30s
 
-.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench clean
+.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench ui-screenshots clean
 
 all: test
 
@@ -135,6 +143,19 @@ BENCHFLAGS ?=
 
 bench: build
 	$(GO) run ./hack/bench -berth $(BIN)/berth $(BENCHFLAGS)
+
+# "make ui-screenshots" refreshes the screenshots docs/ui.md shows, from a
+# run of the web interface's browser tests; pngquant keeps them small.
+UI_SHOTS := board repository artifact history board-phone
+
+ui-screenshots: build
+	hack/install-debs.sh chromium fonts-dejavu-core pngquant
+	rm -rf $(RESULTS)/ui
+	BERTH_BIN=$(BIN)/berth $(GO) test -count=1 -run '^TestWebUI$$' ./conformance/
+	@mkdir -p docs/ui
+	for s in $(UI_SHOTS); do \
+		pngquant --quality=70-90 --speed 1 --strip --force --output docs/ui/$$s.png $(RESULTS)/ui/$$s.png; \
+	done
 
 clean:
 	rm -rf $(BIN) $(RESULTS)

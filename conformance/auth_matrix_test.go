@@ -90,6 +90,9 @@ type authClient struct {
 	basic      bool
 	hc         *http.Client
 	tokens     map[string]string // scope -> token
+	// extra are scopes asked for besides the challenge's, as a client
+	// does for the source of a mount or a promotion.
+	extra []string
 }
 
 func (s *authServer) client(user string, basic bool) *authClient {
@@ -136,6 +139,9 @@ func (c *authClient) do(t *testing.T, method, path string, body []byte, header .
 	q := url.Values{"service": {params["service"]}}
 	if params["scope"] != "" {
 		q.Set("scope", params["scope"])
+	}
+	for _, sc := range c.extra {
+		q.Add("scope", sc)
 	}
 	req, _ := http.NewRequest(http.MethodGet, params["realm"]+"?"+q.Encode(), nil)
 	if c.user != "" {
@@ -239,7 +245,9 @@ func TestAccessMatrix(t *testing.T) {
 			srv.users["ci"] = robot.Secret
 			// allowed[identity][repo] are the actions granted.
 			allowed := map[string]map[string][]string{
-				"ci":        {"public/app": {"pull"}, "team/app": {"pull", "push"}},
+				// A robot may do exactly what its scopes say: not even what
+				// anonymous callers may.
+				"ci":        {"team/app": {"pull", "push"}},
 				"anonymous": {"public/app": {"pull"}},
 				"reader":    {"public/app": {"pull"}, "team/app": {"pull"}},
 				"writer":    {"public/app": {"pull", "push"}, "team/app": {"pull", "push", "delete"}},
@@ -252,7 +260,13 @@ func TestAccessMatrix(t *testing.T) {
 				}
 				c := srv.client(user, mode == "basic")
 				for _, repo := range repos {
-					checkRepo(t, c, who, repo, content[repo], allowed[who][repo])
+					actions := allowed[who][repo]
+					if mode == "token" && who == "ci" && repo == "public/app" {
+						// Its first, credential-less request is served as
+						// an anonymous caller's, which may pull there.
+						actions = allowed["anonymous"][repo]
+					}
+					checkRepo(t, c, who, repo, content[repo], actions)
 				}
 				checkCatalog(t, c, who, allowed[who])
 				checkSearch(t, c, who, repos, allowed[who])
@@ -329,7 +343,9 @@ func checkRepo(t *testing.T, c *authClient, who, repo string, rc repoContent, ac
 	// Mount from private/app, which only the admin may read: without read
 	// access the mount must not happen (a new session instead).
 	pb := digest.FromBytes([]byte("layer of private/app"))
+	c.extra = []string{"repository:private/app:pull"} // a token for the source, as clients ask
 	r, b = c.do(t, http.MethodPost, "/v2/"+repo+"/blobs/uploads/?mount="+pb.String()+"&from=private/app", nil)
+	c.extra = nil
 	switch {
 	case !can("push"):
 		expect("mount", false, 0, r, b)
@@ -351,8 +367,10 @@ func checkRepo(t *testing.T, c *authClient, who, repo string, rc repoContent, ac
 	}
 	r, b = c.do(t, http.MethodPost, "/v2/"+repo+"/_berth/tags/v1/rollback", []byte(`{"to":"`+md.String()+`"}`), "Content-Type", "application/json")
 	expect("rollback", can("push"), http.StatusOK, r, b)
+	c.extra = []string{"repository:" + repo + ":pull"} // the source's scope in the token
 	r, b = c.do(t, http.MethodPost, "/v2/"+repo+"/_berth/tags/promoted-by-"+who+"/promote",
 		[]byte(`{"repository":"`+repo+`","reference":"v1"}`), "Content-Type", "application/json")
+	c.extra = nil
 	expect("promote", can("push") && can("pull"), http.StatusCreated, r, b)
 	// Manifest DELETE; only the first caller allowed to delete finds it.
 	r, b = c.do(t, http.MethodDelete, "/v2/"+repo+"/manifests/"+rc.disposableDigst.String(), nil)
@@ -365,25 +383,41 @@ func checkRepo(t *testing.T, c *authClient, who, repo string, rc repoContent, ac
 	}
 }
 
-// checkCatalog checks that the catalog lists exactly the repositories the
-// caller may pull.
+// checkCatalog checks that the catalog and the repository summaries list
+// exactly the repositories the caller may pull.
 func checkCatalog(t *testing.T, c *authClient, who string, allowed map[string][]string) {
 	t.Helper()
-	r, b := c.do(t, http.MethodGet, "/v2/_catalog", nil)
+	checkCatalogPath(t, c, who, allowed, "/v2/_catalog")
+	checkCatalogPath(t, c, who, allowed, "/v2/_berth/repositories")
+}
+
+func checkCatalogPath(t *testing.T, c *authClient, who string, allowed map[string][]string, path string) {
+	t.Helper()
+	r, b := c.do(t, http.MethodGet, path, nil)
 	if who == "anonymous" && c.basic {
 		// Without the token flow an anonymous caller has no answer to the
 		// challenge: the catalog is per caller and asks who is calling.
 		if r.StatusCode != http.StatusUnauthorized {
-			t.Errorf("anonymous catalog without a token: status %d, want 401", r.StatusCode)
+			t.Errorf("anonymous %s without a token: status %d, want 401", path, r.StatusCode)
 		}
 		return
 	}
 	if r.StatusCode != http.StatusOK {
-		t.Errorf("%s catalog: status %d: %s", who, r.StatusCode, b)
+		t.Errorf("%s %s: status %d: %s", who, path, r.StatusCode, b)
 		return
 	}
 	var cl struct{ Repositories []string }
-	_ = json.Unmarshal(b, &cl)
+	if path != "/v2/_catalog" {
+		// Summaries: objects with a name each.
+		var sl struct{ Repositories []struct{ Name string } }
+		_ = json.Unmarshal(b, &sl)
+		cl.Repositories = []string{}
+		for _, s := range sl.Repositories {
+			cl.Repositories = append(cl.Repositories, s.Name)
+		}
+	} else {
+		_ = json.Unmarshal(b, &cl)
+	}
 	var want []string
 	for repo, actions := range allowed {
 		if slices.Contains(actions, "pull") {
@@ -392,7 +426,7 @@ func checkCatalog(t *testing.T, c *authClient, who string, allowed map[string][]
 	}
 	slices.Sort(want)
 	if !slices.Equal(cl.Repositories, want) {
-		t.Errorf("%s catalog: %v, want %v", who, cl.Repositories, want)
+		t.Errorf("%s %s: %v, want %v", who, path, cl.Repositories, want)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"debug/buildinfo"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,13 +29,15 @@ import (
 type client struct {
 	// name is the binary's name.
 	name string
-	// versionArgs print the client's version.
+	// versionArgs print the client's version; without them the version is
+	// read from the binary's Go build information (for clients that
+	// "go install" builds without their release's version stamp).
 	versionArgs []string
 }
 
 // allClients are every tool the interoperability suite needs. The Go-built
 // ones are installed into bin/tools by "make clients"; skopeo, containerd
-// (ctr) and podman come from Debian packages.
+// (ctr), podman and dockerd (docker.io) come from Debian packages.
 func allClients() []client {
 	return []client{
 		{"crane", []string{"version"}},
@@ -46,6 +49,9 @@ func allClients() []client {
 		{"containerd", []string{"--version"}},
 		{"ctr", []string{"--version"}},
 		{"podman", []string{"--version"}},
+		{"dockerd", []string{"--version"}},
+		{"crictl", nil},
+		{"buildx", nil},
 	}
 }
 
@@ -120,6 +126,15 @@ func runClientIn(t testing.TB, dir string, env []string, name string, args ...st
 // and its version, and fails if one is missing.
 func TestClientVersions(t *testing.T) {
 	for _, c := range allClients() {
+		if c.versionArgs == nil {
+			info, err := buildinfo.ReadFile(clientPath(t, c.name))
+			if err != nil || !versionRE.MatchString(info.Main.Version) {
+				t.Errorf("client %s: no module version in its build information (%v)", c.name, err)
+				continue
+			}
+			t.Logf("client %-10s %s (%s)", c.name, info.Main.Version, info.Main.Path)
+			continue
+		}
 		r := execClient(t, "", nil, c.name, c.versionArgs...)
 		if r.err != nil {
 			t.Errorf("client %s: %s %s failed: %v\n%s%s", c.name, c.name, strings.Join(c.versionArgs, " "), r.err, r.stdout, r.stderr)
@@ -269,8 +284,9 @@ func (r *registryUnderTest) basicAuth() string {
 }
 
 // refusedWithoutLogin matches what clients print when Berth asks them to
-// authenticate.
-var refusedWithoutLogin = regexp.MustCompile(`(?i)\b401\b|unauthori[sz]ed|authentication required`)
+// authenticate, or refuses the anonymous token they fetched
+// (insufficient_scope, which containerd and Docker word as a denial).
+var refusedWithoutLogin = regexp.MustCompile(`(?i)\b401\b|unauthori[sz]ed|authentication required|insufficient_scope|requested access to the resource is denied`)
 
 // expectRefused checks the negative half of authenticated mode: what a
 // client did without logging in (a push from a fresh, empty configuration)

@@ -21,28 +21,38 @@ func (a *API) catalog(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	// Without access rules every name read is shown, so read only n.
+	repos, more, err := a.visibleRepositories(r, last, n, nil)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writePage(w, "/v2/_catalog", repos, n, more, catalogList{Repositories: repos})
+}
+
+// visibleRepositories walks the repository index after last and returns up
+// to n names the caller may pull and keep (if not nil) accepts. more
+// reports that names follow, perhaps hidden ones: it tells the caller no
+// more than that a next page may exist.
+func (a *API) visibleRepositories(r *http.Request, last string, n int, keep func(string) bool) (repos []string, more bool, err error) {
+	// Without access rules or a filter every name read is shown, so read
+	// only n.
 	batch := n
-	if a.access != nil {
+	if a.access != nil || keep != nil {
 		batch = a.maxPage
 	}
-	repos := []string{}
-	more := false
-scan:
+	repos = []string{}
 	for scanned := 0; len(repos) < n && scanned < catalogScanLimit; {
 		page, pageMore, err := a.store.ListRepositories(r.Context(), last, batch)
 		if err != nil {
-			a.writeError(w, r, err)
-			return
+			return nil, false, err
 		}
 		scanned += len(page)
 		for _, repo := range page {
 			if len(repos) == n {
 				// The page is full and names follow, if perhaps hidden.
-				more = true
-				break scan
+				return repos, true, nil
 			}
-			if a.allowed(r, repo, "pull") {
+			if (keep == nil || keep(repo)) && a.allowed(r, repo, "pull") {
 				repos = append(repos, repo)
 			}
 		}
@@ -52,5 +62,5 @@ scan:
 		}
 		last = page[len(page)-1]
 	}
-	writePage(w, "/v2/_catalog", repos, n, more, catalogList{Repositories: repos})
+	return repos, more, nil
 }

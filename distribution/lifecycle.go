@@ -206,7 +206,7 @@ func (a *API) promoteTag(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, err)
 		return
 	}
-	if !a.allowed(r, req.Repository, "pull") {
+	if !a.granted(r, req.Repository, "pull") {
 		a.writeError(w, r, newError(CodeDenied, map[string]string{"repository": req.Repository},
 			"pull access to the source repository %s is denied", req.Repository))
 		return

@@ -18,6 +18,8 @@ type accessFunc func(repo, action string) bool
 
 func (f accessFunc) Allowed(_ context.Context, repo, action string) bool { return f(repo, action) }
 
+func (f accessFunc) Granted(_ context.Context, repo, action string) bool { return f(repo, action) }
+
 // tagRulesFunc adapts a function to storage.TagRules.
 type tagRulesFunc func(repo, tag string) bool
 

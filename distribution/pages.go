@@ -28,8 +28,17 @@ func (a *API) pageRequest(r *http.Request) (last string, n int, err error) {
 // writePage answers a listing as JSON, with a Link header to the next page
 // when there is one.
 func writePage(w http.ResponseWriter, path string, items []string, n int, more bool, body any) {
+	writePageQuery(w, path, nil, items, n, more, body)
+}
+
+// writePageQuery is writePage for a listing whose next page keeps the
+// query parameters in keep (a filter) besides last and n.
+func writePageQuery(w http.ResponseWriter, path string, keep url.Values, items []string, n int, more bool, body any) {
 	if more && len(items) > 0 {
 		q := url.Values{}
+		for k, v := range keep {
+			q[k] = v
+		}
 		q.Set("last", items[len(items)-1])
 		q.Set("n", strconv.Itoa(n))
 		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, path, q.Encode()))

@@ -47,10 +47,19 @@ type Store interface {
 }
 
 // Access decides what the caller of a request may do. The API asks it for
-// decisions inside a request: which repositories the catalog shows, and
-// whether a cross-repository mount may read its source.
+// decisions inside a request: which repositories the catalog and search
+// show, and whether a cross-repository mount or a promotion may read its
+// source.
 type Access interface {
+	// Allowed reports whether the caller may do action on repo, by who it
+	// is: the catalog and search list what the caller may pull, whatever
+	// a token of the request was issued for.
 	Allowed(ctx context.Context, repo, action string) bool
+	// Granted reports whether the request itself may do action on repo:
+	// the caller may, and its credential grants it (a Bearer token only
+	// what its scopes say). It decides for a repository a request reaches
+	// beyond the one in its path: a mount's or a promotion's source.
+	Granted(ctx context.Context, repo, action string) bool
 }
 
 // Options tune the API.
@@ -79,13 +88,15 @@ type API struct {
 	maxPage     int
 	uploadSlots chan struct{}
 	bodyTimeout time.Duration
-	log         *slog.Logger
+	// cursors seals the cursors of search pages.
+	cursors *cursors
+	log     *slog.Logger
 }
 
 // New returns the API serving store.
 func New(store Store, opts Options) *API {
 	a := &API{store: store, access: opts.Access, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize,
-		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger}
+		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, cursors: newCursors()}
 	slots := opts.MaxConcurrentUploads
 	if slots <= 0 {
 		slots = 64
@@ -116,6 +127,7 @@ func (a *API) Handler() http.Handler {
 	r.HandleFunc("/v2/_catalog", a.catalog).Methods(http.MethodGet)
 	// Before the repository routes, so that _berth is never read as a name.
 	r.HandleFunc(SearchPath, a.search).Methods(http.MethodGet)
+	r.HandleFunc(RepositoriesPath, a.repositories).Methods(http.MethodGet)
 
 	// Requests that carry blob content are bounded in number and may not
 	// stall; see limits.go.
@@ -150,9 +162,16 @@ func (a *API) Handler() http.Handler {
 	return apiVersion(r)
 }
 
-// allowed asks the Access hook, allowing everything without one.
+// allowed asks the Access hook whether the caller may do action on repo,
+// allowing everything without one.
 func (a *API) allowed(r *http.Request, repo, action string) bool {
 	return a.access == nil || a.access.Allowed(r.Context(), repo, action)
+}
+
+// granted asks the Access hook whether the request's credential grants
+// action on repo, allowing everything without one.
+func (a *API) granted(r *http.Request, repo, action string) bool {
+	return a.access == nil || a.access.Granted(r.Context(), repo, action)
 }
 
 // apiVersion marks every response as coming from a registry/2.0 API.

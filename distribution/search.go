@@ -3,9 +3,12 @@ package distribution
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage"
 )
@@ -25,15 +28,21 @@ type searchList struct {
 // search answers GET /v2/_berth/search: the manifests whose annotations,
 // config labels, repository, tag, types and created time match the query,
 // in order of repository then digest, paginated with n and last like the
-// catalog, and limited to the repositories the caller may pull.
+// catalog (but last is an opaque cursor from the Link of the previous
+// page), and limited to the repositories the caller may pull.
 //
 //	annotation=KEY=VALUE   (repeatable; all must match)
 //	label=KEY=VALUE        (repeatable; image config labels)
 //	repository=NAME        (exact, or NAME/** for every repository under NAME)
-//	tag=TAG  artifactType=TYPE  mediaType=TYPE
+//	tag=TAG  artifactType=TYPE  mediaType=TYPE  digest=DIGEST
 //	created.after=RFC3339  created.before=RFC3339
+//	text=WORDS             (each word, in any case, in the repository, digest,
+//	                        a tag, a type, or an annotation or label)
+//
+// The store answers every filter but digest and text, which are applied to
+// its results here.
 func (a *API) search(w http.ResponseWriter, r *http.Request) {
-	q, err := a.searchQuery(r)
+	q, f, err := a.searchQuery(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
@@ -41,15 +50,27 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	n := q.N
 	results := []storage.SearchResult{}
 	next := ""
+rounds:
 	for round := 0; round < searchRounds && len(results) < n; round++ {
 		q.N = n - len(results)
+		if f.active() {
+			// Most results may be filtered out: read full pages.
+			q.N = a.maxPage
+		}
 		page, pageNext, err := a.store.Search(r.Context(), q)
 		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
 		for _, res := range page {
-			if a.allowed(r, res.Repository, "pull") {
+			if len(results) == n {
+				// The page is full inside a store page: continue after
+				// the last result examined.
+				next = q.Last
+				break rounds
+			}
+			q.Last = res.Cursor()
+			if f.match(res) && a.allowed(r, res.Repository, "pull") {
 				results = append(results, res)
 			}
 		}
@@ -60,20 +81,61 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 		q.Last = next
 	}
 	if next != "" {
+		// next may be a position the caller may not see: sealed, it
+		// names nothing.
 		v := r.URL.Query()
-		v.Set("last", next)
+		v.Set("last", a.cursors.seal(next))
 		v.Set("n", strconv.Itoa(n))
 		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, SearchPath, v.Encode()))
 	}
 	writeJSON(w, "application/json", searchList{Results: results})
 }
 
+// resultFilter holds the search filters applied to the store's results.
+type resultFilter struct {
+	digest digest.Digest
+	// words are lower case; each must occur in some field.
+	words []string
+}
+
+func (f resultFilter) active() bool { return f.digest != "" || len(f.words) > 0 }
+
+// match reports whether res passes the filter.
+func (f resultFilter) match(res storage.SearchResult) bool {
+	if f.digest != "" && res.Digest != f.digest {
+		return false
+	}
+	if len(f.words) == 0 {
+		return true
+	}
+	fields := []string{res.Repository, string(res.Digest), res.MediaType, res.ArtifactType}
+	fields = append(fields, res.Tags...)
+	for _, m := range []map[string]string{res.Annotations, res.Labels} {
+		for k, v := range m {
+			fields = append(fields, k, v)
+		}
+	}
+	for i, s := range fields {
+		fields[i] = strings.ToLower(s)
+	}
+	for _, w := range f.words {
+		if !slices.ContainsFunc(fields, func(s string) bool { return strings.Contains(s, w) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// maxSearchText bounds the text parameter of a search.
+const maxSearchText = 256
+
 // searchQuery reads and checks the parameters of a search.
-func (a *API) searchQuery(r *http.Request) (storage.Query, error) {
+func (a *API) searchQuery(r *http.Request) (storage.Query, resultFilter, error) {
 	var q storage.Query
+	var f resultFilter
 	last, n, err := a.pageRequest(r)
 	if err != nil {
-		return q, err
+		return q, f, err
 	}
 	q.Last, q.N = last, n
 	v := r.URL.Query()
@@ -96,21 +158,21 @@ func (a *API) searchQuery(r *http.Request) (storage.Query, error) {
 		return out, nil
 	}
 	if q.Annotations, err = pairs("annotation"); err != nil {
-		return q, err
+		return q, f, err
 	}
 	if q.Labels, err = pairs("label"); err != nil {
-		return q, err
+		return q, f, err
 	}
 	if repo := v.Get("repository"); repo != "" {
 		if !validName(strings.TrimSuffix(repo, "/**")) {
-			return q, newError(CodeNameInvalid, map[string]string{"repository": repo},
+			return q, f, newError(CodeNameInvalid, map[string]string{"repository": repo},
 				"repository: %q is not a repository name, nor a name followed by /**", repo)
 		}
 		q.Repository = repo
 	}
 	if tag := v.Get("tag"); tag != "" {
 		if !validTag(tag) {
-			return q, bad("tag", tag, "%q is not a valid tag", tag)
+			return q, f, bad("tag", tag, "%q is not a valid tag", tag)
 		}
 		q.Tag = tag
 	}
@@ -126,15 +188,28 @@ func (a *API) searchQuery(r *http.Request) (storage.Query, error) {
 		}
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {
-			return q, bad(p.param, s, "want an RFC 3339 time such as 2024-05-01T12:00:00Z, got %q", s)
+			return q, f, bad(p.param, s, "want an RFC 3339 time such as 2024-05-01T12:00:00Z, got %q", s)
 		}
 		*p.dst = t
 	}
 	if last != "" {
-		repo, d, ok := strings.Cut(last, "@")
-		if _, err := parseDigest(d); !ok || !validName(repo) || err != nil {
-			return q, bad("last", last, "%q is not a cursor from a previous page (REPOSITORY@DIGEST)", last)
+		pos, ok := a.cursors.open(last)
+		repo, d, cut := strings.Cut(pos, "@")
+		if _, err := parseDigest(d); !ok || !cut || !validName(repo) || err != nil {
+			return q, f, bad("last", last, "%q is not a cursor from a previous page of this server's answers", last)
+		}
+		q.Last = pos
+	}
+	if s := v.Get("digest"); s != "" {
+		if f.digest, err = parseDigest(s); err != nil {
+			return q, f, err
 		}
 	}
-	return q, nil
+	if text := v.Get("text"); text != "" {
+		if len(text) > maxSearchText {
+			return q, f, bad("text", text[:32]+"...", "at most %d bytes", maxSearchText)
+		}
+		f.words = strings.Fields(strings.ToLower(text))
+	}
+	return q, f, nil
 }

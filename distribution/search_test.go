@@ -27,6 +27,8 @@ type denyRepos map[string]bool
 
 func (d denyRepos) Allowed(_ context.Context, repo, _ string) bool { return !d[repo] }
 
+func (d denyRepos) Granted(_ context.Context, repo, _ string) bool { return !d[repo] }
+
 // searchResult is a result of GET /v2/_berth/search, as a client reads it.
 type searchResult = storage.SearchResult
 
@@ -171,4 +173,116 @@ func TestSearchBadParameters(t *testing.T) {
 	if got := e.searchAll(url.Values{}); len(got) != 0 {
 		t.Errorf("empty registry: %v", keys(got))
 	}
+}
+
+// TestSearchTextAndDigest finds manifests by words in any of their fields
+// and by digest, page by page however many results the filters drop, and
+// never in a hidden repository.
+func TestSearchTextAndDigest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, distribution.Options{Access: denyRepos{"secret/app": true}, MaxPageSize: 3})
+	sha := "3f2a9c1e" + strings.Repeat("0", 32)
+	web := e.pushAnnotated("apps/web", "production", "web", map[string]string{revision: sha}, map[string]string{"Team": "Frontend"})
+	var want []string
+	want = append(want, "apps/web@"+string(web))
+	for i := range 7 {
+		repo := fmt.Sprintf("apps/svc%d", i)
+		d := e.pushAnnotated(repo, "v1", fmt.Sprint("svc", i), map[string]string{revision: sha}, nil)
+		want = append(want, repo+"@"+string(d))
+		// Noise the text filter drops, between the matches.
+		e.pushAnnotated(repo, "", fmt.Sprint("noise", i), map[string]string{revision: "ffff"}, nil)
+	}
+	e.pushAnnotated("secret/app", "production", "secret", map[string]string{revision: sha}, map[string]string{"Team": "Frontend"})
+	sort.Strings(want)
+
+	for _, c := range []struct {
+		text string
+		want []string
+	}{
+		{"3F2A9C1", want},                // a commit prefix, in any case
+		{"frontend", want[len(want)-1:]}, // a label value
+		{"team", want[len(want)-1:]},     // a label key
+		{"PRODUCTION 3f2a", want[len(want)-1:]},
+		{"svc3 3f2a", []string{want[3]}},
+		{"production ffff", nil},
+		{"nowhere", nil},
+	} {
+		for _, n := range []string{"1", "2", ""} {
+			q := url.Values{"text": {c.text}}
+			if n != "" {
+				q.Set("n", n)
+			}
+			if got := keys(e.searchAll(q)); !slices.Equal(got, c.want) && (len(got) != 0 || len(c.want) != 0) {
+				t.Errorf("text=%q n=%s: %v, want %v", c.text, n, got, c.want)
+			}
+		}
+	}
+	q := url.Values{"digest": {string(web)}}
+	if got := keys(e.searchAll(q)); !slices.Equal(got, []string{"apps/web@" + string(web)}) {
+		t.Errorf("digest=%s: %v", web, got)
+	}
+	q.Set("repository", "apps/svc0")
+	if got := e.searchAll(q); len(got) != 0 {
+		t.Errorf("digest of apps/web in apps/svc0: %v", keys(got))
+	}
+	r := e.do(http.MethodGet, "/v2/_berth/search?digest=sha256:nothex", nil)
+	wantError(t, r, http.StatusBadRequest, "DIGEST_INVALID")
+	r = e.do(http.MethodGet, "/v2/_berth/search?text="+strings.Repeat("x", 300), nil)
+	wantError(t, r, http.StatusBadRequest, "UNSUPPORTED")
+}
+
+// TestSearchCursorRevealsNothing pages through a search one result at a
+// time across manifests the caller may not see: no Link may name a hidden
+// repository or digest, every visible result must still come, and a cursor
+// the server did not issue is refused.
+func TestSearchCursorRevealsNothing(t *testing.T) {
+	e := newEnv(t, distribution.Options{Access: denyRepos{"hidden/b": true, "hidden/c": true}})
+	sha := strings.Repeat("cd", 20)
+	ann := map[string]string{revision: sha}
+	visible := []string{
+		"a/first@" + string(e.pushAnnotated("a/first", "v1", "a", ann, nil)),
+		"z/last@" + string(e.pushAnnotated("z/last", "v1", "z", ann, nil)),
+	}
+	var hidden []string
+	// More hidden manifests in a row than one request looks through.
+	for i := range 14 {
+		repo := []string{"hidden/b", "hidden/c"}[i%2]
+		d := e.pushAnnotated(repo, "", fmt.Sprint("hidden", i), ann, nil)
+		hidden = append(hidden, repo, string(d), strings.TrimPrefix(string(d), "sha256:"))
+	}
+	path := "/v2/_berth/search?" + url.Values{"annotation": {revision + "=" + sha}, "n": {"1"}}.Encode()
+	var got []string
+	linkRE := regexp.MustCompile(`^<([^>]+)>; rel="next"$`)
+	for pages := 0; path != ""; pages++ {
+		if pages > 20 {
+			t.Fatal("search pagination does not end")
+		}
+		r := e.do(http.MethodGet, path, nil)
+		wantStatus(t, r, http.StatusOK)
+		var body struct{ Results []searchResult }
+		decode(t, r.Body, &body)
+		got = append(got, keys(body.Results)...)
+		link := r.Header.Get("Link")
+		for _, h := range hidden {
+			for _, leak := range []string{link, string(r.Body)} {
+				if strings.Contains(leak, h) || strings.Contains(leak, url.QueryEscape(h)) {
+					t.Errorf("page %d reveals %q: Link %q, body %s", pages, h, link, r.Body)
+				}
+			}
+		}
+		path = ""
+		if link != "" {
+			m := linkRE.FindStringSubmatch(link)
+			if m == nil {
+				t.Fatalf("Link = %q", link)
+			}
+			path = m[1]
+		}
+	}
+	if !slices.Equal(got, visible) {
+		t.Errorf("paged results %v, want %v", got, visible)
+	}
+	// A cursor in clear, naming a position, is not one the server issued.
+	forged := "/v2/_berth/search?" + url.Values{"annotation": {revision + "=" + sha}, "last": {"hidden/b@sha256:" + strings.Repeat("0", 64)}}.Encode()
+	wantError(t, e.do(http.MethodGet, forged, nil), http.StatusBadRequest, "UNSUPPORTED")
 }

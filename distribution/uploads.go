@@ -128,7 +128,7 @@ func (a *API) mountable(r *http.Request, from string) bool {
 	if a.access == nil {
 		return true
 	}
-	return from != "" && a.access.Allowed(r.Context(), from, "pull")
+	return from != "" && a.access.Granted(r.Context(), from, "pull")
 }
 
 // uploadTarget reads and checks the repository and session of a request.

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/berth-registry/berth/registry/auth"
+	"github.com/berth-registry/berth/ui"
 )
 
 // Config is the whole configuration of a Berth server.
@@ -41,6 +42,8 @@ type Config struct {
 	Retention RetentionConfig `yaml:"retention"`
 	// GC schedules online garbage collection; see docs/gc.md.
 	GC GCConfig `yaml:"gc"`
+	// UI is the web interface at /ui/; see docs/ui.md.
+	UI ui.Config `yaml:"ui"`
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -109,6 +112,7 @@ func DefaultConfig() Config {
 		},
 		Retention: RetentionConfig{HistoryWindow: DefaultHistoryWindow},
 		GC:        defaultGC(),
+		UI:        ui.DefaultConfig(),
 	}
 }
 
@@ -194,6 +198,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.GC.validate(); err != nil {
+		return err
+	}
+	if err := c.UI.Validate(); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

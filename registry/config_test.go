@@ -133,3 +133,24 @@ func TestBareNumberDurationNamesTheFix(t *testing.T) {
 		t.Fatalf("LoadConfig with interval: 0 = %v, want an error naming the fix", err)
 	}
 }
+
+func TestUIConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "berth.yaml")
+	if err := os.WriteFile(path, []byte("ui:\n  enabled: false\n  environments: [qa, live]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.UI.Enabled || !reflect.DeepEqual(cfg.UI.Environments, []string{"qa", "live"}) {
+		t.Errorf("ui = %+v, want off with columns qa, live", cfg.UI)
+	}
+	cfg.UI.Environments = []string{"qa", "qa"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ui.environments") {
+		t.Errorf("a column listed twice: %v", err)
+	}
+	if d := DefaultConfig().UI; !d.Enabled || len(d.Environments) != 3 {
+		t.Errorf("default ui = %+v, want on with three columns", d)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/ui"
 )
 
 // Server is a configured Berth registry: its store and its HTTP server.
@@ -79,6 +80,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	var handler http.Handler = withActor(routes)
 	if authn != nil {
 		handler = authn.Wrap(handler)
+	}
+	if cfg.UI.Enabled {
+		// The web interface calls the API in-process, through the same
+		// handler clients reach, so its pages see what the visitor may.
+		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log})
+		if err != nil {
+			_ = store.Close()
+			return nil, err
+		}
+		handler = web
 	}
 	handler = recoverPanics(log, logRequests(log, handler))
 	srv.http = &http.Server{

@@ -1,7 +1,12 @@
 package registry
 
 import (
+	"context"
+	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/berth-registry/berth/registry/auth"
@@ -28,6 +33,35 @@ func TestInsecureAuthWarning(t *testing.T) {
 		addr := &net.TCPAddr{IP: net.ParseIP(c.ip), Port: 5000}
 		if got := insecureAuth(c.cfg, addr); got != c.want {
 			t.Errorf("%s: insecureAuth = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestUIEnabled serves the web interface by default and not with
+// ui.enabled false, where /ui/ is the API's and / is not redirected.
+func TestUIEnabled(t *testing.T) {
+	for _, enabled := range []bool{true, false} {
+		cfg := DefaultConfig()
+		cfg.Data = t.TempDir()
+		cfg.UI.Enabled = enabled
+		srv, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		srv.http.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ui/", nil))
+		if got := strings.Contains(rec.Body.String(), "<h1>Repositories</h1>"); got != enabled || (rec.Code == http.StatusOK) != enabled {
+			t.Errorf("ui.enabled %v: /ui/ answers %d %.80q", enabled, rec.Code, rec.Body.String())
+		}
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set("Accept", "text/html")
+		rec = httptest.NewRecorder()
+		srv.http.Handler.ServeHTTP(rec, req)
+		if redirected := rec.Code == http.StatusSeeOther; redirected != enabled {
+			t.Errorf("ui.enabled %v: a browser asking for / gets %d", enabled, rec.Code)
+		}
+		if err := srv.store.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

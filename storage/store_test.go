@@ -441,7 +441,7 @@ func TestUploadRecordWithoutFile(t *testing.T) {
 	if _, err := s.UploadStatus(ctx, "r", up.ID); !errors.Is(err, ErrUploadUnknown) {
 		t.Fatalf("status of a session without its file: %v", err)
 	}
-	if _, err := s.lookupUpload("r", up.ID); !errors.Is(err, ErrUploadUnknown) {
+	if _, err := s.lookupUpload(context.Background(), "r", up.ID); !errors.Is(err, ErrUploadUnknown) {
 		t.Fatalf("the record survived: %v", err)
 	}
 }

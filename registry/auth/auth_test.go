@@ -24,40 +24,43 @@ import (
 	"github.com/berth-registry/berth/distribution"
 )
 
-// fakeRobots is an in-memory RobotVerifier.
-type fakeRobots map[string]struct {
+// fakeRobot is a robot of fakeRobots.
+type fakeRobot struct {
 	secret  string
 	scopes  []string
+	created time.Time
 	expires time.Time
 	revoked bool
+	rotated *time.Time
 }
 
-func (f fakeRobots) VerifyRobot(_ context.Context, secret string, now time.Time) (string, []string, time.Time, error) {
+// fakeRobots is an in-memory RobotVerifier.
+type fakeRobots map[string]*fakeRobot
+
+func (f fakeRobots) VerifyRobot(ctx context.Context, secret string, now time.Time) (RobotInfo, error) {
 	for name, r := range f {
 		if r.secret == secret {
-			if _, exp, err := f.ActiveRobot(context.Background(), name, now); err != nil {
-				return "", nil, exp, err
-			}
-			return name, r.scopes, r.expires, nil
+			return f.ActiveRobot(ctx, name, now)
 		}
 	}
-	return "", nil, time.Time{}, errors.New("unknown robot token")
+	return RobotInfo{}, errors.New("unknown robot token")
 }
 
-func (f fakeRobots) ActiveRobot(_ context.Context, name string, now time.Time) ([]string, time.Time, error) {
+func (f fakeRobots) ActiveRobot(_ context.Context, name string, now time.Time) (RobotInfo, error) {
 	r, ok := f[name]
 	if !ok || r.revoked || !now.Before(r.expires) {
-		return nil, time.Time{}, errors.New("robot not active")
+		return RobotInfo{}, errors.New("robot not active")
 	}
-	return r.scopes, r.expires, nil
+	return RobotInfo{Name: name, Scopes: r.scopes, Created: r.created, Expires: r.expires, Rotated: r.rotated}, nil
 }
 
 type fixture struct {
-	authn  *Authenticator
-	srv    *httptest.Server
-	robots fakeRobots
-	dir    string
-	now    time.Time
+	authn   *Authenticator
+	handler http.Handler
+	srv     *httptest.Server
+	robots  fakeRobots
+	dir     string
+	now     time.Time
 }
 
 // newFixture serves an Authenticator in front of a handler that answers
@@ -87,12 +90,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{dir: dir, now: time.Now(), robots: fakeRobots{}}
-	f.robots["ci"] = struct {
-		secret  string
-		scopes  []string
-		expires time.Time
-		revoked bool
-	}{"berth_ci-secret", []string{"repository:apps/*:pull,push"}, f.now.Add(time.Hour), false}
+	f.robots["ci"] = &fakeRobot{secret: "berth_ci-secret", scopes: []string{"repository:apps/*:pull,push"},
+		created: f.now.Add(-time.Hour), expires: f.now.Add(time.Hour)}
 	cfg := Config{
 		Htpasswd: htpasswd,
 		Groups:   map[string][]string{"team-a": {"alice"}},
@@ -109,9 +108,10 @@ func newFixture(t *testing.T) *fixture {
 	}
 	authn.now = func() time.Time { return f.now }
 	f.authn = authn
-	f.srv = httptest.NewServer(authn.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.handler = authn.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, IdentityFrom(r.Context()).String())
-	})))
+	}))
+	f.srv = httptest.NewServer(f.handler)
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -196,7 +196,8 @@ func TestPolicyDecisions(t *testing.T) {
 		{robot, "apps/web/deep", "pull", false}, // "*" stays in one segment
 		{robot, "apps/web", "delete", false},
 		{robot, "team-a/app", "pull", false},
-		{robot, "public/x", "pull", true}, // what anyone may do
+		// Exactly what its scopes say: not what anonymous callers get.
+		{robot, "public/x", "pull", false},
 		{robot, "public/x", "push", false},
 	}
 	for _, c := range cases {
@@ -237,6 +238,14 @@ func TestChallengeAndTokenFlow(t *testing.T) {
 	tok = f.token(t, "", "", "repository:public/x:pull,push")
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/public/x/tags/list", bearer(tok)), http.StatusOK)
 	wantStatus(t, f.do(t, http.MethodPut, "/v2/public/x/manifests/v1", bearer(tok)), http.StatusUnauthorized)
+	// The listings filtered per caller ask who calls, for the catalog scope.
+	for _, p := range []string{"/v2/_catalog", distribution.SearchPath, distribution.RepositoriesPath} {
+		resp = f.do(t, http.MethodGet, p, nil)
+		wantStatus(t, resp, http.StatusUnauthorized)
+		if ch := resp.Header.Get("WWW-Authenticate"); !strings.Contains(ch, `scope="registry:catalog:*"`) {
+			t.Errorf("%s: challenge %q does not name the catalog scope", p, ch)
+		}
+	}
 	// The version check wants a login; any valid one will do.
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/", nil), http.StatusUnauthorized)
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/", basic("bob", "bob-secret")), http.StatusOK)
@@ -276,7 +285,8 @@ func TestBadCredentials(t *testing.T) {
 	strangerTok, _ := st.SignedString(stranger)
 
 	// A refresh token used as an access token.
-	refresh, _ := f.authn.signer.sign(Identity{Kind: User, Name: "alice"}, useRefresh, nil, f.now, f.now.Add(time.Hour))
+	cred, _ := f.authn.users.Users().Fingerprint("alice")
+	refresh, _ := f.authn.signer.sign(Identity{Kind: User, Name: "alice"}, cred, useRefresh, nil, f.now, f.now.Add(time.Hour))
 
 	for name, set := range map[string]func(*http.Request){
 		"wrong password":   basic("alice", "nope"),
@@ -335,9 +345,7 @@ func TestRobotTokens(t *testing.T) {
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/team-a/app/manifests/v1", bearer(tok)), http.StatusForbidden)
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/apps/web/manifests/v1", basic("ci", "berth_ci-secret")), http.StatusOK)
 	// Revoked: the token already exchanged stops working at once.
-	r := f.robots["ci"]
-	r.revoked = true
-	f.robots["ci"] = r
+	f.robots["ci"].revoked = true
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/apps/web/manifests/v1", bearer(tok)), http.StatusUnauthorized)
 	wantStatus(t, f.do(t, http.MethodGet, "/v2/apps/web/manifests/v1", basic("ci", "berth_ci-secret")), http.StatusUnauthorized)
 }

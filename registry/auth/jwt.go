@@ -2,6 +2,7 @@ package auth
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,12 +20,30 @@ const (
 
 // Claims are the JWT claims of a Berth token: the registered claims (iss,
 // sub, aud, exp, nbf, iat, jti), the scopes granted (access), the kind of
-// subject and what the token is for.
+// subject, what the token is for, and the fingerprint of the credential it
+// was obtained with (cred): a token whose fingerprint is no longer that of
+// its subject's credential (a changed password, a rotated robot secret) is
+// refused.
 type Claims struct {
 	jwt.RegisteredClaims
 	Access []Scope `json:"access,omitempty"`
 	Kind   string  `json:"kind"`
 	Use    string  `json:"use"`
+	Cred   string  `json:"cred,omitempty"`
+}
+
+// credential is the fingerprint of a credential, as tokens carry it: a
+// truncated SHA-256 of the subject and of what stands for its secret (a
+// user's bcrypt hash, whose salt is new with every password change; the
+// time a robot's secret was last replaced). It tells the holder nothing
+// it could use: the bcrypt salt is not in it.
+func credential(kind, name, secret string) string {
+	h := sha256.New()
+	for _, s := range []string{"berth-credential", kind, name, secret} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // signer issues and verifies tokens for one issuer and audience.
@@ -33,8 +52,9 @@ type signer struct {
 	keys             *KeyRing
 }
 
-// sign issues a token for id, valid from now until exp.
-func (s signer) sign(id Identity, use string, access []Scope, now, exp time.Time) (string, error) {
+// sign issues a token for id, whose credential has fingerprint cred (empty
+// for anonymous), valid from now until exp.
+func (s signer) sign(id Identity, cred, use string, access []Scope, now, exp time.Time) (string, error) {
 	key, err := s.keys.Keys().active()
 	if err != nil {
 		return "", err
@@ -56,6 +76,7 @@ func (s signer) sign(id Identity, use string, access []Scope, now, exp time.Time
 		Access: access,
 		Kind:   id.Kind.String(),
 		Use:    use,
+		Cred:   cred,
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	t.Header["kid"] = key.KID

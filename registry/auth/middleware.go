@@ -52,18 +52,36 @@ func New(cfg Config, users *UserFile, keys *KeyRing, robots RobotVerifier, log *
 
 type identityKey struct{}
 
+// caller is what the middleware puts in a request's context: who is
+// calling and, for a Bearer token, the token's claims.
+type caller struct {
+	id     Identity
+	claims *Claims
+}
+
 // IdentityFrom returns the identity the middleware authenticated for the
 // request's context, or anonymous.
 func IdentityFrom(ctx context.Context) Identity {
-	id, _ := ctx.Value(identityKey{}).(Identity)
-	return id
+	c, _ := ctx.Value(identityKey{}).(caller)
+	return c.id
 }
 
-// Allowed reports whether the caller of ctx may do action on repo. The
-// distribution API asks it to filter the catalog and to check the source of
-// a cross-repository mount.
+// Allowed reports whether the caller of ctx may do action on repo by the
+// rules (and a robot's scopes), whatever its token says. The distribution
+// API asks it to filter the catalog and search, which list what the caller
+// may pull.
 func (a *Authenticator) Allowed(ctx context.Context, repo, action string) bool {
 	return a.policy.Allowed(IdentityFrom(ctx), repo, action)
+}
+
+// Granted reports whether the request of ctx may do action on repo: the
+// rules allow the caller and, for a Bearer token, the token grants it. The
+// distribution API asks it for the repositories a request reaches beyond
+// the one in its path: the source of a cross-repository mount and of a
+// promotion.
+func (a *Authenticator) Granted(ctx context.Context, repo, action string) bool {
+	c, _ := ctx.Value(identityKey{}).(caller)
+	return a.permits(c.id, c.claims, Scope{Type: "repository", Name: repo, Actions: []string{action}})
 }
 
 // need is the access a request requires.
@@ -100,8 +118,8 @@ func required(r *http.Request) (nd need, ok bool) {
 	switch p {
 	case "/v2/", "/v2":
 		return need{login: true}, true
-	case "/v2/_catalog", distribution.SearchPath:
-		// Both list what the caller may pull, filtered per caller.
+	case "/v2/_catalog", distribution.SearchPath, distribution.RepositoriesPath:
+		// All list what the caller may pull, filtered per caller.
 		return need{scope: Scope{Type: "registry", Name: "catalog", Actions: []string{"*"}}}, true
 	}
 	m := repoPathRE.FindStringSubmatch(r.URL.EscapedPath())
@@ -151,7 +169,10 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 			return // refused by the login rate limit; answered
 		}
 		if err != nil {
-			a.challenge(w, r, nd, "invalid_token", "authentication failed: "+err.Error())
+			// Why goes to the log; the caller learns only that its
+			// credentials did not do (not, say, that a user is gone).
+			a.log.InfoContext(r.Context(), "authentication failed", "reason", err, "remote", clientIP(r))
+			a.challenge(w, r, nd, "invalid_token", "authentication failed")
 			return
 		}
 		// The API version check, the catalog, metadata search and the
@@ -159,31 +180,43 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 		// credentials is asked for them first; an anonymous token is an
 		// answer.
 		if !present && (nd.login || nd.admin || nd.scope.Type == "registry") {
-			a.challenge(w, r, nd, "", "authentication required")
+			a.challenge(w, r, nd, "", "authentication required: log in first")
 			return
 		}
 		switch {
 		case nd.login || nd.admin:
 			if nd.admin && !a.policy.IsAdmin(id.Identity) {
-				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, id.String()+" is not an administrator")
+				a.log.InfoContext(r.Context(), "access denied: not an administrator", "identity", id.String(), "remote", clientIP(r))
+				writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, "administrators only", nil)
 				return
 			}
 		case !a.permits(id.Identity, claims, nd.scope):
 			switch {
-			case !present || id.Kind == Anonymous:
-				// No credentials, or only an anonymous token: log in.
+			case !present:
+				// No credentials at all: the client is to log in, or
+				// fetch an anonymous token, and try again. As RFC 6750
+				// asks, the challenge carries no error code.
 				a.challenge(w, r, nd, "", "authentication required")
+			case id.Kind == Anonymous:
+				// An anonymous token, which the token service gave all
+				// it could: asking again without logging in cannot help.
+				// insufficient_scope makes clients give up at once with
+				// their usual wording ("pull access denied ... may
+				// require 'docker login'", "denied: requested access to
+				// the resource is denied") instead of retrying.
+				a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
+				a.challenge(w, r, nd, "insufficient_scope", "authentication required")
 			case claims != nil && a.policyPermits(id.Identity, nd.scope):
 				// The caller may, but its token does not say so: it asks
 				// the token service again for this scope.
 				a.challenge(w, r, nd, "insufficient_scope", "token does not cover "+nd.scope.String())
 			default:
 				a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
-				writeAuthError(w, r, http.StatusForbidden, distribution.CodeDenied, fmt.Sprintf("%s may not %s", id.String(), nd.scope.String()))
+				writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, distribution.CodeDenied.Message, nd.detail())
 			}
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id.Identity)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, caller{id: id.Identity, claims: claims})))
 	})
 }
 
@@ -237,31 +270,42 @@ func (a *Authenticator) authenticate(w http.ResponseWriter, r *http.Request, now
 	if err != nil {
 		return checked{}, nil, true, err
 	}
-	id, err = a.current(r.Context(), claims.identity(), now)
+	id, err = a.current(r.Context(), claims, now)
 	if err != nil {
 		return checked{}, nil, true, err
 	}
 	return id, claims, true, nil
 }
 
-// current checks that the subject of a token still exists and is allowed
-// in: a removed user, or a revoked or expired robot, is refused at once,
-// whatever the token's own expiry.
-func (a *Authenticator) current(ctx context.Context, id Identity, now time.Time) (checked, error) {
+// current checks that the subject of a token still exists, is allowed in
+// and has the credential the token was obtained with: a removed user, a
+// changed password, a revoked or expired robot and a rotated robot secret
+// end every token issued before, whatever the token's own expiry.
+func (a *Authenticator) current(ctx context.Context, claims *Claims, now time.Time) (checked, error) {
+	id := claims.identity()
 	switch id.Kind {
 	case User:
-		if !a.users.Users().Has(id.Name) {
+		cred, ok := a.users.Fresh().Fingerprint(id.Name)
+		if !ok {
 			return checked{}, fmt.Errorf("user %s no longer exists", id.Name)
 		}
+		if claims.Cred != cred {
+			return checked{}, fmt.Errorf("the password of user %s changed after the token was issued", id.Name)
+		}
+		return checked{Identity: id, cred: cred}, nil
 	case Robot:
 		if a.robots == nil {
 			return checked{}, errors.New("robot tokens are not enabled")
 		}
-		scopes, exp, err := a.robots.ActiveRobot(ctx, id.Name, now)
+		r, err := a.robots.ActiveRobot(ctx, id.Name, now)
 		if err != nil {
 			return checked{}, err
 		}
-		return robotIdentity(id.Name, scopes, exp), nil
+		c := robotIdentity(r)
+		if claims.Cred != c.cred {
+			return checked{}, fmt.Errorf("the secret of robot %s was rotated after the token was issued", id.Name)
+		}
+		return c, nil
 	}
 	return checked{Identity: id}, nil
 }
@@ -285,11 +329,40 @@ func (a *Authenticator) challenge(w http.ResponseWriter, r *http.Request, nd nee
 		c += fmt.Sprintf(",error=%q", errCode)
 	}
 	w.Header().Set("WWW-Authenticate", c)
-	writeAuthError(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, msg)
+	writeAuthDetail(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, msg, nd.detail())
+}
+
+// accessDetail is one access a refused request needed, in the detail of
+// its error, as the Docker registry client reads it.
+type accessDetail struct {
+	Type   string `json:"Type"`
+	Name   string `json:"Name"`
+	Action string `json:"Action"`
+}
+
+// detail is the detail of a refusal of nd: the access the request needed,
+// which the caller named itself. Docker's registry client reads an error
+// whose message is its code's own and that has no detail as a bare code,
+// which it then neither words as usual ("pull access denied ...") nor
+// stops retrying on; with the detail it does both.
+func (nd need) detail() any {
+	if nd.login || nd.admin {
+		return nil
+	}
+	var out []accessDetail
+	for _, act := range nd.scope.Actions {
+		out = append(out, accessDetail{Type: nd.scope.Type, Name: nd.scope.Name, Action: act})
+	}
+	return out
 }
 
 // writeAuthError answers with the specification's error body for code,
 // with the given status.
 func writeAuthError(w http.ResponseWriter, r *http.Request, status int, code distribution.Code, msg string) {
-	distribution.WriteError(w, r, &distribution.Error{Code: code, Message: msg, Status: status})
+	writeAuthDetail(w, r, status, code, msg, nil)
+}
+
+// writeAuthDetail is writeAuthError with a detail.
+func writeAuthDetail(w http.ResponseWriter, r *http.Request, status int, code distribution.Code, msg string, detail any) {
+	distribution.WriteError(w, r, &distribution.Error{Code: code, Message: msg, Detail: detail, Status: status})
 }

@@ -157,12 +157,11 @@ func (p *Policy) Allowed(id Identity, repo, action string) bool {
 		return true
 	}
 	if id.Kind == Robot {
-		// A robot may do what its token's scopes say (an admin chose them
-		// when creating it), and what anyone may do.
-		if p.scopesAllow(id.Scopes, repo, action) {
-			return true
-		}
-		id = Identity{Kind: Anonymous}
+		// A robot may do exactly what its scopes say (an admin chose them
+		// when creating it): not what the rules give anonymous callers,
+		// which would widen every robot whenever a rule opens a
+		// repository to anyone.
+		return p.scopesAllow(id.Scopes, repo, action)
 	}
 	return slices.ContainsFunc(p.actions(id, repo), func(a string) bool { return a == action || a == "*" })
 }

@@ -276,15 +276,16 @@ func (s *Robots) Revoke(ctx context.Context, name string, now time.Time) error {
 	return nil
 }
 
-// Rotate gives the robot name a new secret, which it returns; the old
-// secret stops working at once. Scopes and expiry do not change. It fails
-// with ErrRobotUnknown for an unknown robot and ErrRobotInactive for a
-// revoked or expired one.
-func (s *Robots) Rotate(ctx context.Context, name string, now time.Time) (string, error) {
+// Rotate gives the robot name a new secret, which it returns with the
+// robot's expiry; the old secret stops working at once. Scopes and expiry
+// do not change. It fails with ErrRobotUnknown for an unknown robot and
+// ErrRobotInactive for a revoked or expired one.
+func (s *Robots) Rotate(ctx context.Context, name string, now time.Time) (string, time.Time, error) {
 	secret, hash, err := newRobotSecret()
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
+	var expires time.Time
 	err = s.store.Update(ctx, func(tx meta.RobotIndex) error {
 		rec, err := getRobot(tx, name)
 		if err != nil {
@@ -303,33 +304,34 @@ func (s *Robots) Rotate(ctx context.Context, name string, now time.Time) (string
 		}
 		t := now.UTC()
 		rec.Hash, rec.Rotated = hash, &t
+		expires = rec.Expires
 		return tx.PutRobot(rec)
 	})
 	if err != nil {
-		return "", fmt.Errorf("rotate robot %s: %w", name, err)
+		return "", time.Time{}, fmt.Errorf("rotate robot %s: %w", name, err)
 	}
 	s.log.DebugContext(ctx, "robot secret rotated", "robot", name)
-	return secret, nil
+	return secret, expires, nil
 }
 
-// VerifyRobot checks a robot secret and returns the robot's name, scopes
-// and expiry. It fails with a wrapped ErrRobotUnknown if no robot has that
-// secret (never had, or had it before a rotation), or if the robot is
-// revoked or expired at now.
-func (s *Robots) VerifyRobot(ctx context.Context, secret string, now time.Time) (name string, scopes []string, expires time.Time, err error) {
+// VerifyRobot checks a robot secret and returns the robot it belongs to.
+// It fails with a wrapped ErrRobotUnknown if no robot has that secret
+// (never had, or had it before a rotation), or if the robot is revoked or
+// expired at now.
+func (s *Robots) VerifyRobot(ctx context.Context, secret string, now time.Time) (RobotInfo, error) {
+	var info RobotInfo
 	if !strings.HasPrefix(secret, RobotSecretPrefix) {
-		return "", nil, time.Time{}, fmt.Errorf("%w: not a robot secret", ErrRobotUnknown)
+		return info, fmt.Errorf("%w: not a robot secret", ErrRobotUnknown)
 	}
 	hash := hashRobotSecret(secret)
-	err = s.store.View(ctx, func(tx meta.RobotIndex) error {
-		n, ok, err := tx.RobotBySecret(hash)
+	err := s.store.View(ctx, func(tx meta.RobotIndex) error {
+		name, ok, err := tx.RobotBySecret(hash)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return fmt.Errorf("%w: no robot has this secret", ErrRobotUnknown)
 		}
-		name = n
 		rec, err := getRobot(tx, name)
 		if err != nil {
 			return err
@@ -340,21 +342,22 @@ func (s *Robots) VerifyRobot(ctx context.Context, secret string, now time.Time) 
 		if err := usable(rec, now); err != nil {
 			return fmt.Errorf("robot %s: %w", name, err)
 		}
-		scopes, expires = slices.Clone(rec.Scopes), rec.Expires
+		info = robotOf(rec)
 		return nil
 	})
 	if err != nil {
-		return "", nil, time.Time{}, fmt.Errorf("verify robot secret: %w", err)
+		return RobotInfo{}, fmt.Errorf("verify robot secret: %w", err)
 	}
-	return name, scopes, expires, nil
+	return info, nil
 }
 
-// ActiveRobot returns the scopes and expiry of the robot name if it is
-// neither revoked nor expired at now, and fails with a wrapped
-// ErrRobotUnknown otherwise. Tokens issued to a robot are checked with it
-// on every request, so that revocation takes effect at once.
-func (s *Robots) ActiveRobot(ctx context.Context, name string, now time.Time) (scopes []string, expires time.Time, err error) {
-	err = s.store.View(ctx, func(tx meta.RobotIndex) error {
+// ActiveRobot returns the robot name if it is neither revoked nor expired
+// at now, and fails with a wrapped ErrRobotUnknown otherwise. Tokens
+// issued to a robot are checked with it on every request, so that
+// revocation and rotation take effect at once.
+func (s *Robots) ActiveRobot(ctx context.Context, name string, now time.Time) (RobotInfo, error) {
+	var info RobotInfo
+	err := s.store.View(ctx, func(tx meta.RobotIndex) error {
 		rec, err := getRobot(tx, name)
 		if err != nil {
 			return err
@@ -362,11 +365,20 @@ func (s *Robots) ActiveRobot(ctx context.Context, name string, now time.Time) (s
 		if err := usable(rec, now); err != nil {
 			return err
 		}
-		scopes, expires = slices.Clone(rec.Scopes), rec.Expires
+		info = robotOf(rec)
 		return nil
 	})
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("check robot %s: %w", name, err)
+		return RobotInfo{}, fmt.Errorf("check robot %s: %w", name, err)
 	}
-	return scopes, expires, nil
+	return info, nil
+}
+
+// SecretSet is when the robot's current secret was set: its rotation, or
+// its creation. It stands for the secret in the tokens issued with it.
+func (r RobotInfo) SecretSet() time.Time {
+	if r.Rotated != nil {
+		return *r.Rotated
+	}
+	return r.Created
 }

@@ -17,12 +17,12 @@ import (
 // RobotVerifier checks robot tokens, which the store keeps hashed.
 type RobotVerifier interface {
 	// VerifyRobot checks a robot secret. It fails for an unknown, revoked
-	// or expired token, and otherwise returns the robot's name, scopes and
-	// expiry.
-	VerifyRobot(ctx context.Context, secret string, now time.Time) (name string, scopes []string, expires time.Time, err error)
-	// ActiveRobot returns the scopes and expiry of a robot that is neither
-	// revoked nor expired at now, and an error otherwise.
-	ActiveRobot(ctx context.Context, name string, now time.Time) (scopes []string, expires time.Time, err error)
+	// or expired token, and otherwise returns the robot.
+	VerifyRobot(ctx context.Context, secret string, now time.Time) (RobotInfo, error)
+	// ActiveRobot returns a robot that is neither revoked nor expired at
+	// now, and an error otherwise. When its secret was set (SecretSet)
+	// ends the tokens issued before a rotation.
+	ActiveRobot(ctx context.Context, name string, now time.Time) (RobotInfo, error)
 }
 
 // RobotSecretPrefix starts every robot secret, so that a password can be
@@ -109,7 +109,7 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 			granted = append(granted, g)
 		}
 	}
-	access, err := a.signer.sign(id.Identity, useAccess, granted, now, exp)
+	access, err := a.signer.sign(id.Identity, id.cred, useAccess, granted, now, exp)
 	if err != nil {
 		a.log.ErrorContext(r.Context(), "issue token", "error", err)
 		writeAuthError(w, r, http.StatusInternalServerError, distribution.CodeUnknown, "internal error")
@@ -126,7 +126,7 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 		if id.Kind == Robot {
 			rexp = minTime(rexp, id.expires)
 		}
-		if resp.RefreshToken, err = a.signer.sign(id.Identity, useRefresh, nil, now, rexp); err != nil {
+		if resp.RefreshToken, err = a.signer.sign(id.Identity, id.cred, useRefresh, nil, now, rexp); err != nil {
 			a.log.ErrorContext(r.Context(), "issue refresh token", "error", err)
 			writeAuthError(w, r, http.StatusInternalServerError, distribution.CodeUnknown, "internal error")
 			return
@@ -138,10 +138,12 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-// checked is an authenticated identity with the expiry of its credential.
+// checked is an authenticated identity with the expiry of its credential
+// and the credential's fingerprint (see credential).
 type checked struct {
 	Identity
 	expires time.Time
+	cred    string
 }
 
 // errLoginsLimited is checkPassword's error when it has refused the caller
@@ -153,12 +155,12 @@ var errLoginsLimited = errors.New("too many failed logins")
 var errBadCredentials = errors.New("invalid credentials")
 
 // checkPassword verifies a user's password or a robot secret, counting
-// failures per client address and per user name. When the caller has
-// failed too often it answers 429 itself (with Retry-After) and returns
-// errLoginsLimited.
+// attempts per (user name, client address) pair: see failureLimiter. When
+// the pair has failed too often it answers 429 itself (with Retry-After)
+// and returns errLoginsLimited.
 func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, user, pass string, now time.Time) (checked, error) {
-	keys := []string{"ip:" + clientIP(r), "user:" + user}
-	if blocked, wait := a.limiter.blocked(now, keys...); blocked {
+	key := limiterKey(user, clientIP(r))
+	if ok, wait := a.limiter.begin(now, key); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		a.log.WarnContext(r.Context(), "login refused: too many failures", "user", user, "remote", clientIP(r))
 		writeAuthError(w, r, http.StatusTooManyRequests, distribution.CodeTooManyRequests, "too many failed logins; retry later")
@@ -166,10 +168,10 @@ func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, us
 	}
 	id, err := a.authenticatePassword(r.Context(), user, pass, now)
 	if err != nil {
-		a.limiter.fail(now, keys...)
 		a.log.InfoContext(r.Context(), "login failed", "user", user, "remote", clientIP(r), "reason", err)
 		return checked{}, errBadCredentials
 	}
+	a.limiter.succeeded(key)
 	return id, nil
 }
 
@@ -177,37 +179,45 @@ func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, us
 // as the password (the user name is then informational).
 func (a *Authenticator) authenticatePassword(ctx context.Context, user, pass string, now time.Time) (checked, error) {
 	if strings.HasPrefix(pass, RobotSecretPrefix) && a.robots != nil {
-		name, scopes, exp, err := a.robots.VerifyRobot(ctx, pass, now)
+		r, err := a.robots.VerifyRobot(ctx, pass, now)
 		if err != nil {
 			return checked{}, err
 		}
-		return robotIdentity(name, scopes, exp), nil
+		return robotIdentity(r), nil
 	}
-	if !a.users.Users().Verify(user, pass) {
+	users := a.users.Fresh()
+	if !users.Verify(user, pass) {
 		return checked{}, errors.New("wrong user name or password")
 	}
-	return checked{Identity: Identity{Kind: User, Name: user}}, nil
+	cred, ok := users.Fingerprint(user)
+	if !ok {
+		return checked{}, errors.New("user removed during the login")
+	}
+	return checked{Identity: Identity{Kind: User, Name: user}, cred: cred}, nil
 }
 
-// robotIdentity is robot name with the scopes the store keeps for it;
-// a scope that does not parse grants nothing.
-func robotIdentity(name string, scopes []string, expires time.Time) checked {
-	id := Identity{Kind: Robot, Name: name}
-	for _, s := range scopes {
+// robotIdentity is robot r with the scopes the store keeps for it, and
+// the fingerprint of its current secret, which changes when the secret is
+// rotated; a scope that does not parse grants nothing.
+func robotIdentity(r RobotInfo) checked {
+	id := Identity{Kind: Robot, Name: r.Name}
+	for _, s := range r.Scopes {
 		if sc, err := ParseScope(s); err == nil {
 			id.Scopes = append(id.Scopes, sc)
 		}
 	}
-	return checked{Identity: id, expires: expires}
+	return checked{Identity: id, expires: r.Expires,
+		cred: credential("robot", r.Name, r.SecretSet().UTC().Format(time.RFC3339Nano))}
 }
 
-// refreshIdentity checks a refresh token and that its subject still exists.
+// refreshIdentity checks a refresh token, and that its subject still
+// exists with the credential the token was obtained with.
 func (a *Authenticator) refreshIdentity(ctx context.Context, raw string, now time.Time) (checked, error) {
 	claims, err := a.signer.verify(raw, useRefresh, now)
 	if err != nil {
 		return checked{}, err
 	}
-	return a.current(ctx, claims.identity(), now)
+	return a.current(ctx, claims, now)
 }
 
 // clientIP is the address of the peer, without its port.

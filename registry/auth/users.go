@@ -228,6 +228,18 @@ func (u *Users) passwordSum(password string) [32]byte {
 	return sum
 }
 
+// Fingerprint returns the fingerprint of user name's current password
+// hash, which tokens issued to the user carry: a new password (even the
+// same one again, hashed with a new salt) changes it. ok is false for an
+// unknown user.
+func (u *Users) Fingerprint(name string) (fp string, ok bool) {
+	hash, ok := u.hashes[name]
+	if !ok {
+		return "", false
+	}
+	return credential("user", name, string(hash)), true
+}
+
 // Has reports whether user name exists.
 func (u *Users) Has(name string) bool {
 	_, ok := u.hashes[name]
@@ -249,9 +261,11 @@ func (u *Users) Names() []string {
 type UserFile struct {
 	path  string
 	users atomic.Pointer[Users]
-	// mu serializes reloads; stamp is the file as last loaded.
-	mu    sync.Mutex
-	stamp os.FileInfo
+	// mu serializes reloads; stamp is the file as last loaded, failed the
+	// file as it was when Fresh last failed to load it.
+	mu     sync.Mutex
+	stamp  os.FileInfo
+	failed os.FileInfo
 }
 
 // OpenUserFile reads the htpasswd file at path. A missing or invalid file
@@ -269,6 +283,29 @@ func (f *UserFile) Path() string { return f.path }
 
 // Users returns the users as last read.
 func (f *UserFile) Users() *Users { return f.users.Load() }
+
+// Fresh returns the users, first rereading the file if it changed since it
+// was last read (or last failed to load), so that a credential change
+// (berth user passwd, remove) takes effect from the next request on
+// rather than at Watch's next check. A file that fails to load leaves the
+// previous users in force; Watch reports it.
+func (f *UserFile) Fresh() *Users {
+	fi, err := os.Stat(f.path)
+	if err != nil {
+		return f.Users()
+	}
+	f.mu.Lock()
+	changed := !sameStamp(f.stamp, fi) && !sameStamp(f.failed, fi)
+	f.mu.Unlock()
+	if changed {
+		if err := f.Reload(); err != nil {
+			f.mu.Lock()
+			f.failed = fi
+			f.mu.Unlock()
+		}
+	}
+	return f.Users()
+}
 
 // Reload rereads the file. If it cannot be read or parsed, the users read
 // before stay in use and the error is returned.

@@ -44,7 +44,10 @@ type Store interface {
 	// its error is returned. fn may run more than once (a backend retries
 	// a transaction that conflicted, or that shared a group commit with
 	// one that failed), so it must have no effect outside the transaction
-	// except on state it resets each time it starts.
+	// except on state it resets each time it starts. It may run on another
+	// goroutine than the caller's (a group commit runs the functions of
+	// several callers on one), so it must not end its goroutine
+	// (runtime.Goexit, t.FailNow) nor call Update itself.
 	Update(ctx context.Context, fn func(Tx) error) error
 	// LockDigests locks the given digests against every other holder of
 	// any of them, in an order that cannot deadlock, and returns the
