@@ -120,13 +120,13 @@ func TestAdminCreateRobot(t *testing.T) {
 	if got.Expires.Before(before.Add(720*time.Hour).Truncate(time.Second)) || got.Expires.After(time.Now().Add(720*time.Hour)) {
 		t.Fatalf("expires %v, want 720h from now", got.Expires)
 	}
-	name, scopes, exp, err := s.robots.VerifyRobot(context.Background(), got.Secret, time.Now())
-	if err != nil || name != "ci" || !exp.Equal(got.Expires) {
-		t.Fatalf("verify = %s %v %v", name, exp, err)
+	info, err := s.robots.VerifyRobot(context.Background(), got.Secret, time.Now())
+	if err != nil || info.Name != "ci" || !info.Expires.Equal(got.Expires) {
+		t.Fatalf("verify = %+v %v", info, err)
 	}
 	// Scopes are stored in canonical form.
-	if want := []string{"repository:apps/*:pull,push", "repository:base:pull"}; !slices.Equal(scopes, want) {
-		t.Fatalf("scopes %q, want %q", scopes, want)
+	if want := []string{"repository:apps/*:pull,push", "repository:base:pull"}; !slices.Equal(info.Scopes, want) {
+		t.Fatalf("scopes %q, want %q", info.Scopes, want)
 	}
 
 	// The longest lifetime allowed.
@@ -252,7 +252,7 @@ func TestAdminRevokeRobot(t *testing.T) {
 			t.Fatalf("revoke: %d %s", rec.Code, rec.Body)
 		}
 	}
-	if _, _, _, err := s.robots.VerifyRobot(context.Background(), got.Secret, time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
+	if _, err := s.robots.VerifyRobot(context.Background(), got.Secret, time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
 		t.Fatalf("revoked secret: %v, want ErrRobotUnknown", err)
 	}
 	rec := adminDo(t, h, http.MethodDelete, robotsPath+"/nobody", "")
@@ -271,11 +271,11 @@ func TestAdminRotateRobot(t *testing.T) {
 		!rotated.Expires.Equal(created.Expires) {
 		t.Fatalf("rotated %+v, created %+v", rotated, created)
 	}
-	if _, _, _, err := s.robots.VerifyRobot(ctx, created.Secret, time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
+	if _, err := s.robots.VerifyRobot(ctx, created.Secret, time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
 		t.Fatalf("old secret: %v, want ErrRobotUnknown", err)
 	}
-	if name, _, _, err := s.robots.VerifyRobot(ctx, rotated.Secret, time.Now()); err != nil || name != "ci" {
-		t.Fatalf("new secret: %s %v", name, err)
+	if info, err := s.robots.VerifyRobot(ctx, rotated.Secret, time.Now()); err != nil || info.Name != "ci" {
+		t.Fatalf("new secret: %+v %v", info, err)
 	}
 
 	rec := adminDo(t, h, http.MethodPost, robotsPath+"/nobody/rotate", "")

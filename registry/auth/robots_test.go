@@ -84,16 +84,24 @@ func TestRobotCreateVerifyList(t *testing.T) {
 	}
 
 	s := ri.robots
-	name, got, gotExp, err := s.VerifyRobot(ctx, secret, now)
+	info, err := s.VerifyRobot(ctx, secret, now)
 	if err != nil {
 		t.Fatalf("verify: %v", err)
 	}
-	if name != "ci" || !slices.Equal(got, scopes) || !gotExp.Equal(exp) {
-		t.Fatalf("verify = %s %v %v, want ci %v %v", name, got, gotExp, scopes, exp)
+	if info.Name != "ci" || !slices.Equal(info.Scopes, scopes) || !info.Expires.Equal(exp) || info.Revoked != nil || info.Rotated != nil {
+		t.Fatalf("verify = %+v, want ci %v %v", info, scopes, exp)
 	}
-	got, gotExp, err = s.ActiveRobot(ctx, "ci", now)
-	if err != nil || !slices.Equal(got, scopes) || !gotExp.Equal(exp) {
-		t.Fatalf("active = %v %v %v", got, gotExp, err)
+	if !info.SecretSet().Equal(info.Created) {
+		t.Fatalf("secret set %v, want the creation %v", info.SecretSet(), info.Created)
+	}
+	active, err := s.ActiveRobot(ctx, "ci", now)
+	if err != nil || active.Name != "ci" || !slices.Equal(active.Scopes, scopes) || !active.Expires.Equal(exp) {
+		t.Fatalf("active = %+v %v", active, err)
+	}
+	// What VerifyRobot returns is a copy: changing it changes nothing stored.
+	info.Scopes[0] = "repository:**:*"
+	if again, err := s.VerifyRobot(ctx, secret, now); err != nil || again.Scopes[0] != scopes[0] {
+		t.Fatalf("verify after changing an answer: %+v %v", again, err)
 	}
 
 	list, err := s.List(ctx)
@@ -119,8 +127,8 @@ func TestRobotCreateVerifyList(t *testing.T) {
 
 	// The robot survives a restart.
 	ri.reopen()
-	if name, _, _, err := ri.robots.VerifyRobot(ctx, secret, now); err != nil || name != "ci" {
-		t.Fatalf("verify after reopen = %s, %v", name, err)
+	if info, err := ri.robots.VerifyRobot(ctx, secret, now); err != nil || info.Name != "ci" || !slices.Equal(info.Scopes, scopes) {
+		t.Fatalf("verify after reopen = %+v, %v", info, err)
 	}
 }
 
@@ -136,11 +144,11 @@ func TestRobotUnknownSecret(t *testing.T) {
 		secret + "x",
 		strings.ToUpper(secret),
 	} {
-		if _, _, _, err := ri.robots.VerifyRobot(ctx, bad, time.Now()); !errors.Is(err, ErrRobotUnknown) {
+		if _, err := ri.robots.VerifyRobot(ctx, bad, time.Now()); !errors.Is(err, ErrRobotUnknown) {
 			t.Errorf("verify %q: %v, want ErrRobotUnknown", bad, err)
 		}
 	}
-	if _, _, err := ri.robots.ActiveRobot(ctx, "nobody", time.Now()); !errors.Is(err, ErrRobotUnknown) {
+	if _, err := ri.robots.ActiveRobot(ctx, "nobody", time.Now()); !errors.Is(err, ErrRobotUnknown) {
 		t.Errorf("active nobody: %v, want ErrRobotUnknown", err)
 	}
 }
@@ -151,19 +159,20 @@ func TestRobotRotate(t *testing.T) {
 	now := time.Now()
 	exp := now.Add(time.Hour)
 	old := s.create("ci", []string{"repository:a:pull"}, exp)
-	fresh, err := s.robots.Rotate(ctx, "ci", now)
+	fresh, freshExp, err := s.robots.Rotate(ctx, "ci", now)
 	if err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
-	if fresh == old || !strings.HasPrefix(fresh, RobotSecretPrefix) {
-		t.Fatalf("rotated secret %q", fresh)
+	if fresh == old || !strings.HasPrefix(fresh, RobotSecretPrefix) || !freshExp.Equal(exp) {
+		t.Fatalf("rotated secret %q, expiry %v (want %v kept)", fresh, freshExp, exp)
 	}
-	if _, _, _, err := s.robots.VerifyRobot(ctx, old, now); !errors.Is(err, ErrRobotUnknown) {
+	if _, err := s.robots.VerifyRobot(ctx, old, now); !errors.Is(err, ErrRobotUnknown) {
 		t.Fatalf("old secret after rotation: %v, want ErrRobotUnknown", err)
 	}
-	name, scopes, gotExp, err := s.robots.VerifyRobot(ctx, fresh, now)
-	if err != nil || name != "ci" || !slices.Equal(scopes, []string{"repository:a:pull"}) || !gotExp.Equal(exp) {
-		t.Fatalf("verify new secret = %s %v %v %v", name, scopes, gotExp, err)
+	info, err := s.robots.VerifyRobot(ctx, fresh, now)
+	if err != nil || info.Name != "ci" || !slices.Equal(info.Scopes, []string{"repository:a:pull"}) || !info.Expires.Equal(exp) ||
+		info.Rotated == nil || !info.SecretSet().Equal(now) {
+		t.Fatalf("verify new secret = %+v %v", info, err)
 	}
 	list, err := s.robots.List(ctx)
 	if err != nil {
@@ -172,7 +181,7 @@ func TestRobotRotate(t *testing.T) {
 	if len(list) != 1 || list[0].Rotated == nil || !list[0].Rotated.Equal(now) {
 		t.Fatalf("list after rotation = %+v", list)
 	}
-	if _, err := s.robots.Rotate(ctx, "nobody", now); !errors.Is(err, ErrRobotUnknown) {
+	if _, _, err := s.robots.Rotate(ctx, "nobody", now); !errors.Is(err, ErrRobotUnknown) {
 		t.Fatalf("rotate unknown: %v, want ErrRobotUnknown", err)
 	}
 }
@@ -186,11 +195,11 @@ func TestRobotRevoke(t *testing.T) {
 	if err := s.robots.Revoke(ctx, "ci", revokedAt); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
-	_, _, _, err := s.robots.VerifyRobot(ctx, secret, revokedAt)
+	_, err := s.robots.VerifyRobot(ctx, secret, revokedAt)
 	if !errors.Is(err, ErrRobotUnknown) || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("verify revoked: %v, want ErrRobotUnknown saying revoked", err)
 	}
-	if _, _, err := s.robots.ActiveRobot(ctx, "ci", revokedAt); !errors.Is(err, ErrRobotUnknown) || !strings.Contains(err.Error(), "revoked") {
+	if _, err := s.robots.ActiveRobot(ctx, "ci", revokedAt); !errors.Is(err, ErrRobotUnknown) || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("active revoked: %v, want ErrRobotUnknown saying revoked", err)
 	}
 	// Idempotent: the first revocation time stays.
@@ -204,7 +213,7 @@ func TestRobotRevoke(t *testing.T) {
 	if list[0].Revoked == nil || !list[0].Revoked.Equal(revokedAt) || list[0].Status(now) != RobotRevoked {
 		t.Fatalf("revoked robot = %+v", list[0])
 	}
-	if _, err := s.robots.Rotate(ctx, "ci", revokedAt); !errors.Is(err, ErrRobotInactive) {
+	if _, _, err := s.robots.Rotate(ctx, "ci", revokedAt); !errors.Is(err, ErrRobotInactive) {
 		t.Fatalf("rotate revoked: %v, want ErrRobotInactive", err)
 	}
 	if _, err := s.robots.Create(ctx, "ci", []string{"repository:a:pull"}, now.Add(time.Hour)); !errors.Is(err, ErrRobotExists) {
@@ -220,18 +229,18 @@ func TestRobotExpire(t *testing.T) {
 	s := openRobots(t, t.TempDir())
 	exp := time.Now().Add(time.Hour)
 	secret := s.create("ci", []string{"repository:a:pull"}, exp)
-	if _, _, _, err := s.robots.VerifyRobot(ctx, secret, exp.Add(-time.Second)); err != nil {
+	if _, err := s.robots.VerifyRobot(ctx, secret, exp.Add(-time.Second)); err != nil {
 		t.Fatalf("verify before expiry: %v", err)
 	}
 	for _, at := range []time.Time{exp, exp.Add(time.Hour)} {
-		if _, _, _, err := s.robots.VerifyRobot(ctx, secret, at); !errors.Is(err, ErrRobotUnknown) || !strings.Contains(err.Error(), "expired") {
+		if _, err := s.robots.VerifyRobot(ctx, secret, at); !errors.Is(err, ErrRobotUnknown) || !strings.Contains(err.Error(), "expired") {
 			t.Fatalf("verify at %v: %v, want ErrRobotUnknown saying expired", at, err)
 		}
-		if _, _, err := s.robots.ActiveRobot(ctx, "ci", at); !errors.Is(err, ErrRobotUnknown) || !strings.Contains(err.Error(), "expired") {
+		if _, err := s.robots.ActiveRobot(ctx, "ci", at); !errors.Is(err, ErrRobotUnknown) || !strings.Contains(err.Error(), "expired") {
 			t.Fatalf("active at %v: %v, want ErrRobotUnknown saying expired", at, err)
 		}
 	}
-	if _, err := s.robots.Rotate(ctx, "ci", exp); !errors.Is(err, ErrRobotInactive) {
+	if _, _, err := s.robots.Rotate(ctx, "ci", exp); !errors.Is(err, ErrRobotInactive) {
 		t.Fatalf("rotate expired: %v, want ErrRobotInactive", err)
 	}
 	list, err := s.robots.List(ctx)
@@ -251,8 +260,8 @@ func TestRobotDuplicate(t *testing.T) {
 	if _, err := s.robots.Create(ctx, "ci", []string{"repository:b:push"}, exp); !errors.Is(err, ErrRobotExists) {
 		t.Fatalf("duplicate: %v, want ErrRobotExists", err)
 	}
-	if _, scopes, _, err := s.robots.VerifyRobot(ctx, first, time.Now()); err != nil || !slices.Equal(scopes, []string{"repository:a:pull"}) {
-		t.Fatalf("first robot after refused duplicate: %v %v", scopes, err)
+	if info, err := s.robots.VerifyRobot(ctx, first, time.Now()); err != nil || !slices.Equal(info.Scopes, []string{"repository:a:pull"}) {
+		t.Fatalf("first robot after refused duplicate: %+v %v", info, err)
 	}
 
 	// Racing creations of one name: exactly one wins.
@@ -311,7 +320,7 @@ func TestRobotSecretNotStored(t *testing.T) {
 	dir := t.TempDir()
 	s := openRobots(t, dir)
 	secret := s.create("ci", []string{"repository:a:pull"}, time.Now().Add(time.Hour))
-	rotated, err := s.robots.Rotate(ctx, "ci", time.Now())
+	rotated, _, err := s.robots.Rotate(ctx, "ci", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -397,7 +397,7 @@ func TestCheckFindsAndRepairsEachProblem(t *testing.T) {
 	if up, err := f.Svc.UploadStatus(ctx, fsckApp, f.upload); err != nil || up.Offset != int64(len("half an upload")) {
 		t.Errorf("live upload after repair: %+v %v", up, err)
 	}
-	if _, _, _, err := f.robots().VerifyRobot(ctx, "berth_nobody", time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
+	if _, err := f.robots().VerifyRobot(ctx, "berth_nobody", time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
 		t.Errorf("stale secret entry: %v", err)
 	}
 	// The dangling manifest left the search index with its record.
