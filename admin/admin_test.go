@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,20 +14,51 @@ import (
 
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
+	blobfs "github.com/berth-registry/berth/storage/blob/fs"
+	"github.com/berth-registry/berth/storage/gc"
+	"github.com/berth-registry/berth/storage/meta/bolt"
+	"github.com/berth-registry/berth/storage/retention"
 )
 
-// The store is what the authenticator checks robot secrets with.
-var _ auth.RobotVerifier = (*storage.Store)(nil)
+// testStore is what the admin API serves in these tests: a store over the
+// real backends, and the robot credentials kept in its index.
+type testStore struct {
+	*storage.Service
+	robots *auth.Robots
+}
 
-func adminStore(t *testing.T) *storage.Store {
+func adminStore(t *testing.T) *testStore {
 	t.Helper()
-	s, err := storage.Open(context.Background(), t.TempDir(), storage.Options{})
+	dir := t.TempDir()
+	index, err := bolt.Open(filepath.Join(dir, "index.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
+	t.Cleanup(func() { _ = index.Close() })
+	blobs, err := blobfs.Open(context.Background(), dir, blobfs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testStore{Service: storage.New(index, blobs, storage.Options{}), robots: auth.NewRobots(auth.IndexRobots(index), nil)}
 }
+
+// options are the Options of the admin API over s, as package registry
+// builds them: robots, garbage collection and retention (with no policy).
+func (s *testStore) options(now func() time.Time) Options {
+	return Options{
+		Robots: s.robots,
+		Collect: func(ctx context.Context, grace time.Duration, dryRun bool) (gc.Report, error) {
+			return gc.Collect(ctx, s.Service, gc.Options{Grace: grace, DryRun: dryRun})
+		},
+		Retain: func(ctx context.Context, dryRun bool) (retention.Report, error) {
+			return retention.Apply(ctx, s.Service, nil, retention.Options{DryRun: dryRun})
+		},
+		Now: now,
+	}
+}
+
+// adminHandler is the admin API over s with the real clock.
+func adminHandler(s *testStore) http.Handler { return Handler(s.options(nil)) }
 
 func adminDo(t *testing.T, h http.Handler, method, path, body string) *httptest.ResponseRecorder {
 	t.Helper()
@@ -77,7 +109,7 @@ const robotsPath = "/_berth/admin/robots"
 
 func TestAdminCreateRobot(t *testing.T) {
 	s := adminStore(t)
-	h := adminHandler(s, nil)
+	h := adminHandler(s)
 	before := time.Now()
 	rec := adminDo(t, h, http.MethodPost, robotsPath,
 		`{"name":"ci","scopes":["repository:apps/*:pull, push","repository:base:pull"],"expires":"720h"}`)
@@ -88,13 +120,13 @@ func TestAdminCreateRobot(t *testing.T) {
 	if got.Expires.Before(before.Add(720*time.Hour).Truncate(time.Second)) || got.Expires.After(time.Now().Add(720*time.Hour)) {
 		t.Fatalf("expires %v, want 720h from now", got.Expires)
 	}
-	name, scopes, exp, err := s.VerifyRobot(context.Background(), got.Secret, time.Now())
-	if err != nil || name != "ci" || !exp.Equal(got.Expires) {
-		t.Fatalf("verify = %s %v %v", name, exp, err)
+	info, err := s.robots.VerifyRobot(context.Background(), got.Secret, time.Now())
+	if err != nil || info.Name != "ci" || !info.Expires.Equal(got.Expires) {
+		t.Fatalf("verify = %+v %v", info, err)
 	}
 	// Scopes are stored in canonical form.
-	if want := []string{"repository:apps/*:pull,push", "repository:base:pull"}; !slices.Equal(scopes, want) {
-		t.Fatalf("scopes %q, want %q", scopes, want)
+	if want := []string{"repository:apps/*:pull,push", "repository:base:pull"}; !slices.Equal(info.Scopes, want) {
+		t.Fatalf("scopes %q, want %q", info.Scopes, want)
 	}
 
 	// The longest lifetime allowed.
@@ -109,7 +141,7 @@ func TestAdminCreateRobot(t *testing.T) {
 }
 
 func TestAdminCreateRobotInvalid(t *testing.T) {
-	h := adminHandler(adminStore(t), nil)
+	h := adminHandler(adminStore(t))
 	cases := []struct {
 		name, body string
 		status     int
@@ -157,7 +189,7 @@ func TestAdminListRobots(t *testing.T) {
 	s := adminStore(t)
 	now := time.Now()
 	clock := now
-	h := newAdminAPI(s, nil, func() time.Time { return clock }).handler()
+	h := Handler(s.options(func() time.Time { return clock }))
 
 	rec := adminDo(t, h, http.MethodGet, robotsPath, "")
 	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != "[]" {
@@ -212,7 +244,7 @@ func TestAdminListRobots(t *testing.T) {
 
 func TestAdminRevokeRobot(t *testing.T) {
 	s := adminStore(t)
-	h := adminHandler(s, nil)
+	h := adminHandler(s)
 	got := decodeSecret(t, adminDo(t, h, http.MethodPost, robotsPath, `{"name":"ci","scopes":["repository:a:pull"],"expires":"1h"}`), http.StatusCreated)
 	for range 2 { // revoking twice is fine
 		rec := adminDo(t, h, http.MethodDelete, robotsPath+"/ci", "")
@@ -220,7 +252,7 @@ func TestAdminRevokeRobot(t *testing.T) {
 			t.Fatalf("revoke: %d %s", rec.Code, rec.Body)
 		}
 	}
-	if _, _, _, err := s.VerifyRobot(context.Background(), got.Secret, time.Now()); !errors.Is(err, storage.ErrRobotUnknown) {
+	if _, err := s.robots.VerifyRobot(context.Background(), got.Secret, time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
 		t.Fatalf("revoked secret: %v, want ErrRobotUnknown", err)
 	}
 	rec := adminDo(t, h, http.MethodDelete, robotsPath+"/nobody", "")
@@ -231,7 +263,7 @@ func TestAdminRevokeRobot(t *testing.T) {
 
 func TestAdminRotateRobot(t *testing.T) {
 	s := adminStore(t)
-	h := adminHandler(s, nil)
+	h := adminHandler(s)
 	ctx := context.Background()
 	created := decodeSecret(t, adminDo(t, h, http.MethodPost, robotsPath, `{"name":"ci","scopes":["repository:a:pull"],"expires":"1h"}`), http.StatusCreated)
 	rotated := decodeSecret(t, adminDo(t, h, http.MethodPost, robotsPath+"/ci/rotate", ""), http.StatusOK)
@@ -239,11 +271,11 @@ func TestAdminRotateRobot(t *testing.T) {
 		!rotated.Expires.Equal(created.Expires) {
 		t.Fatalf("rotated %+v, created %+v", rotated, created)
 	}
-	if _, _, _, err := s.VerifyRobot(ctx, created.Secret, time.Now()); !errors.Is(err, storage.ErrRobotUnknown) {
+	if _, err := s.robots.VerifyRobot(ctx, created.Secret, time.Now()); !errors.Is(err, auth.ErrRobotUnknown) {
 		t.Fatalf("old secret: %v, want ErrRobotUnknown", err)
 	}
-	if name, _, _, err := s.VerifyRobot(ctx, rotated.Secret, time.Now()); err != nil || name != "ci" {
-		t.Fatalf("new secret: %s %v", name, err)
+	if info, err := s.robots.VerifyRobot(ctx, rotated.Secret, time.Now()); err != nil || info.Name != "ci" {
+		t.Fatalf("new secret: %+v %v", info, err)
 	}
 
 	rec := adminDo(t, h, http.MethodPost, robotsPath+"/nobody/rotate", "")
@@ -260,7 +292,7 @@ func TestAdminRotateRobot(t *testing.T) {
 }
 
 func TestAdminRoutes(t *testing.T) {
-	h := adminHandler(adminStore(t), nil)
+	h := adminHandler(adminStore(t))
 	for _, c := range []struct {
 		method, path string
 		status       int

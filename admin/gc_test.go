@@ -4,20 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage/manifest"
 )
 
 func TestAdminGC(t *testing.T) {
 	ctx := context.Background()
 	s := adminStore(t)
-	h := adminHandler(s, nil)
+	h := adminHandler(s)
 	content := []byte("a blob no manifest references")
 	d := digest.FromBytes(content)
 	if _, err := s.PutBlob(ctx, "app", d, bytes.NewReader(content), int64(len(content))); err != nil {
@@ -56,36 +56,55 @@ func TestAdminGC(t *testing.T) {
 	}
 }
 
-func TestGCConfig(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "berth.yaml")
-	if err := os.WriteFile(path, []byte("gc:\n  interval: 6h\n  grace: 2h\n"), 0o600); err != nil {
+// A collection that names no grace uses the configured one.
+func TestAdminGCDefaultGrace(t *testing.T) {
+	ctx := context.Background()
+	s := adminStore(t)
+	opts := s.options(nil)
+	opts.Grace = time.Hour
+	h := Handler(opts)
+	content := []byte("a blob no manifest references")
+	d := digest.FromBytes(content)
+	if _, err := s.PutBlob(ctx, "app", d, bytes.NewReader(content), int64(len(content))); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(path, env(nil))
+	rec := adminDo(t, h, http.MethodPost, GCPath, "")
+	var res GCResult
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &res) != nil {
+		t.Fatalf("POST %s: %d %s", GCPath, rec.Code, rec.Body)
+	}
+	if res.Grace != "1h0m0s" || res.DryRun || res.BlobsRemoved != 0 || res.LinksRemoved != 0 {
+		t.Fatalf("gc with the configured grace: %+v", res)
+	}
+	if _, err := s.StatBlob(ctx, "app", d); err != nil {
+		t.Fatalf("blob within the grace: %v", err)
+	}
+}
+
+// pushImage pushes a small image to repo, tagged tag, and returns its
+// digest.
+func pushImage(t *testing.T, s *testStore, repo, tag string) digest.Digest {
+	t.Helper()
+	ctx := context.Background()
+	put := func(b []byte) digest.Digest {
+		d := digest.FromBytes(b)
+		if _, err := s.PutBlob(ctx, repo, d, bytes.NewReader(b), int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	cfg, layer := []byte(`{"seed":"`+tag+`"}`), []byte("layer of "+tag)
+	body := fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}]}`,
+		put(cfg), len(cfg), put(layer), len(layer))
+	m, err := manifest.Parse("", body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.GC != (GCConfig{Interval: 6 * time.Hour, Grace: 2 * time.Hour}) {
-		t.Fatalf("gc config %+v", cfg.GC)
+	d, err := s.PutManifest(ctx, repo, "", body, m, []string{tag})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if def := DefaultConfig().GC; def.Interval != time.Hour || def.Grace != time.Hour {
-		t.Fatalf("default gc config %+v", def)
-	}
-	for _, bad := range []GCConfig{
-		{Interval: -time.Second, Grace: time.Hour},
-		{Interval: time.Second, Grace: time.Hour},
-		{Interval: time.Hour, Grace: time.Second},
-		{Interval: 0, Grace: -time.Second},
-	} {
-		cfg := DefaultConfig()
-		cfg.GC = bad
-		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "gc.") {
-			t.Fatalf("%+v: %v", bad, err)
-		}
-	}
-	cfg = DefaultConfig()
-	cfg.GC = GCConfig{Interval: 0, Grace: 0}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("schedule off, grace 0: %v", err)
-	}
+	return d
 }

@@ -238,6 +238,18 @@ func planRepo(svc *storage.Service, tx meta.Tx, repo string, cutoff time.Time) (
 	if err != nil {
 		return nil, err
 	}
+	// An orphan that an immutable tag names stays (removeOrphans cannot
+	// remove it), and so it is no orphan: the plan, and a dry run, must
+	// say what the collection does.
+	for d := range subjects {
+		tags, err := tx.TagsOf(repo, d)
+		if err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(tags, func(tag string) bool { return svc.Immutable(repo, tag) }) {
+			delete(subjects, d)
+		}
+	}
 	// Each pass finds at least one orphan, so there are at most as many
 	// passes as referrers.
 	for range len(subjects) + 1 {
