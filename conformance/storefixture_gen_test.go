@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -551,39 +550,36 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 }
 
-var nextLink = regexp.MustCompile(`^<([^>]+)>;\s*rel="next"$`)
-
 // fxPlanner lists the questions of the golden file, following pages on a
 // server of the saved fixture.
 type fxPlanner struct {
-	t    *testing.T
-	o    *fxObserver
-	reqs []fxRequest
-	seen map[fxRequest]bool
+	t      *testing.T
+	o      *fxObserver
+	script []fxObservation
+	seen   map[fxRequest]bool
 }
 
-// add adds a request and returns its answer. A request made as a robot is
-// made as the expired robot too: it is what the robot answers once expired.
-func (p *fxPlanner) add(as, method, path, accept string) fxObservation {
+// add asks a question, adds it and its answer to the script unless it is
+// there already, and returns the answer and the path of the next page its
+// Link names. A question asked as a robot is asked as the expired robot
+// too: it is what the robot answers once expired.
+func (p *fxPlanner) add(as, method, path, accept string) (fxObservation, string) {
 	r := fxRequest{As: as, Method: method, Path: path, Accept: accept}
+	o, next := p.o.observe(p.t, r)
 	if !p.seen[r] {
 		p.seen[r] = true
-		p.reqs = append(p.reqs, r)
+		p.script = append(p.script, o)
 	}
 	if strings.HasPrefix(as, "robot:") && as != fixtureLapsed {
 		p.add(fixtureLapsed, method, path, accept)
 	}
-	return p.o.observe(p.t, r)
+	return o, next
 }
 
 // pages adds path and every next page its Link headers lead to.
 func (p *fxPlanner) pages(as, path string) {
 	for i := 0; path != "" && i < 100; i++ {
-		o := p.add(as, http.MethodGet, path, "")
-		path = ""
-		if m := nextLink.FindStringSubmatch(o.Header["Link"]); m != nil {
-			path = m[1]
-		}
+		_, path = p.add(as, http.MethodGet, path, "")
 	}
 }
 
@@ -591,8 +587,9 @@ func (p *fxPlanner) pages(as, path string) {
 // for every repository its tag pages, every tag, manifest and blob it
 // holds or held (and those of the repository it was promoted from), tag
 // histories, referrers with and without filters, the open upload, search
-// queries and the robot listing.
-func (g *fxGen) plan(base string) []fxRequest {
+// queries and the robot listing. It returns them with the answers of the
+// server at base, which observeAll follows pages by.
+func (g *fxGen) plan(base string) []fxObservation {
 	p := &fxPlanner{t: g.t, o: newObserver(base, g.meta.Identities), seen: map[fxRequest]bool{}}
 	ids := []string{"anonymous"}
 	for id := range g.meta.Identities {
@@ -628,7 +625,7 @@ func (g *fxGen) plan(base string) []fxRequest {
 				addOnce(&l.blobs, v)
 			}
 		}
-		o := p.add("admin", http.MethodGet, "/v2/"+repo+"/tags/list", "")
+		o, _ := p.add("admin", http.MethodGet, "/v2/"+repo+"/tags/list", "")
 		var listed struct {
 			Tags []string `json:"tags"`
 		}
@@ -648,7 +645,7 @@ func (g *fxGen) plan(base string) []fxRequest {
 		for _, d := range l.manifests {
 			p.add("admin", http.MethodGet, "/v2/"+repo+"/manifests/"+d, fixtureAccept)
 			p.add("admin", http.MethodHead, "/v2/"+repo+"/manifests/"+d, fixtureAccept)
-			o := p.add("admin", http.MethodGet, "/v2/"+repo+"/referrers/"+d, "")
+			o, _ := p.add("admin", http.MethodGet, "/v2/"+repo+"/referrers/"+d, "")
 			var idx ocispec.Index
 			_ = json.Unmarshal(o.Body, &idx)
 			var types []string
@@ -714,7 +711,7 @@ func (g *fxGen) plan(base string) []fxRequest {
 
 	p.add("admin", http.MethodGet, "/_berth/admin/robots", "")
 	p.add("alice", http.MethodGet, "/_berth/admin/robots", "")
-	return p.reqs
+	return p.script
 }
 
 // checkCoverage fails unless the observations show every kind of tag
