@@ -36,6 +36,9 @@ import (
 const (
 	// fixtureEnv, set to 1, makes TestMakeStoreFixture regenerate the fixture.
 	fixtureEnv = "BERTH_MAKE_FIXTURE"
+	// reobserveEnv, set to 1, makes TestReobserveStoreFixture re-record
+	// the fixture's golden answers from its data as it is.
+	reobserveEnv = "BERTH_REOBSERVE_FIXTURE"
 	// fixtureRoot is the fixture directory, relative to this package.
 	fixtureRoot = "testdata/store-v1"
 	// fixtureLapsed is the identity of the fixture's expired robot: a robot
