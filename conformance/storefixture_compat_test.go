@@ -35,7 +35,7 @@ func TestStoreFixture(t *testing.T) {
 	data, config := copyFixtureStore(t)
 	srv := startFixtureServer(t, data, config)
 	want := ageObservations(t, golden.Observations, meta.Identities, time.Now())
-	got := newObserver(srv.URL, meta.Identities).observeAll(t, requestsOf(want))
+	got := newObserver(srv.URL, meta.Identities).observeAll(t, want)
 	compareObservations(t, want, got)
 
 	checkFixtureWrites(t, srv.URL, meta)
@@ -96,15 +96,6 @@ func TestStoreFixtureAgeing(t *testing.T) {
 	if changed == 0 {
 		t.Errorf("no robot answer changed once the robots expired")
 	}
-}
-
-// requestsOf lists the requests of the observations, in order.
-func requestsOf(obs []fxObservation) []fxRequest {
-	out := make([]fxRequest, len(obs))
-	for i, o := range obs {
-		out[i] = o.fxRequest
-	}
-	return out
 }
 
 // checkFixtureWrites writes to the fixture store as its users would: the
@@ -279,5 +270,45 @@ func readFixtureJSON(t *testing.T, name string, v any) {
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		t.Fatalf("fixture %s: %v", name, err)
+	}
+}
+
+// TestFixtureCursorNormalisation checks what the fixture's comparison
+// loosens: only the cursor of search paths and Links, and that a page
+// counts as following its Link only when it is the page the Link names.
+func TestFixtureCursorNormalisation(t *testing.T) {
+	for in, want := range map[string]string{
+		"/v2/_berth/search?last=Zm9vYmFy-_&n=4":                     "/v2/_berth/search?last={cursor}&n=4",
+		"/v2/_berth/search?last=apps%2Fweb%40sha256%3Aab&n=1&tag=x": "/v2/_berth/search?last={cursor}&n=1&tag=x",
+		`</v2/_berth/search?last=Zm9v&n=4>; rel="next"`:             `</v2/_berth/search?last={cursor}&n=4>; rel="next"`,
+		"/v2/_berth/search?n=4":                                     "/v2/_berth/search?n=4",
+		"/v2/_catalog?last=apps%2Fapi&n=2":                          "/v2/_catalog?last=apps%2Fapi&n=2",
+		`</v2/_catalog?last=apps%2Fapi&n=2>; rel="next"`:            `</v2/_catalog?last=apps%2Fapi&n=2>; rel="next"`,
+		"/v2/apps/web/tags/list?last=latest&n=2":                    "/v2/apps/web/tags/list?last=latest&n=2",
+		"/v2/apps/_berth/search?last=x":                             "/v2/apps/_berth/search?last=x",
+	} {
+		if got := normaliseCursor(in); got != want {
+			t.Errorf("normaliseCursor(%q) = %q, want %q", in, got, want)
+		}
+	}
+	page := func(as, path, link string) fxObservation {
+		o := fxObservation{fxRequest: fxRequest{As: as, Method: http.MethodGet, Path: path}, Header: map[string]string{}}
+		if link != "" {
+			o.Header["Link"] = `<` + link + `>; rel="next"`
+		}
+		return o
+	}
+	script := []fxObservation{
+		page("admin", "/v2/_catalog?n=2", "/v2/_catalog?last=b&n=2"),
+		page("admin", "/v2/_catalog?last=b&n=2", ""),
+		page("admin", "/v2/_berth/search?n=1", "/v2/_berth/search?last=c2VhbGVk&n=1"),
+		page("admin", "/v2/_berth/search?last={cursor}&n=1", "/v2/_berth/search?last=b3RoZXI&n=1"),
+		page("alice", "/v2/_berth/search?last={cursor}&n=1", ""),
+		page("alice", "/v2/_catalog?last=c&n=2", ""),
+	}
+	for i, want := range []bool{false, true, false, true, false, false} {
+		if got := followsLink(script, i); got != want {
+			t.Errorf("followsLink(%s) = %t, want %t", script[i].fxRequest, got, want)
+		}
 	}
 }

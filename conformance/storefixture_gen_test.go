@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -25,11 +25,12 @@ import (
 // tree (BERTH_BIN, or built): it runs a real berth with the fixture's
 // configuration, fills it through the HTTP API and the berth command as
 // several users, robots and anonymous callers would, stops it, copies
-// the data directory, then serves two fresh copies of what it saved,
-// asks each the same questions and writes the answers, which must agree,
-// as golden.json. It runs only with BERTH_MAKE_FIXTURE=1: the fixture is
-// meant to keep the format of the Berth that made it, not to follow the
-// current one (see testdata/store-v1/README.md).
+// the data directory, plans the questions on a copy of what it saved,
+// then serves two fresh copies, asks each the same questions and writes
+// the answers, which must agree, as golden.json. It runs only with
+// BERTH_MAKE_FIXTURE=1: the fixture is meant to keep the format of the
+// Berth that made it, not to follow the current one (see
+// testdata/store-v1/README.md).
 func TestMakeStoreFixture(t *testing.T) {
 	if os.Getenv(fixtureEnv) != "1" {
 		t.Skipf("%s=1 regenerates %s", fixtureEnv, fixtureRoot)
@@ -45,20 +46,94 @@ func TestMakeStoreFixture(t *testing.T) {
 	data, config := copyFixtureStore(t)
 	srv := startFixtureServer(t, data, config)
 	plan := g.plan(srv.URL)
-	first := newObserver(srv.URL, g.meta.Identities).observeAll(t, plan)
 	srv.Stop()
-	data, config = copyFixtureStore(t)
-	srv = startFixtureServer(t, data, config)
-	second := newObserver(srv.URL, g.meta.Identities).observeAll(t, plan)
-	srv.Stop()
-	// What varies between two servers of the same store is no observation.
-	compareObservations(t, first, second)
+	first := observeTwice(t, g.meta.Identities, plan)
 	checkCoverage(t, first)
 	if t.Failed() {
 		t.FailNow()
 	}
 	writeGolden(t, first)
 	t.Logf("wrote %s: %d observations", fixtureRoot, len(first))
+}
+
+// TestReobserveStoreFixture re-records golden.json from the fixture as it
+// is, with the berth of this tree (BERTH_BIN, or built): it asks the
+// questions golden.json asks, following pages as TestStoreFixture does, of
+// two fresh copies of data/, whose answers must agree, and writes them as
+// golden.json. It never touches data/, htpasswd or fixture.json, and logs
+// every observation whose answer changed. It runs only with
+// BERTH_REOBSERVE_FIXTURE=1, for a change of the answers that is intended
+// and named in the commit, never to make a storage change pass (see
+// testdata/store-v1/README.md).
+func TestReobserveStoreFixture(t *testing.T) {
+	if os.Getenv(reobserveEnv) != "1" {
+		t.Skipf("%s=1 re-records %s", reobserveEnv, filepath.Join(fixtureRoot, "golden.json"))
+	}
+	var meta fxMeta
+	var golden fxGolden
+	readFixtureJSON(t, "fixture.json", &meta)
+	readFixtureJSON(t, "golden.json", &golden)
+	old := golden.Observations
+	now := observeTwice(t, meta.Identities, old)
+	checkCoverage(t, now)
+	checkRobotsUnchanged(t, old, now)
+	changed := 0
+	for i := range old {
+		o, n := old[i], now[i]
+		if n.Path == fxNoNextPage || o.As != n.As || o.Method != n.Method || o.Accept != n.Accept {
+			t.Errorf("observation %d: asked %s, the golden file asks %s: the questions changed, which takes a new fixture", i+1, n.fxRequest, o.fxRequest)
+			continue
+		}
+		if d := diffObservation(o, n); d != "" {
+			changed++
+			t.Logf("observation %d, %s, answers differently (-old +new):\n%s", i+1, o.fxRequest, d)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	writeGolden(t, now)
+	t.Logf("re-recorded %s: %d observations, %d of them changed", filepath.Join(fixtureRoot, "golden.json"), len(now), changed)
+}
+
+// observeTwice serves two fresh copies of the fixture in turn, asks each
+// the questions of script (see observeAll) and returns the first one's
+// answers. The two must agree: what varies between two servers of the
+// same store is no observation.
+func observeTwice(t *testing.T, ids map[string]fxIdentity, script []fxObservation) []fxObservation {
+	t.Helper()
+	var runs [2][]fxObservation
+	for i := range runs {
+		data, config := copyFixtureStore(t)
+		srv := startFixtureServer(t, data, config)
+		runs[i] = newObserver(srv.URL, ids).observeAll(t, script)
+		srv.Stop()
+	}
+	compareObservations(t, runs[0], runs[1])
+	return runs[0]
+}
+
+// checkRobotsUnchanged fails unless the robot listings of old and now give
+// every robot the same state: once a robot has expired, its answers are
+// what ageObservations derives from the golden file, not new ones.
+func checkRobotsUnchanged(t *testing.T, old, now []fxObservation) {
+	t.Helper()
+	states := func(obs []fxObservation) map[string]string {
+		out := map[string]string{}
+		for _, o := range obs {
+			var robots []fxRobotListing
+			if o.Path == "/_berth/admin/robots" && o.Status == http.StatusOK && json.Unmarshal(o.Body, &robots) == nil {
+				for _, r := range robots {
+					out[r.Name] = r.Status
+				}
+			}
+		}
+		return out
+	}
+	before, after := states(old), states(now)
+	if len(before) == 0 || !maps.Equal(before, after) {
+		t.Errorf("robot states were %v and are now %v: re-recording would record what ageing changed", before, after)
+	}
 }
 
 // fxLedger is what the generator put in one repository, in order.
@@ -551,39 +626,36 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 }
 
-var nextLink = regexp.MustCompile(`^<([^>]+)>;\s*rel="next"$`)
-
 // fxPlanner lists the questions of the golden file, following pages on a
 // server of the saved fixture.
 type fxPlanner struct {
-	t    *testing.T
-	o    *fxObserver
-	reqs []fxRequest
-	seen map[fxRequest]bool
+	t      *testing.T
+	o      *fxObserver
+	script []fxObservation
+	seen   map[fxRequest]bool
 }
 
-// add adds a request and returns its answer. A request made as a robot is
-// made as the expired robot too: it is what the robot answers once expired.
-func (p *fxPlanner) add(as, method, path, accept string) fxObservation {
+// add asks a question, adds it and its answer to the script unless it is
+// there already, and returns the answer and the path of the next page its
+// Link names. A question asked as a robot is asked as the expired robot
+// too: it is what the robot answers once expired.
+func (p *fxPlanner) add(as, method, path, accept string) (fxObservation, string) {
 	r := fxRequest{As: as, Method: method, Path: path, Accept: accept}
+	o, next := p.o.observe(p.t, r)
 	if !p.seen[r] {
 		p.seen[r] = true
-		p.reqs = append(p.reqs, r)
+		p.script = append(p.script, o)
 	}
 	if strings.HasPrefix(as, "robot:") && as != fixtureLapsed {
 		p.add(fixtureLapsed, method, path, accept)
 	}
-	return p.o.observe(p.t, r)
+	return o, next
 }
 
 // pages adds path and every next page its Link headers lead to.
 func (p *fxPlanner) pages(as, path string) {
 	for i := 0; path != "" && i < 100; i++ {
-		o := p.add(as, http.MethodGet, path, "")
-		path = ""
-		if m := nextLink.FindStringSubmatch(o.Header["Link"]); m != nil {
-			path = m[1]
-		}
+		_, path = p.add(as, http.MethodGet, path, "")
 	}
 }
 
@@ -591,8 +663,9 @@ func (p *fxPlanner) pages(as, path string) {
 // for every repository its tag pages, every tag, manifest and blob it
 // holds or held (and those of the repository it was promoted from), tag
 // histories, referrers with and without filters, the open upload, search
-// queries and the robot listing.
-func (g *fxGen) plan(base string) []fxRequest {
+// queries and the robot listing. It returns them with the answers of the
+// server at base, which observeAll follows pages by.
+func (g *fxGen) plan(base string) []fxObservation {
 	p := &fxPlanner{t: g.t, o: newObserver(base, g.meta.Identities), seen: map[fxRequest]bool{}}
 	ids := []string{"anonymous"}
 	for id := range g.meta.Identities {
@@ -628,7 +701,7 @@ func (g *fxGen) plan(base string) []fxRequest {
 				addOnce(&l.blobs, v)
 			}
 		}
-		o := p.add("admin", http.MethodGet, "/v2/"+repo+"/tags/list", "")
+		o, _ := p.add("admin", http.MethodGet, "/v2/"+repo+"/tags/list", "")
 		var listed struct {
 			Tags []string `json:"tags"`
 		}
@@ -648,7 +721,7 @@ func (g *fxGen) plan(base string) []fxRequest {
 		for _, d := range l.manifests {
 			p.add("admin", http.MethodGet, "/v2/"+repo+"/manifests/"+d, fixtureAccept)
 			p.add("admin", http.MethodHead, "/v2/"+repo+"/manifests/"+d, fixtureAccept)
-			o := p.add("admin", http.MethodGet, "/v2/"+repo+"/referrers/"+d, "")
+			o, _ := p.add("admin", http.MethodGet, "/v2/"+repo+"/referrers/"+d, "")
 			var idx ocispec.Index
 			_ = json.Unmarshal(o.Body, &idx)
 			var types []string
@@ -714,7 +787,7 @@ func (g *fxGen) plan(base string) []fxRequest {
 
 	p.add("admin", http.MethodGet, "/_berth/admin/robots", "")
 	p.add("alice", http.MethodGet, "/_berth/admin/robots", "")
-	return p.reqs
+	return p.script
 }
 
 // checkCoverage fails unless the observations show every kind of tag

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -25,14 +26,19 @@ import (
 // through the HTTP API and the berth command, see its README), with the
 // users file, the credentials and the golden observations: what that Berth
 // answered, request by request, when it served the store. TestStoreFixture
-// serves a copy with the Berth under test and asks the same questions; the
-// answers must be the same, byte for byte, but for what legitimately
-// changes (Date, token values, the server's port, and robots that expired
-// since). Then it writes to the store and checks it offline with fsck.
+// serves a copy with the Berth under test and asks the same questions,
+// following each next-page Link as a client does; the answers must be the
+// same, byte for byte, but for what legitimately changes (Date, token
+// values, the server's port, search cursors, which are sealed with a key of
+// the server process, and robots that expired since). Then it writes to
+// the store and checks it offline with fsck.
 
 const (
 	// fixtureEnv, set to 1, makes TestMakeStoreFixture regenerate the fixture.
 	fixtureEnv = "BERTH_MAKE_FIXTURE"
+	// reobserveEnv, set to 1, makes TestReobserveStoreFixture re-record
+	// the fixture's golden answers from its data as it is.
+	reobserveEnv = "BERTH_REOBSERVE_FIXTURE"
 	// fixtureRoot is the fixture directory, relative to this package.
 	fixtureRoot = "testdata/store-v1"
 	// fixtureLapsed is the identity of the fixture's expired robot: a robot
@@ -171,19 +177,27 @@ func (o *fxObserver) client(t *testing.T, as string) *authClient {
 	return c
 }
 
-// observe makes one request and records the answer.
-func (o *fxObserver) observe(t *testing.T, r fxRequest) fxObservation {
+// observe makes one request and records the answer, the cursor of a
+// search page written {cursor} in the path and the Link header. It also
+// returns the path the answer's next-page Link names, as the server wrote
+// it, or "" if there is none.
+func (o *fxObserver) observe(t *testing.T, r fxRequest) (fxObservation, string) {
 	t.Helper()
 	var hdr []string
 	if r.Accept != "" {
 		hdr = []string{"Accept", r.Accept}
 	}
 	resp, body := o.client(t, r.As).do(t, r.Method, r.Path, nil, hdr...)
+	r.Path = normaliseCursor(r.Path)
 	obs := fxObservation{fxRequest: r, Status: resp.StatusCode, Header: map[string]string{}, Length: len(body), Digest: digest.FromBytes(body).String()}
 	for k, v := range resp.Header {
 		if k != "Date" {
 			obs.Header[k] = strings.ReplaceAll(strings.Join(v, ", "), o.base, "{server}")
 		}
+	}
+	next := strings.TrimPrefix(nextTarget(obs.Header["Link"]), "{server}")
+	if l, ok := obs.Header["Link"]; ok {
+		obs.Header["Link"] = normaliseCursor(l)
 	}
 	switch {
 	case strings.HasPrefix(r.Path, "/auth/token") && resp.StatusCode == http.StatusOK:
@@ -200,17 +214,93 @@ func (o *fxObserver) observe(t *testing.T, r fxRequest) fxObservation {
 		}
 		obs.Body = c.Bytes()
 	}
-	return obs
+	return obs, next
 }
 
-// observeAll asks every question in order.
-func (o *fxObserver) observeAll(t *testing.T, reqs []fxRequest) []fxObservation {
+// fxNoNextPage is the path recorded for a page the previous answer gave no
+// Link to: it was not asked.
+const fxNoNextPage = "(not asked: the previous answer has no next-page Link)"
+
+// observeAll asks the questions of script (golden observations, or the
+// generator's) in order, as a client pages: a request that in script is
+// the page the previous observation's Link named is sent to the page the
+// Link of this run's previous answer names. Its path is then that Link's,
+// compared with the golden one like any other (a search cursor as
+// {cursor}).
+func (o *fxObserver) observeAll(t *testing.T, script []fxObservation) []fxObservation {
 	t.Helper()
-	out := make([]fxObservation, 0, len(reqs))
-	for _, r := range reqs {
-		out = append(out, o.observe(t, r))
+	out := make([]fxObservation, 0, len(script))
+	next := ""
+	for i, s := range script {
+		r := s.fxRequest
+		if followsLink(script, i) {
+			if next == "" {
+				r.Path = fxNoNextPage
+				out = append(out, fxObservation{fxRequest: r})
+				continue
+			}
+			r.Path = next
+		}
+		var obs fxObservation
+		obs, next = o.observe(t, r)
+		out = append(out, obs)
 	}
 	return out
+}
+
+// fxNextLink matches a Link header naming the next page.
+var fxNextLink = regexp.MustCompile(`^<([^>]+)>;\s*rel="next"$`)
+
+// nextTarget is the path a Link header names as the next page, or "".
+func nextTarget(link string) string {
+	if m := fxNextLink.FindStringSubmatch(link); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// followsLink reports whether script[i] asks for the page that the Link of
+// script[i-1] names, as the same caller.
+func followsLink(script []fxObservation, i int) bool {
+	if i == 0 {
+		return false
+	}
+	prev, r := script[i-1], script[i]
+	next := normaliseCursor(nextTarget(prev.Header["Link"]))
+	return next != "" && r.As == prev.As && r.Method == http.MethodGet && r.Method == prev.Method &&
+		r.Accept == prev.Accept && normaliseCursor(r.Path) == next
+}
+
+const (
+	// fixtureSearchPath is the search endpoint, whose cursor is opaque.
+	fixtureSearchPath = "/v2/_berth/search"
+	// fixtureCursor stands for a search cursor in observations.
+	fixtureCursor = "{cursor}"
+)
+
+// fxSearchCursor matches the cursor parameter of a search page's path, on
+// its own or in a Link header.
+var fxSearchCursor = regexp.MustCompile(`([?&]last=)[^&>]*`)
+
+// normaliseCursor writes the cursor of a search path or Link header as
+// {cursor}: a search cursor is sealed with a key of the server process, so
+// it differs from one run to the next, and pages compare by content. Any
+// other path or header is returned as it is.
+func normaliseCursor(s string) string {
+	if !strings.HasPrefix(strings.TrimPrefix(s, "<"), fixtureSearchPath+"?") {
+		return s
+	}
+	return fxSearchCursor.ReplaceAllString(s, "${1}"+fixtureCursor)
+}
+
+// normalised is o with its search cursors written {cursor}.
+func (o fxObservation) normalised() fxObservation {
+	o.Path = normaliseCursor(o.Path)
+	if l, ok := o.Header["Link"]; ok && normaliseCursor(l) != l {
+		o.Header = maps.Clone(o.Header)
+		o.Header["Link"] = normaliseCursor(l)
+	}
+	return o
 }
 
 // isContentPath reports whether path names a manifest or a blob, whose
@@ -281,6 +371,7 @@ func (o fxObservation) view() fxView {
 // diffObservation returns "" when got answers as want did, else a readable
 // diff (-want +got).
 func diffObservation(want, got fxObservation) string {
+	want, got = want.normalised(), got.normalised()
 	if want.fxRequest != got.fxRequest {
 		return fmt.Sprintf("asked %s, want %s", got.fxRequest, want.fxRequest)
 	}
@@ -306,7 +397,7 @@ func compareObservations(t *testing.T, want, got []fxObservation) {
 	for i := range want {
 		if d := diffObservation(want[i], got[i]); d != "" {
 			bad++
-			t.Errorf("%s answers differently (-golden +now):\n%s", want[i].fxRequest, d)
+			t.Errorf("observation %d, %s, answers differently (-golden +now):\n%s", i+1, want[i].fxRequest, d)
 		}
 	}
 	if bad > 0 {
