@@ -1521,6 +1521,9 @@ func startProcess(cmd *exec.Cmd, name string, onLine func(line string)) (*server
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
+	// A harness that dies (interrupted, or its output closed) leaves no
+	// server running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
