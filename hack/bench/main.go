@@ -1064,77 +1064,98 @@ func planBlobs(ctx context.Context, cfg config) ([][]blobRun, error) {
 	return plan, nil
 }
 
-// blobRuns pushes and then pulls the blobs of each run of plan (see
-// planBlobs), and, if pid is positive, records that process's peak RSS
-// during the push of the largest size at the first concurrency.
-func blobRuns(ctx context.Context, c *client, pid int, cfg config, plan [][]blobRun, lim limits) ([]row, error) {
-	var rows, rssRows []row
+// blobSteps are the blob measurements of plan: for each size and
+// concurrency, one step pushes the run's blobs and then pulls them, so
+// that the pulls read what the same server just wrote, whatever another
+// server wrote since. The push at the first concurrency of the largest
+// size also records the peak RSS of a server whose process is watched,
+// which a later step reports.
+func blobSteps(cfg config, plan [][]blobRun, lim limits) []step {
 	largest := int64(0)
 	for _, runs := range plan {
 		largest = max(largest, runs[0].Size)
 	}
-	buf := make([]byte, mib)
+	var steps []step
 	for _, runs := range plan {
-		var pullRows []row
 		for ci, run := range runs {
-			size, conc, n, digests := run.Size, run.Conc, len(run.Digests), run.Digests
-
-			var rss *rssProbe
-			if pid > 0 && size == largest && ci == 0 {
-				rss = startRSSProbe(pid)
-			}
-			start := time.Now()
-			err := parallel(ctx, conc, n, func(i int) error {
-				return c.pushBlob(ctx, blobRepo, run.Seed0+uint64(i), size, digests[i])
-			})
-			elapsed := time.Since(start)
-			if rss != nil {
-				r, rerr := rss.stop()
-				if err == nil && rerr != nil {
-					err = rerr
-				}
-				if err == nil {
-					rssRows = r.rows(size)
-				}
-			}
-			if err != nil {
-				return rows, fmt.Errorf("push %s at concurrency %d: %w", sizeName(size), conc, err)
-			}
-			v := mbps(int64(n)*size, elapsed)
-			fmt.Printf("bench:   push %s x%d at concurrency %d: %.0f MB/s in %.2fs\n", sizeName(size), n, conc, v, elapsed.Seconds())
-			rows = append(rows, row{
-				Name: fmt.Sprintf("blob push %s, c=%d", sizeName(size), conc), Value: v, Unit: "MB/s",
-				Limit: fmt.Sprintf("%.0f min(sha256,write)", lim.push()), Ratio: v / lim.push(),
-				Target: fmt.Sprintf(">= %.2f", pushTarget), Met: met(v/lim.push() >= pushTarget),
-			})
-
-			// Verify the content once per size, outside the timed runs.
-			if ci == 0 {
-				h := sha256.New()
-				got, err := c.pullBlob(ctx, blobRepo, digests[0], buf, h)
+			name := fmt.Sprintf("blob push and pull %s, c=%d", sizeName(run.Size), run.Conc)
+			steps = append(steps, step{Name: name, Run: func(ctx context.Context, m *running) ([]row, error) {
+				rows, err := pushStep(ctx, m, run, ci == 0, run.Size == largest && ci == 0, lim)
 				if err != nil {
-					return rows, fmt.Errorf("verify pull: %w", err)
+					return rows, err
 				}
-				if sum := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != size || sum != digests[0] {
-					return rows, fmt.Errorf("pulled %d bytes hashing to %s, want %d bytes of %s", got, sum, size, digests[0])
-				}
-			}
-
-			bytes, elapsed, err := pullRun(ctx, c, conc, digests, size, cfg.PullMinDur)
-			if err != nil {
-				return rows, fmt.Errorf("pull %s at concurrency %d: %w", sizeName(size), conc, err)
-			}
-			v = mbps(bytes, elapsed)
-			fmt.Printf("bench:   pull %s at concurrency %d: %.0f MB/s (%s in %.2fs)\n", sizeName(size), conc, v, sizeName(bytes), elapsed.Seconds())
-			pullRows = append(pullRows, row{
-				Name: fmt.Sprintf("blob pull %s, c=%d", sizeName(size), conc), Value: v, Unit: "MB/s",
-				Limit: fmt.Sprintf("%.0f page-cache read", lim.CacheRead), Ratio: v / lim.CacheRead,
-				Target: fmt.Sprintf(">= %.2f", pullTarget), Met: met(v/lim.CacheRead >= pullTarget),
-			})
+				pull, err := pullStep(ctx, m, run, cfg.PullMinDur, lim)
+				return append(rows, pull...), err
+			}})
 		}
-		rows = append(rows, pullRows...)
 	}
-	return append(rows, rssRows...), nil
+	// Reported after the blob figures, as measured by the push.
+	return append(steps, step{Name: "server peak RSS", Full: true, Run: func(_ context.Context, m *running) ([]row, error) {
+		return m.rss, nil
+	}})
+}
+
+// pushStep pushes run's blobs to m's server and measures the throughput.
+// With rss it records the server's peak RSS during the push, if its
+// process is watched; with verify it then pulls the first blob, untimed,
+// and checks its length and digest.
+func pushStep(ctx context.Context, m *running, run blobRun, verify, rss bool, lim limits) ([]row, error) {
+	size, conc, n, digests := run.Size, run.Conc, len(run.Digests), run.Digests
+	var probe *rssProbe
+	if rss && m.pid > 0 {
+		probe = startRSSProbe(m.pid)
+	}
+	start := time.Now()
+	err := parallel(ctx, conc, n, func(i int) error {
+		return m.c.pushBlob(ctx, blobRepo, run.Seed0+uint64(i), size, digests[i])
+	})
+	elapsed := time.Since(start)
+	if probe != nil {
+		r, rerr := probe.stop()
+		if err == nil && rerr != nil {
+			err = rerr
+		}
+		if err == nil {
+			m.rss = r.rows(size)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("push %s at concurrency %d: %w", sizeName(size), conc, err)
+	}
+	v := mbps(int64(n)*size, elapsed)
+	fmt.Printf("bench:   %s: push %s x%d at concurrency %d: %.0f MB/s in %.2fs\n", m.name, sizeName(size), n, conc, v, elapsed.Seconds())
+	rows := []row{{
+		Name: fmt.Sprintf("blob push %s, c=%d", sizeName(size), conc), Value: v, Unit: "MB/s",
+		Limit: fmt.Sprintf("%.0f min(sha256,write)", lim.push()), Ratio: v / lim.push(),
+		Target: fmt.Sprintf(">= %.2f", pushTarget), Met: met(v/lim.push() >= pushTarget),
+	}}
+	if verify {
+		h := sha256.New()
+		got, err := m.c.pullBlob(ctx, blobRepo, digests[0], make([]byte, mib), h)
+		if err != nil {
+			return rows, fmt.Errorf("verify pull: %w", err)
+		}
+		if sum := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != size || sum != digests[0] {
+			return rows, fmt.Errorf("pulled %d bytes hashing to %s, want %d bytes of %s", got, sum, size, digests[0])
+		}
+	}
+	return rows, nil
+}
+
+// pullStep pulls run's blobs from m's server (see pullRun) and measures
+// the throughput.
+func pullStep(ctx context.Context, m *running, run blobRun, minDur time.Duration, lim limits) ([]row, error) {
+	bytes, elapsed, err := pullRun(ctx, m.c, run.Conc, run.Digests, run.Size, minDur)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s at concurrency %d: %w", sizeName(run.Size), run.Conc, err)
+	}
+	v := mbps(bytes, elapsed)
+	fmt.Printf("bench:   %s: pull %s at concurrency %d: %.0f MB/s (%s in %.2fs)\n", m.name, sizeName(run.Size), run.Conc, v, sizeName(bytes), elapsed.Seconds())
+	return []row{{
+		Name: fmt.Sprintf("blob pull %s, c=%d", sizeName(run.Size), run.Conc), Value: v, Unit: "MB/s",
+		Limit: fmt.Sprintf("%.0f page-cache read", lim.CacheRead), Ratio: v / lim.CacheRead,
+		Target: fmt.Sprintf(">= %.2f", pullTarget), Met: met(v/lim.CacheRead >= pullTarget),
+	}}, nil
 }
 
 // pullRun pulls the blobs round-robin on conc workers, until every blob
@@ -1267,46 +1288,55 @@ func manifestBody(note string) []byte {
 		manifestType, emptyType, hex.EncodeToString(d[:]), len(emptyConfig), note)
 }
 
-// manifestRuns measures manifest PUT (a new manifest to a new tag each
-// time) and GET by tag, for a fixed duration at each concurrency.
-func manifestRuns(ctx context.Context, c *client, cfg config) ([]row, error) {
-	if err := c.putBlob(ctx, manifestRepo, emptyConfig); err != nil {
-		return nil, err
-	}
-	if err := c.putManifest(ctx, manifestRepo, "latest", manifestBody("latest")); err != nil {
-		return nil, err
-	}
-	var seq atomic.Int64
-	ops := map[string]func() error{
-		"PUT": func() error {
-			n := seq.Add(1)
-			return c.putManifest(ctx, manifestRepo, fmt.Sprintf("put-%d", n), manifestBody(strconv.FormatInt(n, 10)))
-		},
-		"GET by tag": func() error { return c.getManifest(ctx, manifestRepo, "latest") },
-	}
-	var rows []row
+// manifestSteps are the manifest measurements: an untimed setup (the
+// config blob and the tag every GET reads), then PUT (a new manifest to a
+// new tag each time) and GET by tag, for a fixed duration at each
+// concurrency. Each rate is compared with the same server's rate at the
+// first concurrency.
+func manifestSteps(cfg config) []step {
+	steps := []step{{Name: "manifest setup", Run: func(ctx context.Context, m *running) ([]row, error) {
+		if err := m.c.putBlob(ctx, manifestRepo, emptyConfig); err != nil {
+			return nil, err
+		}
+		return nil, m.c.putManifest(ctx, manifestRepo, "latest", manifestBody("latest"))
+	}}}
 	for _, op := range []string{"PUT", "GET by tag"} {
-		var base float64
 		for i, conc := range cfg.ManifestConc {
-			v, err := opsRun(ctx, conc, cfg.ManifestDur, ops[op])
-			if err != nil {
-				return rows, fmt.Errorf("manifest %s at concurrency %d: %w", op, conc, err)
-			}
-			fmt.Printf("bench:   manifest %s at concurrency %d: %.0f ops/s\n", op, conc, v)
-			r := row{Name: fmt.Sprintf("manifest %s, c=%d", op, conc), Value: v, Unit: "ops/s", Ratio: math.NaN(), Met: "-"}
-			if i == 0 {
-				base = v
-				r.Target = "baseline"
-			} else {
-				r.Limit = fmt.Sprintf("%.0f at c=%d", base, cfg.ManifestConc[0])
-				r.Ratio = v / base
-				r.Target = fmt.Sprintf(">= %.1fx", scalingTarget)
-				r.Met = met(r.Ratio >= scalingTarget)
-			}
-			rows = append(rows, r)
+			name := fmt.Sprintf("manifest %s, c=%d", op, conc)
+			steps = append(steps, step{Name: name, Run: func(ctx context.Context, m *running) ([]row, error) {
+				v, err := opsRun(ctx, conc, cfg.ManifestDur, m.manifestOp(ctx, op))
+				if err != nil {
+					return nil, fmt.Errorf("manifest %s at concurrency %d: %w", op, conc, err)
+				}
+				fmt.Printf("bench:   %s: manifest %s at concurrency %d: %.0f ops/s\n", m.name, op, conc, v)
+				r := row{Name: name, Value: v, Unit: "ops/s", Ratio: math.NaN(), Met: "-"}
+				if i == 0 {
+					m.base[op] = v
+					r.Target = "baseline"
+				} else {
+					base := m.base[op]
+					r.Limit = fmt.Sprintf("%.0f at c=%d", base, cfg.ManifestConc[0])
+					r.Ratio = v / base
+					r.Target = fmt.Sprintf(">= %.1fx", scalingTarget)
+					r.Met = met(r.Ratio >= scalingTarget)
+				}
+				return []row{r}, nil
+			}})
 		}
 	}
-	return rows, nil
+	return steps
+}
+
+// manifestOp is one manifest operation on m's server: "PUT" pushes a new
+// manifest to a new tag, "GET by tag" reads the tag "latest".
+func (m *running) manifestOp(ctx context.Context, op string) func() error {
+	if op == "PUT" {
+		return func() error {
+			n := m.seq.Add(1)
+			return m.c.putManifest(ctx, manifestRepo, fmt.Sprintf("put-%d", n), manifestBody(strconv.FormatInt(n, 10)))
+		}
+	}
+	return func() error { return m.c.getManifest(ctx, manifestRepo, "latest") }
 }
 
 // opsRun runs op on conc workers for dur and returns operations per second.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -44,12 +45,50 @@ type roundResult struct {
 	Rows   []row
 }
 
-// rounds measures each target n times, each time with a new server on an
-// empty directory: in the order of targets in odd rounds and in reverse
-// order in even rounds, so that no target always follows the same one.
-// The first round of the first target measures everything; every other
-// round measures the figures the targets are compared on (blob push and
-// pull, manifest PUT and GET). Results are returned even after an error.
+// step is one measurement, or an untimed setup, that every server of a
+// round runs in the same order; it returns the figures it measured.
+type step struct {
+	Name string
+	Full bool // only in the full round (the first target's first)
+	Run  func(ctx context.Context, m *running) ([]row, error)
+}
+
+// running is a server being measured in a round, and what its steps share.
+type running struct {
+	name string
+	srv  *server
+	c    *client
+	dir  string
+	keep bool // dir is the kept -data directory
+	full bool // this round runs every step on it
+	pid  int  // positive: watch this process's peak RSS
+
+	seq  atomic.Int64       // manifest PUT tags
+	base map[string]float64 // manifest rate at the first concurrency, per operation
+	rss  []row              // peak RSS, recorded by the push that measured it
+	rows []row
+	took time.Duration // time spent in its steps
+}
+
+// steps are the measurements of a round, in order: blob push and pull and
+// manifest PUT and GET on every server; peak RSS, tag list and catalog in
+// the full round only.
+func (s *session) steps() []step {
+	steps := blobSteps(s.cfg, s.plan, s.lim)
+	steps = append(steps, manifestSteps(s.cfg)...)
+	return append(steps, step{Name: "tag list and catalog", Full: true, Run: func(ctx context.Context, m *running) ([]row, error) {
+		return listRuns(ctx, m.c, s.cfg)
+	}})
+}
+
+// rounds measures the targets n times. In each round every target runs as
+// a new server on an empty directory, and each step runs on one target
+// after the other, so that a figure of two targets is measured seconds
+// apart; the targets take turns in the order of targets in odd rounds and
+// in reverse order in even ones, so that none always follows the same one.
+// The first round of the first target runs every step; the others run
+// the steps the targets are compared on (blob push and pull, manifest PUT
+// and GET). Results are returned even after an error.
 func (s *session) rounds(ctx context.Context, targets []target, n int) ([]roundResult, error) {
 	var results []roundResult
 	for r := 1; r <= n; r++ {
@@ -57,102 +96,92 @@ func (s *session) rounds(ctx context.Context, targets []target, n int) ([]roundR
 		if r%2 == 0 {
 			slices.Reverse(order)
 		}
-		for _, t := range order {
-			full := r == 1 && t.Name == targets[0].Name
-			res, err := s.round(ctx, t, r, full)
-			if len(res.Rows) > 0 {
-				results = append(results, res)
-			}
-			if err != nil {
-				return results, fmt.Errorf("%s, round %d: %w", t.Name, r, err)
-			}
+		res, err := s.round(ctx, order, r, targets[0].Name)
+		results = append(results, res...)
+		if err != nil {
+			return results, fmt.Errorf("round %d: %w", r, err)
 		}
 	}
 	return results, nil
 }
 
-// round starts t, measures it and stops it. The first target's first round
-// (full) uses the session's data directory, every other round a new
-// directory beside it; each is removed afterwards, except a kept -data one.
-func (s *session) round(ctx context.Context, t target, r int, full bool) (res roundResult, err error) {
-	res = roundResult{Target: t.Name, Round: r}
-	dir := s.dataDir
-	if !full {
-		if dir, err = os.MkdirTemp(filepath.Dir(s.dataDir), "berth-bench-"+t.Name+"-"); err != nil {
-			return res, err
+// round starts the targets, runs the steps on each in turn, and stops
+// them. The full target (in round 1) uses the session's data directory,
+// every other one a new directory beside it; each is removed afterwards,
+// except a kept -data one.
+func (s *session) round(ctx context.Context, order []target, r int, fullTarget string) (results []roundResult, err error) {
+	load := loadAverage()
+	fmt.Printf("bench: round %d, load average %s\n", r, load)
+	var ms []*running
+	defer func() {
+		for _, m := range ms {
+			m.c.http.CloseIdleConnections()
+			if serr := m.srv.stop(); serr != nil {
+				err = errors.Join(err, serr)
+				fmt.Fprintf(os.Stderr, "bench: %s log (last lines):\n%s\n", m.name, m.srv.logTail())
+			}
+			if !m.keep {
+				if rerr := os.RemoveAll(m.dir); rerr != nil {
+					err = errors.Join(err, rerr)
+				}
+			}
+			if len(m.rows) > 0 {
+				results = append(results, roundResult{Target: m.name, Round: r, Load: load, Took: m.took, Rows: m.rows})
+			}
+		}
+	}()
+	for _, t := range order {
+		m, err := s.start(ctx, t, r == 1 && t.Name == fullTarget)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	for _, st := range s.steps() {
+		for _, m := range ms {
+			if st.Full && !m.full {
+				continue
+			}
+			// What the previous step left in the page cache unwritten
+			// must not be written back while this one is measured.
+			syscall.Sync()
+			began := time.Now()
+			rows, err := st.Run(ctx, m)
+			m.took += time.Since(began)
+			m.rows = append(m.rows, rows...)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "bench: %s log (last lines):\n%s\n", m.name, m.srv.logTail())
+				return nil, fmt.Errorf("%s: %s: %w", m.name, st.Name, err)
+			}
 		}
 	}
-	if !full || !s.keepData {
-		defer func() {
-			if rerr := os.RemoveAll(dir); rerr != nil && err == nil {
-				err = rerr
-			}
-		}()
-	}
-
-	// What the previous server left in the page cache unwritten must not
-	// be written back while this one is measured.
-	synced := time.Now()
-	syscall.Sync()
-	res.Load = loadAverage()
-	fmt.Printf("bench: %s, round %d: sync took %.1fs, load average %s\n", t.Name, r, time.Since(synced).Seconds(), res.Load)
-
-	began := time.Now()
-	srv, err := t.start(ctx, dir)
-	if err != nil {
-		return res, err
-	}
-	fmt.Printf("bench: %s (pid %d) listening on %s, data %s\n", t.Name, srv.pid(), srv.addr, dir)
-	pid := 0
-	if full {
-		pid = srv.pid()
-	}
-	c := newClient(srv.url)
-	res.Rows, err = s.measure(ctx, c, pid, full)
-	c.http.CloseIdleConnections()
-	stopping := time.Now()
-	serr := srv.stop()
-	fmt.Printf("bench: %s stopped in %.1fs\n", t.Name, time.Since(stopping).Seconds())
-	if serr != nil {
-		err = errors.Join(err, serr)
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: %s log (last lines):\n%s\n", t.Name, srv.logTail())
-	}
-	res.Took = time.Since(began)
-	fmt.Printf("bench: %s, round %d took %.1fs\n", t.Name, r, res.Took.Seconds())
-	return res, err
+	return nil, nil
 }
 
-// measure runs the measurements against a running server: blob push and
-// pull and manifest PUT and GET; with full also tag list and catalog
-// latency, and, if pid is positive, that process's peak RSS.
-func (s *session) measure(ctx context.Context, c *client, pid int, full bool) ([]row, error) {
-	var rows []row
-	step := func(name string, f func() ([]row, error)) error {
-		fmt.Printf("bench: %s\n", name)
-		t := time.Now()
-		r, err := f()
-		rows = append(rows, r...)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		fmt.Printf("bench: %s took %.1fs\n", name, time.Since(t).Seconds())
-		return nil
-	}
-	if err := step("blob push and pull", func() ([]row, error) { return blobRuns(ctx, c, pid, s.cfg, s.plan, s.lim) }); err != nil {
-		return rows, err
-	}
-	if err := step("manifest PUT and GET", func() ([]row, error) { return manifestRuns(ctx, c, s.cfg) }); err != nil {
-		return rows, err
-	}
+// start starts t on its directory: the session's data directory if full,
+// otherwise a new one beside it.
+func (s *session) start(ctx context.Context, t target, full bool) (*running, error) {
+	m := &running{name: t.Name, dir: s.dataDir, keep: full && s.keepData, full: full, base: map[string]float64{}}
 	if !full {
-		return rows, nil
+		dir, err := os.MkdirTemp(filepath.Dir(s.dataDir), "berth-bench-"+t.Name+"-")
+		if err != nil {
+			return nil, err
+		}
+		m.dir = dir
 	}
-	if err := step("tag list and catalog", func() ([]row, error) { return listRuns(ctx, c, s.cfg) }); err != nil {
-		return rows, err
+	srv, err := t.start(ctx, m.dir)
+	if err != nil {
+		if !m.keep {
+			err = errors.Join(err, os.RemoveAll(m.dir))
+		}
+		return nil, err
 	}
-	return rows, nil
+	m.srv, m.c = srv, newClient(srv.url)
+	if full {
+		m.pid = srv.pid()
+	}
+	fmt.Printf("bench: %s (pid %d) listening on %s, data %s\n", t.Name, srv.pid(), srv.addr, m.dir)
+	return m, nil
 }
 
 // ---------------------------------------------------------------------------
