@@ -39,9 +39,9 @@ type session struct {
 // roundResult is what one target measured in one round.
 type roundResult struct {
 	Target string
-	Round  int    // from 1
-	Load   string // load average when the round started
-	Took   time.Duration
+	Round  int           // from 1
+	Load   string        // load average when the round started
+	Took   time.Duration // spent in its measurements
 	Rows   []row
 }
 
@@ -83,8 +83,8 @@ func (s *session) steps() []step {
 
 // rounds measures the targets n times. In each round every target runs as
 // a new server on an empty directory, and each step runs on one target
-// after the other, so that a figure of two targets is measured seconds
-// apart; the targets take turns in the order of targets in odd rounds and
+// after the other, so that the two values of a figure are measured
+// moments apart and the machine's load changes little between them; the targets take turns in the order of targets in odd rounds and
 // in reverse order in even ones, so that none always follows the same one.
 // The first round of the first target runs every step; the others run
 // the steps the targets are compared on (blob push and pull, manifest PUT
