@@ -45,6 +45,13 @@ GO_CLIENTS := \
 CLIENT_STAMPS := $(foreach c,$(GO_CLIENTS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
 DEBIAN_CLIENTS := skopeo containerd podman docker.io chromium fonts-dejavu-core
 
+# The registry "make bench" measures side by side with berth, pinned and
+# installed the same way as the clients, by "make bench" alone.
+DISTRIBUTION_VERSION := v3.1.2
+BENCH_TOOLS := \
+	registry=github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
+BENCH_STAMPS := $(foreach c,$(BENCH_TOOLS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
+
 RESULTS := $(CURDIR)/conformance/results
 
 # "make run" settings, e.g. make run ADDR=127.0.0.1:5001 ARGS='--log-level debug'.
@@ -86,7 +93,7 @@ clients: $(CLIENT_STAMPS) debs
 
 $(TOOLS)/.stamp-%:
 	@mkdir -p $(TOOLS)
-	@spec='$(filter $(word 1,$(subst -, ,$*))=%,$(GO_CLIENTS))'; \
+	@spec='$(filter $(word 1,$(subst -, ,$*))=%,$(GO_CLIENTS) $(BENCH_TOOLS))'; \
 	echo "installing $${spec#*=}"; \
 	GOBIN=$(TOOLS) $(GO) install "$${spec#*=}"
 	@touch $@
@@ -136,13 +143,16 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzContentRange$$' -fuzztime $(FUZZTIME) ./distribution/
 	$(GO) test -run '^$$' -fuzz '^FuzzRange$$' -fuzztime $(FUZZTIME) ./distribution/
 
-# "make bench" runs the benchmark harness against a real berth, e.g.
-# make bench BENCHFLAGS='-quick' or BENCHFLAGS='-out /tmp/bench.md'. Results
-# of a full run are kept in docs/benchmarks.md.
+# "make bench" runs the benchmark harness against a real berth and, in the
+# same run, against the pinned peer registry (PEER= skips it, PEER=PATH
+# takes another binary), e.g. make bench BENCHFLAGS='-quick' or
+# BENCHFLAGS='-repeat 3 -out /tmp/bench.md'. Results of a full run are kept
+# in docs/benchmarks.md.
 BENCHFLAGS ?=
+PEER ?= $(TOOLS)/registry
 
-bench: build
-	$(GO) run ./hack/bench -berth $(BIN)/berth $(BENCHFLAGS)
+bench: build $(if $(filter $(TOOLS)/registry,$(PEER)),$(BENCH_STAMPS))
+	$(GO) run ./hack/bench -berth $(BIN)/berth $(if $(PEER),-peer $(PEER)) $(BENCHFLAGS)
 
 # "make ui-screenshots" refreshes the screenshots docs/ui.md shows, from a
 # run of the web interface's browser tests; pngquant keeps them small.

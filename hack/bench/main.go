@@ -1,7 +1,7 @@
 // Command bench measures a real berth process over loopback and prints a
 // summary table, each figure next to the limit this machine sets for it.
 //
-//	go run ./hack/bench [-berth PATH] [-data DIR] [-quick] [-out FILE]
+//	go run ./hack/bench [-berth PATH] [-data DIR] [-quick] [-out FILE] [-peer PATH] [-repeat N]
 //
 // It first measures the machine (sha256 on one core, sequential
 // write+fsync and page-cache read in the data directory's filesystem), then
@@ -10,8 +10,17 @@
 // operations per second at several concurrencies, tag list and catalog
 // latency on large listings, and the server's peak RSS during the largest
 // push. Request bodies are streamed from a deterministic pseudo-random
-// generator, so no blob is ever held in memory. "make bench" runs it; the
-// results of a run are kept in docs/benchmarks.md.
+// generator, so no blob is ever held in memory.
+//
+// With -peer it also runs another registry (CNCF Distribution, whose
+// "registry" binary the Makefile installs pinned) with a generated
+// configuration, measures its blob push and pull and manifest PUT and GET
+// with the same client, and prints berth's figure, the peer's and their
+// ratio. With -repeat N those measurements are made N times on each
+// server, alternating the servers, each time on a new server over an empty
+// directory, and each figure is printed as its median and its spread
+// (range over median), the run-to-run noise. "make bench" runs it with the
+// peer; the results of a run are kept in docs/benchmarks.md.
 package main
 
 import (
@@ -120,18 +129,31 @@ const (
 	rssGrowthMax  = 64 * mib
 )
 
+// options are the choices of the command line.
+type options struct {
+	Berth  string // berth binary; empty: build one
+	Data   string // berth's data directory for the first round; empty: a temporary one
+	Peer   string // the peer registry's binary; empty: berth alone
+	Out    string // Markdown report file; empty: none
+	Quick  bool
+	Repeat int // rounds of the compared measurements
+}
+
 func main() {
-	berthBin := flag.String("berth", "", "berth binary (default: build ./cmd/berth into a temporary directory)")
-	dataDir := flag.String("data", "", "berth's data directory, which must be empty or absent and is kept afterwards\n(default: a temporary directory under the OS temp dir, removed at the end)")
-	quick := flag.Bool("quick", false, "small sizes and counts, for a smoke run")
-	out := flag.String("out", "", "also write the results as Markdown to `FILE`")
+	var o options
+	flag.StringVar(&o.Berth, "berth", "", "berth binary (default: build ./cmd/berth into a temporary directory)")
+	flag.StringVar(&o.Data, "data", "", "berth's data directory, which must be empty or absent and is kept afterwards\n(default: a temporary directory under the OS temp dir, removed at the end)")
+	flag.BoolVar(&o.Quick, "quick", false, "small sizes and counts, for a smoke run")
+	flag.StringVar(&o.Out, "out", "", "also write the results as Markdown to `FILE`")
+	flag.StringVar(&o.Peer, "peer", "", "also measure the registry binary at `PATH` (CNCF Distribution's \"registry\"),\nside by side with berth, and print the ratio berth/peer (default: berth alone)")
+	flag.IntVar(&o.Repeat, "repeat", 1, "measure blob push and pull and manifest PUT and GET `N` times on each server,\nalternating the servers, and print each figure's median and spread")
 	flag.Parse()
-	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q\n", flag.Args())
+	if flag.NArg() > 0 || o.Repeat < 1 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q or -repeat %d below 1\n", flag.Args(), o.Repeat)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, *berthBin, *dataDir, *quick, *out)
+	err := run(ctx, o)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -139,10 +161,10 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, berthBin, dataDir string, quick bool, out string) (err error) {
+func run(ctx context.Context, o options) (err error) {
 	began := time.Now()
 	cfg := fullConfig()
-	if quick {
+	if o.Quick {
 		cfg = quickConfig()
 	}
 	scratch, err := os.MkdirTemp("", "berth-bench-")
@@ -154,6 +176,7 @@ func run(ctx context.Context, berthBin, dataDir string, quick bool, out string) 
 			err = rerr
 		}
 	}()
+	dataDir := o.Data
 	if dataDir == "" {
 		dataDir = filepath.Join(scratch, "data")
 	} else if err := checkEmptyDir(dataDir); err != nil {
@@ -166,6 +189,7 @@ func run(ctx context.Context, berthBin, dataDir string, quick bool, out string) 
 		return err
 	}
 
+	berthBin := o.Berth
 	if berthBin == "" {
 		root, err := repoRoot()
 		if err != nil {
@@ -180,6 +204,11 @@ func run(ctx context.Context, berthBin, dataDir string, quick bool, out string) 
 
 	m := describeMachine(ctx, berthBin, dataDir)
 	m.Command = commandLine()
+	targets := []target{berthTarget(berthBin)}
+	if o.Peer != "" {
+		m.Peer = peerVersion(ctx, o.Peer)
+		targets = append(targets, peerTarget(o.Peer))
+	}
 	m.print(os.Stdout)
 
 	fmt.Println("bench: measuring the machine's limits")
@@ -189,60 +218,35 @@ func run(ctx context.Context, berthBin, dataDir string, quick bool, out string) 
 	}
 	lim.print(os.Stdout)
 
-	srv, err := startBerth(ctx, berthBin, dataDir)
+	fmt.Println("bench: computing the digests of the blobs")
+	plan, err := planBlobs(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("bench: berth (pid %d) listening on %s, data %s\n", srv.pid(), srv.addr, dataDir)
-	rows, runErr := measureAll(ctx, newClient(srv.url), srv.pid(), cfg, lim)
-	if serr := srv.stop(); serr != nil {
-		runErr = errors.Join(runErr, serr)
+	s := &session{cfg: cfg, lim: lim, plan: plan, dataDir: dataDir, keepData: o.Data != ""}
+	rep := report{Machine: m, Limits: lim, Config: cfg, Rounds: o.Repeat}
+	for _, t := range targets {
+		rep.Targets = append(rep.Targets, t.Name)
 	}
-	if runErr != nil {
-		fmt.Fprintf(os.Stderr, "bench: berth log (last lines):\n%s\n", srv.logTail())
+	if o.Peer != "" {
+		rep.Peer = peerName + ": " + peerSettings
 	}
-	m.LoadEnd = loadAverage()
-	fmt.Printf("bench: load average at end: %s\n", m.LoadEnd)
-	if len(rows) > 0 {
-		fmt.Println()
-		printTable(os.Stdout, rows)
-	}
-	if out != "" && len(rows) > 0 {
-		if werr := writeMarkdown(out, m, lim, rows, cfg); werr != nil {
-			runErr = errors.Join(runErr, werr)
+	rep.Results, err = s.rounds(ctx, targets, o.Repeat)
+	rep.Machine.LoadEnd = loadAverage()
+	fmt.Printf("bench: load average at end: %s\n", rep.Machine.LoadEnd)
+	if len(rep.Results) > 0 {
+		rep.print(os.Stdout)
+		if o.Out != "" {
+			if werr := os.WriteFile(o.Out, rep.markdown(), 0o644); werr != nil {
+				err = errors.Join(err, werr)
+			}
 		}
 	}
-	if runErr != nil {
-		return runErr
+	if err != nil {
+		return err
 	}
 	fmt.Printf("bench: done in %.0fs\n", time.Since(began).Seconds())
 	return nil
-}
-
-// measureAll runs every measurement against a running berth.
-func measureAll(ctx context.Context, c *client, pid int, cfg config, lim limits) ([]row, error) {
-	var rows []row
-	step := func(name string, f func() ([]row, error)) error {
-		fmt.Printf("bench: %s\n", name)
-		t := time.Now()
-		r, err := f()
-		rows = append(rows, r...)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		fmt.Printf("bench: %s took %.1fs\n", name, time.Since(t).Seconds())
-		return nil
-	}
-	if err := step("blob push and pull", func() ([]row, error) { return blobRuns(ctx, c, pid, cfg, lim) }); err != nil {
-		return rows, err
-	}
-	if err := step("manifest PUT and GET", func() ([]row, error) { return manifestRuns(ctx, c, cfg) }); err != nil {
-		return rows, err
-	}
-	if err := step("tag list and catalog", func() ([]row, error) { return listRuns(ctx, c, cfg) }); err != nil {
-		return rows, err
-	}
-	return rows, nil
 }
 
 // ---------------------------------------------------------------------------
@@ -282,7 +286,20 @@ func (r row) cells() []string {
 	return []string{r.Name, formatValue(r.Value), r.Unit, limit, ratio, target, r.Met}
 }
 
-var header = []string{"measurement", "value", "unit", "limit", "ratio", "target", "met"}
+// table is a header and lines of cells.
+type table struct {
+	Header []string
+	Cells  [][]string
+}
+
+// rowTable lays out rows: each figure against its limit and target.
+func rowTable(rows []row) table {
+	t := table{Header: []string{"measurement", "value", "unit", "limit", "ratio", "target", "met"}}
+	for _, r := range rows {
+		t.Cells = append(t.Cells, r.cells())
+	}
+	return t
+}
 
 func formatValue(v float64) string {
 	switch {
@@ -295,29 +312,87 @@ func formatValue(v float64) string {
 	}
 }
 
-func printTable(w io.Writer, rows []row) {
+func printTable(w io.Writer, t table) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r.cells(), "\t"))
+	fmt.Fprintln(tw, strings.Join(t.Header, "\t"))
+	for _, line := range t.Cells {
+		fmt.Fprintln(tw, strings.Join(line, "\t"))
 	}
 	_ = tw.Flush()
 }
 
-func markdownTable(w io.Writer, rows []row) {
-	fmt.Fprintf(w, "| %s |\n", strings.Join(header, " | "))
-	fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(header)))
-	for _, r := range rows {
-		cells := r.cells()
-		for i, c := range cells {
-			cells[i] = strings.ReplaceAll(c, "|", `\|`)
+func markdownTable(w io.Writer, t table) {
+	fmt.Fprintf(w, "| %s |\n", strings.Join(t.Header, " | "))
+	fmt.Fprintf(w, "|%s\n", strings.Repeat("---|", len(t.Header)))
+	for _, line := range t.Cells {
+		escaped := make([]string, len(line))
+		for i, c := range line {
+			escaped[i] = strings.ReplaceAll(c, "|", `\|`)
 		}
-		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+		fmt.Fprintf(w, "| %s |\n", strings.Join(escaped, " | "))
 	}
 }
 
-func writeMarkdown(path string, m machine, lim limits, rows []row, cfg config) error {
+// report is what a run prints at its end and writes to -out.
+type report struct {
+	Machine machine
+	Limits  limits
+	Config  config
+	Targets []string      // names of the targets, berth first
+	Peer    string        // how the peer is configured, if one is measured
+	Rounds  int           // -repeat
+	Results []roundResult // in the order the rounds ran
+}
+
+// firstRound is the first target's first round: every figure against this
+// machine's limits.
+func (r report) firstRound() []row {
+	for _, res := range r.Results {
+		if res.Target == r.Targets[0] && res.Round == 1 {
+			return res.Rows
+		}
+	}
+	return nil
+}
+
+// compared says whether there is more than the main table to show.
+func (r report) compared() bool { return len(r.Targets) > 1 || r.Rounds > 1 }
+
+// titles are the lines above the main table and above the comparison.
+func (r report) titles() (main, cmp string) {
+	main = fmt.Sprintf("%s against this machine's limits", r.Targets[0])
+	if r.Rounds > 1 {
+		main += fmt.Sprintf(" (round 1 of %d)", r.Rounds)
+	}
+	cmp = fmt.Sprintf("%s, the same client, a new server on an empty directory in each round", strings.Join(r.Targets, " and "))
+	if r.Rounds > 1 {
+		cmp += fmt.Sprintf("; median of %d rounds, spread = (max - min) / median", r.Rounds)
+		if len(r.Targets) > 1 {
+			cmp += "; the ratio is taken in each round, its median and range shown"
+		}
+	}
+	return main, cmp
+}
+
+func (r report) print(w io.Writer) {
+	mainTitle, cmpTitle := r.titles()
+	fmt.Fprintf(w, "\n%s:\n\n", mainTitle)
+	printTable(w, rowTable(r.firstRound()))
+	if !r.compared() {
+		return
+	}
+	if r.Peer != "" {
+		fmt.Fprintf(w, "\n%s\n", r.Peer)
+	}
+	fmt.Fprintf(w, "\n%s:\n\n", cmpTitle)
+	printTable(w, comparisonTable(compare(r.Results, r.Targets), r.Targets, r.Rounds))
+	fmt.Fprintln(w)
+	printTable(w, roundsTable(r.Results))
+}
+
+func (r report) markdown() []byte {
 	var b bytes.Buffer
+	m := r.Machine
 	fmt.Fprintf(&b, "Command: `%s`\n\n", m.Command)
 	fmt.Fprintln(&b, "| machine | |")
 	fmt.Fprintln(&b, "|---|---|")
@@ -325,15 +400,32 @@ func writeMarkdown(path string, m machine, lim limits, rows []row, cfg config) e
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], kv[1])
 	}
 	fmt.Fprintln(&b)
-	fmt.Fprintf(&b, "Machine limits (%s each):\n\n", sizeName(cfg.LimitBytes))
+	fmt.Fprintf(&b, "Machine limits (%s each):\n\n", sizeName(r.Config.LimitBytes))
 	fmt.Fprintln(&b, "| limit | MB/s |")
 	fmt.Fprintln(&b, "|---|---|")
-	for _, kv := range lim.pairs() {
+	for _, kv := range r.Limits.pairs() {
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], kv[1])
 	}
-	fmt.Fprintln(&b)
-	markdownTable(&b, rows)
-	return os.WriteFile(path, b.Bytes(), 0o644)
+	mainTitle, cmpTitle := r.titles()
+	fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(mainTitle))
+	markdownTable(&b, rowTable(r.firstRound()))
+	if r.compared() {
+		if r.Peer != "" {
+			fmt.Fprintf(&b, "\n%s\n", r.Peer)
+		}
+		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(cmpTitle))
+		markdownTable(&b, comparisonTable(compare(r.Results, r.Targets), r.Targets, r.Rounds))
+		fmt.Fprintln(&b)
+		markdownTable(&b, roundsTable(r.Results))
+	}
+	return b.Bytes()
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 // ---------------------------------------------------------------------------
@@ -341,16 +433,21 @@ func writeMarkdown(path string, m machine, lim limits, rows []row, cfg config) e
 
 type machine struct {
 	CPU, Cores, Memory, Filesystem, GoVersion, Berth, Source, Command string
+	Peer                                                              string // the peer's version, if one is measured
 	LoadStart, LoadEnd                                                string // /proc/loadavg
 }
 
+// pairs lists the machine's description; the load average at end comes last.
 func (m machine) pairs() [][2]string {
-	return [][2]string{
+	p := [][2]string{
 		{"CPU", m.CPU}, {"cores", m.Cores}, {"memory", m.Memory},
 		{"data filesystem", m.Filesystem}, {"Go", m.GoVersion},
 		{"berth", m.Berth}, {"source", m.Source},
-		{"load average (1, 5, 15 min) at start", m.LoadStart}, {"load average at end", m.LoadEnd},
 	}
+	if m.Peer != "" {
+		p = append(p, [2]string{peerName, m.Peer})
+	}
+	return append(p, [2]string{"load average (1, 5, 15 min) at start", m.LoadStart}, [2]string{"load average at end", m.LoadEnd})
 }
 
 func (m machine) print(w io.Writer) {
@@ -840,6 +937,27 @@ func (c *client) pushBlob(ctx context.Context, repo string, seed uint64, size in
 	return err
 }
 
+// putBlob uploads content in a POST that opens a session and a PUT
+// ?digest= that carries the whole content, the monolithic upload every
+// registry accepts.
+func (c *client) putBlob(ctx context.Context, repo string, content []byte) error {
+	resp, err := c.do(ctx, http.MethodPost, c.url("/v2/"+repo+"/blobs/uploads/", nil), nil, 0, nil, http.StatusAccepted, false)
+	if err != nil {
+		return err
+	}
+	loc, err := c.location(resp)
+	if err != nil {
+		return err
+	}
+	d := sha256.Sum256(content)
+	q := loc.Query()
+	q.Set("digest", "sha256:"+hex.EncodeToString(d[:]))
+	loc.RawQuery = q.Encode()
+	_, err = c.do(ctx, http.MethodPut, loc.String(), bytes.NewReader(content), int64(len(content)),
+		map[string]string{"Content-Type": "application/octet-stream"}, http.StatusCreated, false)
+	return err
+}
+
 // putSmallBlob uploads content in one monolithic POST ?digest=.
 func (c *client) putSmallBlob(ctx context.Context, repo string, content []byte) error {
 	d := sha256.Sum256(content)
@@ -912,82 +1030,132 @@ func (c *client) list(ctx context.Context, target string, field string) ([]strin
 
 const blobRepo = "bench/blobs"
 
-// blobRuns pushes and then pulls blobs of each size at each concurrency,
-// and records the server's peak RSS during the largest push at the first
-// concurrency.
-func blobRuns(ctx context.Context, c *client, pid int, cfg config, lim limits) ([]row, error) {
-	var rows, rssRows []row
+// blobRun is one timed push of blobs of one size at one concurrency,
+// followed by pulls of the same blobs. The blobs and their digests are the
+// same for every server and every round of a bench run.
+type blobRun struct {
+	Size    int64
+	Conc    int
+	Seed0   uint64   // the blobs' seeds are Seed0, Seed0+1, ...
+	Digests []string // one per blob
+}
+
+// planBlobs lays out the blob runs, indexed by size then concurrency: each
+// pushes at least cfg.PushBytes and one blob per worker, a multiple of the
+// concurrency, and no two runs share a blob. It computes every digest,
+// which takes a few seconds for a full run.
+func planBlobs(ctx context.Context, cfg config) ([][]blobRun, error) {
+	var plan [][]blobRun
 	seed := uint64(1)
-	largest := slices.Max(cfg.BlobSizes)
-	buf := make([]byte, mib)
 	for _, size := range cfg.BlobSizes {
-		var pullRows []row
-		for ci, conc := range cfg.BlobConc {
+		var runs []blobRun
+		for _, conc := range cfg.BlobConc {
 			n := int(max(int64(conc), (cfg.PushBytes+size-1)/size))
 			n = (n + conc - 1) / conc * conc
 			digests, err := blobDigests(ctx, seed, n, size)
 			if err != nil {
-				return rows, err
+				return nil, err
 			}
-			seed0 := seed
+			runs = append(runs, blobRun{Size: size, Conc: conc, Seed0: seed, Digests: digests})
 			seed += uint64(n)
-
-			var rss *rssProbe
-			if size == largest && ci == 0 {
-				rss = startRSSProbe(pid)
-			}
-			start := time.Now()
-			err = parallel(ctx, conc, n, func(i int) error {
-				return c.pushBlob(ctx, blobRepo, seed0+uint64(i), size, digests[i])
-			})
-			elapsed := time.Since(start)
-			if rss != nil {
-				r, rerr := rss.stop()
-				if err == nil && rerr != nil {
-					err = rerr
-				}
-				if err == nil {
-					rssRows = r.rows(size)
-				}
-			}
-			if err != nil {
-				return rows, fmt.Errorf("push %s at concurrency %d: %w", sizeName(size), conc, err)
-			}
-			v := mbps(int64(n)*size, elapsed)
-			fmt.Printf("bench:   push %s x%d at concurrency %d: %.0f MB/s in %.2fs\n", sizeName(size), n, conc, v, elapsed.Seconds())
-			rows = append(rows, row{
-				Name: fmt.Sprintf("blob push %s, c=%d", sizeName(size), conc), Value: v, Unit: "MB/s",
-				Limit: fmt.Sprintf("%.0f min(sha256,write)", lim.push()), Ratio: v / lim.push(),
-				Target: fmt.Sprintf(">= %.2f", pushTarget), Met: met(v/lim.push() >= pushTarget),
-			})
-
-			// Verify the content once per size, outside the timed runs.
-			if ci == 0 {
-				h := sha256.New()
-				got, err := c.pullBlob(ctx, blobRepo, digests[0], buf, h)
-				if err != nil {
-					return rows, fmt.Errorf("verify pull: %w", err)
-				}
-				if sum := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != size || sum != digests[0] {
-					return rows, fmt.Errorf("pulled %d bytes hashing to %s, want %d bytes of %s", got, sum, size, digests[0])
-				}
-			}
-
-			bytes, elapsed, err := pullRun(ctx, c, conc, digests, size, cfg.PullMinDur)
-			if err != nil {
-				return rows, fmt.Errorf("pull %s at concurrency %d: %w", sizeName(size), conc, err)
-			}
-			v = mbps(bytes, elapsed)
-			fmt.Printf("bench:   pull %s at concurrency %d: %.0f MB/s (%s in %.2fs)\n", sizeName(size), conc, v, sizeName(bytes), elapsed.Seconds())
-			pullRows = append(pullRows, row{
-				Name: fmt.Sprintf("blob pull %s, c=%d", sizeName(size), conc), Value: v, Unit: "MB/s",
-				Limit: fmt.Sprintf("%.0f page-cache read", lim.CacheRead), Ratio: v / lim.CacheRead,
-				Target: fmt.Sprintf(">= %.2f", pullTarget), Met: met(v/lim.CacheRead >= pullTarget),
-			})
 		}
-		rows = append(rows, pullRows...)
+		plan = append(plan, runs)
 	}
-	return append(rows, rssRows...), nil
+	return plan, nil
+}
+
+// blobSteps are the blob measurements of plan: for each size and
+// concurrency, one step pushes the run's blobs and then pulls them, so
+// that the pulls read what the same server just wrote, whatever another
+// server wrote since. The push at the first concurrency of the largest
+// size also records the peak RSS of a server whose process is watched,
+// which a later step reports.
+func blobSteps(cfg config, plan [][]blobRun, lim limits) []step {
+	largest := int64(0)
+	for _, runs := range plan {
+		largest = max(largest, runs[0].Size)
+	}
+	var steps []step
+	for _, runs := range plan {
+		for ci, run := range runs {
+			name := fmt.Sprintf("blob push and pull %s, c=%d", sizeName(run.Size), run.Conc)
+			steps = append(steps, step{Name: name, Run: func(ctx context.Context, m *running) ([]row, error) {
+				rows, err := pushStep(ctx, m, run, ci == 0, run.Size == largest && ci == 0, lim)
+				if err != nil {
+					return rows, err
+				}
+				pull, err := pullStep(ctx, m, run, cfg.PullMinDur, lim)
+				return append(rows, pull...), err
+			}})
+		}
+	}
+	// Reported after the blob figures, as measured by the push.
+	return append(steps, step{Name: "server peak RSS", Full: true, Run: func(_ context.Context, m *running) ([]row, error) {
+		return m.rss, nil
+	}})
+}
+
+// pushStep pushes run's blobs to m's server and measures the throughput.
+// With rss it records the server's peak RSS during the push, if its
+// process is watched; with verify it then pulls the first blob, untimed,
+// and checks its length and digest.
+func pushStep(ctx context.Context, m *running, run blobRun, verify, rss bool, lim limits) ([]row, error) {
+	size, conc, n, digests := run.Size, run.Conc, len(run.Digests), run.Digests
+	var probe *rssProbe
+	if rss && m.pid > 0 {
+		probe = startRSSProbe(m.pid)
+	}
+	start := time.Now()
+	err := parallel(ctx, conc, n, func(i int) error {
+		return m.c.pushBlob(ctx, blobRepo, run.Seed0+uint64(i), size, digests[i])
+	})
+	elapsed := time.Since(start)
+	if probe != nil {
+		r, rerr := probe.stop()
+		if err == nil && rerr != nil {
+			err = rerr
+		}
+		if err == nil {
+			m.rss = r.rows(size)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("push %s at concurrency %d: %w", sizeName(size), conc, err)
+	}
+	v := mbps(int64(n)*size, elapsed)
+	fmt.Printf("bench:   %s: push %s x%d at concurrency %d: %.0f MB/s in %.2fs\n", m.name, sizeName(size), n, conc, v, elapsed.Seconds())
+	rows := []row{{
+		Name: fmt.Sprintf("blob push %s, c=%d", sizeName(size), conc), Value: v, Unit: "MB/s",
+		Limit: fmt.Sprintf("%.0f min(sha256,write)", lim.push()), Ratio: v / lim.push(),
+		Target: fmt.Sprintf(">= %.2f", pushTarget), Met: met(v/lim.push() >= pushTarget),
+	}}
+	if verify {
+		h := sha256.New()
+		got, err := m.c.pullBlob(ctx, blobRepo, digests[0], make([]byte, mib), h)
+		if err != nil {
+			return rows, fmt.Errorf("verify pull: %w", err)
+		}
+		if sum := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != size || sum != digests[0] {
+			return rows, fmt.Errorf("pulled %d bytes hashing to %s, want %d bytes of %s", got, sum, size, digests[0])
+		}
+	}
+	return rows, nil
+}
+
+// pullStep pulls run's blobs from m's server (see pullRun) and measures
+// the throughput.
+func pullStep(ctx context.Context, m *running, run blobRun, minDur time.Duration, lim limits) ([]row, error) {
+	bytes, elapsed, err := pullRun(ctx, m.c, run.Conc, run.Digests, run.Size, minDur)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s at concurrency %d: %w", sizeName(run.Size), run.Conc, err)
+	}
+	v := mbps(bytes, elapsed)
+	fmt.Printf("bench:   %s: pull %s at concurrency %d: %.0f MB/s (%s in %.2fs)\n", m.name, sizeName(run.Size), run.Conc, v, sizeName(bytes), elapsed.Seconds())
+	return []row{{
+		Name: fmt.Sprintf("blob pull %s, c=%d", sizeName(run.Size), run.Conc), Value: v, Unit: "MB/s",
+		Limit: fmt.Sprintf("%.0f page-cache read", lim.CacheRead), Ratio: v / lim.CacheRead,
+		Target: fmt.Sprintf(">= %.2f", pullTarget), Met: met(v/lim.CacheRead >= pullTarget),
+	}}, nil
 }
 
 // pullRun pulls the blobs round-robin on conc workers, until every blob
@@ -1120,46 +1288,55 @@ func manifestBody(note string) []byte {
 		manifestType, emptyType, hex.EncodeToString(d[:]), len(emptyConfig), note)
 }
 
-// manifestRuns measures manifest PUT (a new manifest to a new tag each
-// time) and GET by tag, for a fixed duration at each concurrency.
-func manifestRuns(ctx context.Context, c *client, cfg config) ([]row, error) {
-	if err := c.putSmallBlob(ctx, manifestRepo, emptyConfig); err != nil {
-		return nil, err
-	}
-	if err := c.putManifest(ctx, manifestRepo, "latest", manifestBody("latest")); err != nil {
-		return nil, err
-	}
-	var seq atomic.Int64
-	ops := map[string]func() error{
-		"PUT": func() error {
-			n := seq.Add(1)
-			return c.putManifest(ctx, manifestRepo, fmt.Sprintf("put-%d", n), manifestBody(strconv.FormatInt(n, 10)))
-		},
-		"GET by tag": func() error { return c.getManifest(ctx, manifestRepo, "latest") },
-	}
-	var rows []row
+// manifestSteps are the manifest measurements: an untimed setup (the
+// config blob and the tag every GET reads), then PUT (a new manifest to a
+// new tag each time) and GET by tag, for a fixed duration at each
+// concurrency. Each rate is compared with the same server's rate at the
+// first concurrency.
+func manifestSteps(cfg config) []step {
+	steps := []step{{Name: "manifest setup", Run: func(ctx context.Context, m *running) ([]row, error) {
+		if err := m.c.putBlob(ctx, manifestRepo, emptyConfig); err != nil {
+			return nil, err
+		}
+		return nil, m.c.putManifest(ctx, manifestRepo, "latest", manifestBody("latest"))
+	}}}
 	for _, op := range []string{"PUT", "GET by tag"} {
-		var base float64
 		for i, conc := range cfg.ManifestConc {
-			v, err := opsRun(ctx, conc, cfg.ManifestDur, ops[op])
-			if err != nil {
-				return rows, fmt.Errorf("manifest %s at concurrency %d: %w", op, conc, err)
-			}
-			fmt.Printf("bench:   manifest %s at concurrency %d: %.0f ops/s\n", op, conc, v)
-			r := row{Name: fmt.Sprintf("manifest %s, c=%d", op, conc), Value: v, Unit: "ops/s", Ratio: math.NaN(), Met: "-"}
-			if i == 0 {
-				base = v
-				r.Target = "baseline"
-			} else {
-				r.Limit = fmt.Sprintf("%.0f at c=%d", base, cfg.ManifestConc[0])
-				r.Ratio = v / base
-				r.Target = fmt.Sprintf(">= %.1fx", scalingTarget)
-				r.Met = met(r.Ratio >= scalingTarget)
-			}
-			rows = append(rows, r)
+			name := fmt.Sprintf("manifest %s, c=%d", op, conc)
+			steps = append(steps, step{Name: name, Run: func(ctx context.Context, m *running) ([]row, error) {
+				v, err := opsRun(ctx, conc, cfg.ManifestDur, m.manifestOp(ctx, op))
+				if err != nil {
+					return nil, fmt.Errorf("manifest %s at concurrency %d: %w", op, conc, err)
+				}
+				fmt.Printf("bench:   %s: manifest %s at concurrency %d: %.0f ops/s\n", m.name, op, conc, v)
+				r := row{Name: name, Value: v, Unit: "ops/s", Ratio: math.NaN(), Met: "-"}
+				if i == 0 {
+					m.base[op] = v
+					r.Target = "baseline"
+				} else {
+					base := m.base[op]
+					r.Limit = fmt.Sprintf("%.0f at c=%d", base, cfg.ManifestConc[0])
+					r.Ratio = v / base
+					r.Target = fmt.Sprintf(">= %.1fx", scalingTarget)
+					r.Met = met(r.Ratio >= scalingTarget)
+				}
+				return []row{r}, nil
+			}})
 		}
 	}
-	return rows, nil
+	return steps
+}
+
+// manifestOp is one manifest operation on m's server: "PUT" pushes a new
+// manifest to a new tag, "GET by tag" reads the tag "latest".
+func (m *running) manifestOp(ctx context.Context, op string) func() error {
+	if op == "PUT" {
+		return func() error {
+			n := m.seq.Add(1)
+			return m.c.putManifest(ctx, manifestRepo, fmt.Sprintf("put-%d", n), manifestBody(strconv.FormatInt(n, 10)))
+		}
+	}
+	return func() error { return m.c.getManifest(ctx, manifestRepo, "latest") }
 }
 
 // opsRun runs op on conc workers for dur and returns operations per second.
@@ -1349,9 +1526,11 @@ func medianLatency(n int, f func() error) (time.Duration, error) {
 }
 
 // ---------------------------------------------------------------------------
-// The berth process.
+// Server processes.
 
+// server is a registry process under measurement.
 type server struct {
+	name   string // as in messages: "berth", or the peer's name
 	cmd    *exec.Cmd
 	addr   string
 	url    string
@@ -1364,34 +1543,28 @@ type server struct {
 
 const logTailLines = 100
 
-// startBerth runs "berth serve --addr 127.0.0.1:0 --data dataDir" and waits
-// for its msg=listening log line.
-func startBerth(ctx context.Context, bin, dataDir string) (*server, error) {
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", dataDir)
-	// BERTH_* variables of the caller's shell must not change the server.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "BERTH_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+// startProcess starts cmd with its standard output and error collected
+// into the server's log tail; onLine, if not nil, sees every line.
+func startProcess(cmd *exec.Cmd, name string, onLine func(line string)) (*server, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = pw, pw
+	// A harness that dies (interrupted, or its output closed) leaves no
+	// server running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	pw.Close()
-	s := &server{cmd: cmd, exited: make(chan struct{})}
-	listening := make(chan string, 1)
+	s := &server{name: name, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		defer pr.Close()
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64*kib), mib)
-		found := false
 		for sc.Scan() {
 			line := sc.Text()
 			s.mu.Lock()
@@ -1400,11 +1573,8 @@ func startBerth(ctx context.Context, bin, dataDir string) (*server, error) {
 				s.tail = s.tail[len(s.tail)-logTailLines:]
 			}
 			s.mu.Unlock()
-			if !found {
-				if addr, ok := registry.ListeningAddr(line); ok {
-					found = true
-					listening <- addr
-				}
+			if onLine != nil {
+				onLine(line)
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
@@ -1413,6 +1583,40 @@ func startBerth(ctx context.Context, bin, dataDir string) (*server, error) {
 		s.err = cmd.Wait()
 		close(s.exited)
 	}()
+	return s, nil
+}
+
+// environWithout is this process's environment less the variables whose
+// names start with one of prefixes.
+func environWithout(prefixes ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(kv, p) }) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// startBerth runs "berth serve --addr 127.0.0.1:0 --data dataDir" and waits
+// for its msg=listening log line.
+func startBerth(ctx context.Context, bin, dataDir string) (*server, error) {
+	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", dataDir)
+	// BERTH_* variables of the caller's shell must not change the server.
+	cmd.Env = environWithout("BERTH_")
+	listening := make(chan string, 1)
+	found := false // only the log reader goroutine touches it
+	s, err := startProcess(cmd, "berth", func(line string) {
+		if !found {
+			if addr, ok := registry.ListeningAddr(line); ok {
+				found = true
+				listening <- addr
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
 	timer := time.NewTimer(startTimeout)
 	defer timer.Stop()
 	select {
@@ -1448,22 +1652,22 @@ func (s *server) kill() {
 func (s *server) stop() error {
 	select {
 	case <-s.exited:
-		return fmt.Errorf("berth exited during the run: %v", s.err)
+		return fmt.Errorf("%s exited during the run: %v", s.name, s.err)
 	default:
 	}
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		s.kill()
-		return fmt.Errorf("send SIGTERM to berth: %w", err)
+		return fmt.Errorf("send SIGTERM to %s: %w", s.name, err)
 	}
 	select {
 	case <-s.exited:
 		if s.err != nil {
-			return fmt.Errorf("berth did not exit cleanly after SIGTERM: %w", s.err)
+			return fmt.Errorf("%s did not exit cleanly after SIGTERM: %w", s.name, s.err)
 		}
 		return nil
 	case <-time.After(stopTimeout):
 		s.kill()
-		return fmt.Errorf("berth did not exit within %s of SIGTERM; killed it", stopTimeout)
+		return fmt.Errorf("%s did not exit within %s of SIGTERM; killed it", s.name, stopTimeout)
 	}
 }
 

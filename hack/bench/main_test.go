@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // TestBlobReader checks that the generated content is reproducible, has
@@ -39,13 +42,14 @@ func TestBlobReader(t *testing.T) {
 }
 
 // TestMeasurements runs every measurement in a very small form against a
-// real berth, so the harness cannot rot. It asserts only that each figure
-// is positive, never how fast anything is.
+// real berth, twice over two targets (berth again stands in for the peer),
+// so the harness cannot rot. It asserts only that each figure is
+// positive, never how fast anything is.
 func TestMeasurements(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a real berth")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
 	bin := os.Getenv("BERTH_BIN")
@@ -59,7 +63,11 @@ func TestMeasurements(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	data := t.TempDir()
+	parent := t.TempDir()
+	data := filepath.Join(parent, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg := quickConfig()
 	cfg.LimitBytes = 16 * mib
@@ -84,33 +92,170 @@ func TestMeasurements(t *testing.T) {
 		t.Fatalf("limits not all positive: %+v", lim)
 	}
 
-	srv, err := startBerth(ctx, bin, data)
+	plan, err := planBlobs(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := measureAll(ctx, newClient(srv.url), srv.pid(), cfg, lim)
-	if serr := srv.stop(); serr != nil {
-		t.Error(serr)
-	}
+	s := &session{cfg: cfg, lim: lim, plan: plan, dataDir: data, keepData: true}
+	other := berthTarget(bin)
+	other.Name = "other"
+	results, err := s.rounds(ctx, []target{berthTarget(bin), other}, 2)
 	if err != nil {
-		t.Fatalf("%v\nberth log:\n%s", err, srv.logTail())
+		t.Fatal(err)
 	}
 
-	// 2 sizes x 2 concurrencies x push and pull, one RSS figure, 2
-	// operations x 2 concurrencies of manifests, 3 tag-list and 3 catalog
-	// latencies.
-	if want := 2*2*2 + 1 + 2*2 + 3 + 3; len(rows) != want {
-		t.Errorf("got %d rows, want %d", len(rows), want)
+	// The order of targets alternates between rounds.
+	var order []string
+	for _, r := range results {
+		order = append(order, fmt.Sprintf("%s/%d", r.Target, r.Round))
 	}
-	for _, r := range rows {
-		if !(r.Value > 0) || math.IsInf(r.Value, 0) {
-			t.Errorf("%s: value %v, want a positive figure", r.Name, r.Value)
+	if got, want := strings.Join(order, " "), "berth/1 other/1 other/2 berth/2"; got != want {
+		t.Errorf("rounds ran as %s, want %s", got, want)
+	}
+	// The first round of berth measures everything: 2 sizes x 2
+	// concurrencies x push and pull, one RSS figure, 2 operations x 2
+	// concurrencies of manifests, 3 tag-list and 3 catalog latencies. The
+	// others measure blobs and manifests only.
+	compared := 2*2*2 + 2*2
+	for _, r := range results {
+		want := compared
+		if r.Target == "berth" && r.Round == 1 {
+			want = compared + 1 + 3 + 3
 		}
-		if !math.IsNaN(r.Ratio) && !(r.Ratio > 0) {
-			t.Errorf("%s: ratio %v, want a positive figure", r.Name, r.Ratio)
+		if len(r.Rows) != want {
+			t.Errorf("%s, round %d: got %d rows, want %d", r.Target, r.Round, len(r.Rows), want)
+		}
+		for _, row := range r.Rows {
+			if !(row.Value > 0) || math.IsInf(row.Value, 0) {
+				t.Errorf("%s, round %d, %s: value %v, want a positive figure", r.Target, r.Round, row.Name, row.Value)
+			}
+			if !math.IsNaN(row.Ratio) && !(row.Ratio > 0) {
+				t.Errorf("%s, round %d, %s: ratio %v, want a positive figure", r.Target, r.Round, row.Name, row.Ratio)
+			}
 		}
 	}
-	var table strings.Builder
-	printTable(&table, rows)
-	t.Logf("\n%s", table.String())
+	cmp := compare(results, []string{"berth", "other"})
+	if len(cmp) != compared {
+		t.Errorf("compared %d figures, want %d", len(cmp), compared)
+	}
+	for _, c := range cmp {
+		if c.Rounds != 2 || len(c.Of) != 2 || !(c.Ratio.Median > 0) {
+			t.Errorf("%s: %+v, want 2 rounds of 2 targets and a positive ratio", c.Name, c)
+		}
+	}
+
+	// The kept data directory holds berth's store; the other rounds'
+	// directories are gone.
+	if entries, err := os.ReadDir(data); err != nil || len(entries) == 0 {
+		t.Errorf("data directory: %d entries, %v; want berth's store", len(entries), err)
+	}
+	if entries, err := os.ReadDir(parent); err != nil || len(entries) != 1 {
+		t.Errorf("beside the data directory: %v, %v; want only it", entries, err)
+	}
+
+	rep := report{Limits: lim, Config: cfg, Targets: []string{"berth", "other"}, Rounds: 2, Results: results}
+	var out strings.Builder
+	rep.print(&out)
+	t.Logf("\n%s", out.String())
+}
+
+// TestSpreadOf checks the median and range of odd and even counts.
+func TestSpreadOf(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want spread
+	}{
+		{[]float64{5}, spread{5, 5, 5}},
+		{[]float64{3, 1, 2}, spread{2, 1, 3}},
+		{[]float64{4, 1, 3, 2}, spread{2.5, 1, 4}},
+	} {
+		if got := spreadOf(tc.in); got != tc.want {
+			t.Errorf("spreadOf(%v) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+	if got := (spread{Median: 200, Min: 180, Max: 220}).relative(); got != 0.2 {
+		t.Errorf("relative spread %v, want 0.2", got)
+	}
+}
+
+// TestCompare checks that figures are paired by round, that the ratio is
+// taken within each round, and that a figure missing from any result
+// (here the first round's extra one) is left out.
+func TestCompare(t *testing.T) {
+	r := func(target string, round int, vals ...float64) roundResult {
+		res := roundResult{Target: target, Round: round}
+		for i, v := range vals {
+			res.Rows = append(res.Rows, row{Name: fmt.Sprintf("f%d", i), Unit: "ops/s", Value: v})
+		}
+		return res
+	}
+	results := []roundResult{
+		r("a", 1, 100, 10, 7), r("b", 1, 50, 20),
+		r("b", 2, 100, 20), r("a", 2, 150, 40),
+		r("a", 3, 120, 20), r("b", 3, 40, 10),
+	}
+	cmp := compare(results, []string{"a", "b"})
+	if len(cmp) != 2 {
+		t.Fatalf("got %d figures, want 2: %+v", len(cmp), cmp)
+	}
+	// f0: a = 100, 150, 120; b = 50, 100, 40; ratios 2, 1.5, 3.
+	want := comparison{Name: "f0", Unit: "ops/s", Rounds: 3,
+		Of: []spread{{120, 100, 150}, {50, 40, 100}}, Ratio: spread{2, 1.5, 3}}
+	if got := cmp[0]; got.Name != want.Name || got.Rounds != want.Rounds || got.Ratio != want.Ratio ||
+		len(got.Of) != 2 || got.Of[0] != want.Of[0] || got.Of[1] != want.Of[1] {
+		t.Errorf("f0: got %+v, want %+v", got, want)
+	}
+	// f1: ratios 0.5, 2, 2.
+	if got := cmp[1].Ratio; got != (spread{2, 0.5, 2}) {
+		t.Errorf("f1 ratio: got %+v", got)
+	}
+
+	tab := comparisonTable(cmp, []string{"a", "b"}, 3)
+	if got, want := strings.Join(tab.Header, ","), "measurement,unit,a,a spread,b,b spread,a/b,ratio range"; got != want {
+		t.Errorf("header %s, want %s", got, want)
+	}
+	if got, want := strings.Join(tab.Cells[0], ","), "f0,ops/s,120,42%,50.0,120%,2.00,1.50-3.00"; got != want {
+		t.Errorf("first line %s, want %s", got, want)
+	}
+	if got := comparisonTable(cmp, []string{"a", "b"}, 1).Header; len(got) != 5 {
+		t.Errorf("one round: header %v, want measurement, unit, a, b, a/b", got)
+	}
+}
+
+// TestPeerConfig checks the generated configuration of the peer.
+func TestPeerConfig(t *testing.T) {
+	root := filepath.Join(t.TempDir(), `odd "dir": x`)
+	data, err := peerConfig(root, "127.0.0.1:5999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Log struct {
+			Level     string
+			AccessLog struct{ Disabled bool } `yaml:"accesslog"`
+		}
+		Storage struct {
+			Filesystem struct{ RootDirectory string } `yaml:"filesystem"`
+			Cache      map[string]string
+			Delete     struct{ Enabled bool }
+			Redirect   struct{ Disable bool }
+		}
+		HTTP struct {
+			Addr         string
+			DrainTimeout string `yaml:"draintimeout"`
+		} `yaml:"http"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	if cfg.Storage.Filesystem.RootDirectory != root || cfg.HTTP.Addr != "127.0.0.1:5999" ||
+		!cfg.Storage.Delete.Enabled || !cfg.Storage.Redirect.Disable || !cfg.Log.AccessLog.Disabled ||
+		cfg.Log.Level != "error" || cfg.HTTP.DrainTimeout == "" || cfg.Storage.Cache["blobdescriptor"] != "inmemory" {
+		t.Errorf("unexpected configuration:\n%s", data)
+	}
+	for _, kv := range peerEnv() {
+		if strings.HasPrefix(kv, "REGISTRY_") || strings.HasPrefix(kv, "OTEL_") && kv != "OTEL_TRACES_EXPORTER=none" {
+			t.Errorf("peer environment has %s", kv)
+		}
+	}
 }
