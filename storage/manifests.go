@@ -262,14 +262,17 @@ func (s *Service) GetManifest(ctx context.Context, repo, reference string) (Mani
 		return info, nil, err
 	}
 	defer r.Close()
-	body, err := io.ReadAll(io.LimitReader(r, info.Size+1))
-	if err != nil {
+	// The index says how long the body is: read exactly that, and check
+	// that nothing follows.
+	body := make([]byte, info.Size+1)
+	n, err := io.ReadFull(r, body)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return info, nil, fmt.Errorf("read manifest %s: %w", info.Digest, err)
 	}
-	if int64(len(body)) != info.Size {
-		return info, nil, fmt.Errorf("manifest %s: %d bytes stored, %d indexed", info.Digest, len(body), info.Size)
+	if int64(n) != info.Size {
+		return info, nil, fmt.Errorf("manifest %s: %d bytes stored, %d indexed", info.Digest, n, info.Size)
 	}
-	return info, body, nil
+	return info, body[:n], nil
 }
 
 // DeleteManifest removes a manifest from repo, with every tag pointing at it

@@ -38,6 +38,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 
@@ -220,19 +221,19 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, e
 		return nil, err
 	}
 	what := "blob " + string(d)
-	fi, err := os.Lstat(p)
-	if err := regular(what, fi, err); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(p)
-	if errors.Is(err, iofs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", blob.ErrNotFound, what) // deleted meanwhile
-	}
-	if err != nil {
+	// One open that neither follows a symbolic link nor waits on a named
+	// pipe, then what was opened must be a regular file: two system calls
+	// on every read of content, whatever stands at the path.
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, iofs.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s", blob.ErrNotFound, what)
+	case errors.Is(err, syscall.ELOOP):
+		return nil, fmt.Errorf("%w: %s is %s", blob.ErrNotFound, what, notRegular(iofs.ModeSymlink))
+	case err != nil:
 		return nil, fmt.Errorf("open %s: %w", what, err)
 	}
-	// Whatever was looked at, what was opened must be a regular file too.
-	fi, err = f.Stat()
+	fi, err := f.Stat()
 	if err := regular(what, fi, err); err != nil {
 		_ = f.Close()
 		return nil, err
