@@ -149,16 +149,7 @@ func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byt
 	if err != nil || have {
 		return false, err
 	}
-	st, err := s.blobs.Stage(ctx, "")
-	if err != nil {
-		return false, fmt.Errorf("stage manifest: %w", err)
-	}
-	if _, err := st.Append(ctx, bytes.NewReader(body), int64(len(body)), nil); err != nil {
-		_ = st.Cancel(ctx)
-		return false, fmt.Errorf("write manifest: %w", err)
-	}
-	if err := st.Commit(ctx, d); err != nil {
-		_ = st.Cancel(ctx)
+	if err := s.blobs.Put(ctx, d, bytes.NewReader(body), int64(len(body))); err != nil {
 		return false, fmt.Errorf("place manifest: %w", err)
 	}
 	return true, nil

@@ -49,6 +49,14 @@ type Store interface {
 	// objects whose names are not a blob's.
 	Walk(ctx context.Context, fn func(Entry) error) error
 
+	// Put makes content whose digest the caller knows and has verified
+	// durable and visible under d in one step, as Stage, Append and
+	// Commit would: for small content known before it is written, such as
+	// a manifest. r must carry exactly want bytes, or Put fails with
+	// ErrSizeMismatch and leaves nothing. Content already present is not
+	// written again.
+	Put(ctx context.Context, d digest.Digest, r io.Reader, want int64) error
+
 	// Stage begins content in flight: an upload session named id, which
 	// Resume can reopen until it is committed or cancelled, or with id
 	// empty, anonymous content that only the returned Staged reaches.

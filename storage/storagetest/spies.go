@@ -3,6 +3,7 @@ package storagetest
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 
@@ -94,7 +95,7 @@ func (s retryingIndex) Update(ctx context.Context, fn func(meta.Tx) error) error
 }
 
 // spyBlobs is a blob.Store that passes everything to the backend's and
-// counts the content the core stages.
+// counts the content the core writes (Stage or Put).
 type spyBlobs struct {
 	blob.Store
 	stages atomic.Int64
@@ -103,4 +104,10 @@ type spyBlobs struct {
 func (s *spyBlobs) Stage(ctx context.Context, id string) (blob.Staged, error) {
 	s.stages.Add(1)
 	return s.Store.Stage(ctx, id)
+}
+
+// Put counts as staging: it writes content as Stage, Append and Commit do.
+func (s *spyBlobs) Put(ctx context.Context, d digest.Digest, r io.Reader, want int64) error {
+	s.stages.Add(1)
+	return s.Store.Put(ctx, d, r, want)
 }

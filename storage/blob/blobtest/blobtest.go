@@ -50,6 +50,10 @@ func Run(t *testing.T, open func(t *testing.T) blob.Store) {
 		{"ConcurrentCommitsOfOneDigest", testConcurrentCommitsOfOneDigest},
 		{"ConcurrentSessions", testConcurrentSessions},
 		{"Anonymous", testAnonymous},
+		{"Put", testPut},
+		{"PutSizeMismatch", testPutSizeMismatch},
+		{"PutContextCancelled", testPutContextCancelled},
+		{"ConcurrentPutsOfOneDigest", testConcurrentPutsOfOneDigest},
 		{"Quarantine", testQuarantine},
 		{"Redirect", testRedirect},
 	}
@@ -830,4 +834,88 @@ func testRedirect(t *testing.T, s blob.Store) {
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) {
 		t.Fatalf("GET the redirect URL: %s, %d bytes, %v", resp.Status, len(got), err)
 	}
+}
+
+// testPut stores content in one step: it reads back, Walk lists it and
+// nothing else, and a second Put of the same content changes nothing.
+func testPut(t *testing.T, s blob.Store) {
+	ctx := t.Context()
+	for _, n := range []int{0, 1, 4 << 10} {
+		data := content(n, fmt.Sprint("put ", n))
+		d := digest.FromBytes(data)
+		if err := s.Put(ctx, d, bytes.NewReader(data), int64(n)); err != nil {
+			t.Fatalf("put %d bytes: %v", n, err)
+		}
+		wantBlob(t, s, d, data)
+		if err := s.Put(ctx, d, bytes.NewReader(data), int64(n)); err != nil {
+			t.Fatalf("put %d bytes again: %v", n, err)
+		}
+		wantBlob(t, s, d, data)
+	}
+	want := map[digest.Digest]int64{}
+	for _, n := range []int{0, 1, 4 << 10} {
+		want[digest.FromBytes(content(n, fmt.Sprint("put ", n)))] = int64(n)
+	}
+	wantCommitted(t, s, want)
+	wantNoStaged(t, s)
+}
+
+// testPutSizeMismatch refuses a body shorter or longer than declared with
+// ErrSizeMismatch, and leaves nothing.
+func testPutSizeMismatch(t *testing.T, s blob.Store) {
+	ctx := t.Context()
+	data := content(1000, "put mismatch")
+	d := digest.FromBytes(data)
+	for _, want := range []int64{999, 1001} {
+		err := s.Put(ctx, d, bytes.NewReader(data), want)
+		if !errors.Is(err, blob.ErrSizeMismatch) {
+			t.Fatalf("put of 1000 bytes declared %d: %v, want ErrSizeMismatch", want, err)
+		}
+		wantGone(t, s, d)
+	}
+	wantCommitted(t, s, map[digest.Digest]int64{})
+	wantNoStaged(t, s)
+}
+
+// testPutContextCancelled stops a Put whose context is done, leaving
+// nothing.
+func testPutContextCancelled(t *testing.T, s blob.Store) {
+	data := content(64<<10, "put cancelled")
+	d := digest.FromBytes(data)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Put(ctx, d, bytes.NewReader(data), int64(len(data))); !errors.Is(err, context.Canceled) {
+		t.Fatalf("put with a cancelled context: %v, want context.Canceled", err)
+	}
+	wantGone(t, s, d)
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	r := &cancellingReader{cancel: cancel, chunk: data[:32<<10], left: len(data)}
+	if err := s.Put(ctx, d, r, int64(len(data))); !errors.Is(err, context.Canceled) {
+		t.Fatalf("put cancelled midway: %v, want context.Canceled", err)
+	}
+	wantGone(t, s, d)
+	wantCommitted(t, s, map[digest.Digest]int64{})
+}
+
+// testConcurrentPutsOfOneDigest puts one content from several goroutines:
+// each succeeds and one copy remains.
+func testConcurrentPutsOfOneDigest(t *testing.T, s blob.Store) {
+	ctx := t.Context()
+	data := content(32<<10, "concurrent puts")
+	d := digest.FromBytes(data)
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = s.Put(ctx, d, bytes.NewReader(data), int64(len(data))) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	wantBlob(t, s, d, data)
+	wantCommitted(t, s, map[digest.Digest]int64{d: int64(len(data))})
 }
