@@ -90,8 +90,8 @@ func TestPutSyncs(t *testing.T) {
 	if err := s.Put(ctx, d, bytes.NewReader(data), int64(len(data))); err != nil {
 		t.Fatal(err)
 	}
-	if n := ffs.Count(faultfs.OpSync) - syncs; n != 1 {
-		t.Fatalf("put of new content synced its file %d times, want 1", n)
+	if n, c := ffs.Count(faultfs.OpSync)-syncs, ffs.Count(faultfs.OpCreate)-creates; n != 1 || c != 1 {
+		t.Fatalf("put of new content synced its file %d times and created %d files, want 1 and 1", n, c)
 	}
 	if want := []string{"blobs/sha256", "blobs", blobDir}; !slices.Equal(dirs, want) {
 		t.Fatalf("put of new content synced directories %v, want %v", dirs, want)
