@@ -26,8 +26,8 @@ import (
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/conformance/internal/berthtest"
-	"github.com/berth-registry/berth/registry"
 )
 
 // The scale of TestGCUnderLoad.
@@ -47,9 +47,9 @@ const (
 )
 
 // gcRun asks the server at base for a garbage collection.
-func gcRun(ctx context.Context, base, grace string) (registry.GCResult, error) {
-	var res registry.GCResult
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+registry.GCPath+"?grace="+grace, nil)
+func gcRun(ctx context.Context, base, grace string) (admin.GCResult, error) {
+	var res admin.GCResult
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+admin.GCPath+"?grace="+grace, nil)
 	if err != nil {
 		return res, err
 	}
@@ -205,7 +205,7 @@ func TestGCUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("berth gc: %v\n%s", err, out)
 	}
-	var final registry.GCResult
+	var final admin.GCResult
 	if err := json.Unmarshal(out, &final); err != nil {
 		t.Fatalf("berth gc --json: %v\n%s", err, out)
 	}
@@ -238,7 +238,7 @@ func TestGCUnderLoad(t *testing.T) {
 	t.Logf("GC under load: %d images (%d workers x %d, %d repositories, %d shared layers), %d deleted during the load; "+
 		"%d collections (grace %s) during %s of load removed %d orphaned referrers and %d links and reclaimed %d bytes; final collection %+v; total %s",
 		gcWorkers*gcImages, gcWorkers, gcImages, gcRepos, gcSharedLayers, deleted,
-		gcRuns.Load(), gcGrace, loadTook.Round(time.Millisecond), gcManifests.Load(), gcLinks.Load(), gcBytes.Load(), final.GCReport, time.Since(started).Round(time.Millisecond))
+		gcRuns.Load(), gcGrace, loadTook.Round(time.Millisecond), gcManifests.Load(), gcLinks.Load(), gcBytes.Load(), final.Report, time.Since(started).Round(time.Millisecond))
 }
 
 // gcPushReferrer pushes, by digest, an artifact whose subject is img: one

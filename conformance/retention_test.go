@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-registry/berth/conformance/internal/berthtest"
-	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/retention"
 )
 
 // TestRetentionDryRunThenRun configures retention policies on a real berth,
@@ -105,7 +105,7 @@ retention:
 	}
 
 	env := []string{"BERTH_REGISTRY=" + srv.URL}
-	var dry, real storage.RetentionReport
+	var dry, real retention.Report
 	if err := json.Unmarshal([]byte(berthCLI(t, "", env, "retention", "--dry-run", "--json")), &dry); err != nil {
 		t.Fatal(err)
 	}

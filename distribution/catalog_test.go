@@ -16,13 +16,13 @@ import (
 
 // countingStore counts the catalog's reads of the repository index.
 type countingStore struct {
-	*storage.Store
+	*storage.Service
 	listRepos atomic.Int64
 }
 
 func (c *countingStore) ListRepositories(ctx context.Context, last string, n int) ([]string, bool, error) {
 	c.listRepos.Add(1)
-	return c.Store.ListRepositories(ctx, last, n)
+	return c.Service.ListRepositories(ctx, last, n)
 }
 
 // TestCatalogHidesRepositories lists only the repositories the caller may
@@ -31,21 +31,12 @@ func (c *countingStore) ListRepositories(ctx context.Context, last string, n int
 func TestCatalogHidesRepositories(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	store, err := storage.Open(context.Background(), dir, storage.Options{})
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	cs := &countingStore{Store: store}
+	cs := &countingStore{Service: openStore(t, dir, storage.Options{}, nil)}
 	visible := func(repo string) bool { return strings.HasPrefix(repo, "pub/") }
 	api := distribution.New(cs, distribution.Options{MaxPageSize: 50,
 		Access: accessFunc(func(repo, _ string) bool { return visible(repo) })})
 	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		if err := store.Close(); err != nil {
-			t.Errorf("close store: %v", err)
-		}
-	})
+	t.Cleanup(srv.Close)
 	e := &env{t: t, srv: srv, dir: dir}
 	var want []string
 	for i := range 120 {

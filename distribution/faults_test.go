@@ -9,7 +9,7 @@ import (
 
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/storage"
-	"github.com/berth-registry/berth/storage/storagetest"
+	"github.com/berth-registry/berth/storage/blob/fs/faultfs"
 )
 
 // A storage fault reaches the client as a 5xx with the specification's
@@ -22,14 +22,14 @@ func TestStorageFaultsOverHTTP(t *testing.T) {
 		err    error
 		status int
 	}{
-		{"disk full", storagetest.OpWrite, syscall.ENOSPC, http.StatusInsufficientStorage},
-		{"permission denied", storagetest.OpCreate, syscall.EACCES, http.StatusInternalServerError},
-		{"fsync fails", storagetest.OpSync, syscall.EIO, http.StatusInternalServerError},
+		{"disk full", faultfs.OpWrite, syscall.ENOSPC, http.StatusInsufficientStorage},
+		{"permission denied", faultfs.OpCreate, syscall.EACCES, http.StatusInternalServerError},
+		{"fsync fails", faultfs.OpSync, syscall.EIO, http.StatusInternalServerError},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ffs := storagetest.NewFaultFS()
-			e := newEnvWithStore(t, distribution.Options{}, storage.Options{FS: ffs})
+			ffs := faultfs.New()
+			e := newEnvWithStore(t, distribution.Options{}, storage.Options{}, ffs)
 			blob := content("fault "+c.name, 100_000)
 			d := digest.FromBytes(blob)
 			ffs.Fail(c.op, c.err)

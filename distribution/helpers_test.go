@@ -24,6 +24,8 @@ import (
 
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/storage"
+	blobfs "github.com/berth-registry/berth/storage/blob/fs"
+	"github.com/berth-registry/berth/storage/meta/bolt"
 )
 
 // env is one registry under test: the real API over a real store in a
@@ -38,26 +40,39 @@ type env struct {
 // when the test ends.
 func newEnv(t *testing.T, opts distribution.Options) *env {
 	t.Helper()
-	return newEnvWithStore(t, opts, storage.Options{})
+	return newEnvWithStore(t, opts, storage.Options{}, nil)
 }
 
-// newEnvWithStore is newEnv with the store's own options, for instance a
-// file system that fails on demand.
-func newEnvWithStore(t *testing.T, opts distribution.Options, sopts storage.Options) *env {
+// newEnvWithStore is newEnv with the core's own options, and a file system
+// for the blob store (nil: the operating system's), for instance one that
+// fails on demand.
+func newEnvWithStore(t *testing.T, opts distribution.Options, sopts storage.Options, fsys blobfs.FS) *env {
 	t.Helper()
 	dir := t.TempDir()
-	store, err := storage.Open(context.Background(), dir, sopts)
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
+	store := openStore(t, dir, sopts, fsys)
 	srv := httptest.NewServer(distribution.New(store, opts).Handler())
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv, dir: dir}
+}
+
+// openStore opens the store of dir over the embedded backends, bbolt and
+// files, as the registry does; it is closed when the test ends.
+func openStore(t *testing.T, dir string, sopts storage.Options, fsys blobfs.FS) *storage.Service {
+	t.Helper()
+	index, err := bolt.Open(filepath.Join(dir, "index.db"), bolt.Options{})
+	if err != nil {
+		t.Fatalf("open index: %v", err)
+	}
 	t.Cleanup(func() {
-		srv.Close()
-		if err := store.Close(); err != nil {
-			t.Errorf("close store: %v", err)
+		if err := index.Close(); err != nil {
+			t.Errorf("close index: %v", err)
 		}
 	})
-	return &env{t: t, srv: srv, dir: dir}
+	blobs, err := blobfs.Open(context.Background(), dir, blobfs.Options{FS: fsys})
+	if err != nil {
+		t.Fatalf("open blob store: %v", err)
+	}
+	return storage.New(index, blobs, sopts)
 }
 
 // response is a fully read HTTP response.

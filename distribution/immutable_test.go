@@ -16,7 +16,7 @@ type releaseTags struct{}
 func (releaseTags) Immutable(repo, tag string) bool { return len(tag) > 1 && tag[0] == 'v' }
 
 func TestImmutableTagRefusedOverHTTP(t *testing.T) {
-	e := newEnvWithStore(t, distribution.Options{}, storage.Options{Tags: releaseTags{}})
+	e := newEnvWithStore(t, distribution.Options{}, storage.Options{Tags: releaseTags{}}, nil)
 	const repo = "apps/web"
 	first := e.pushImage(repo, "v1", "first")
 	second := e.pushImage(repo, "latest", "second")

@@ -224,7 +224,7 @@ func TestLifecyclePromote(t *testing.T) {
 func TestLifecyclePromoteImmutable(t *testing.T) {
 	e := newEnvWithStore(t, distribution.Options{}, storage.Options{Tags: tagRulesFunc(func(repo, tag string) bool {
 		return strings.HasPrefix(tag, "v")
-	})})
+	})}, nil)
 	a := e.pushImage("src", "a", "a")
 	b := e.pushImage("src", "b", "b")
 	wantStatus(t, e.promote("dst", "v1.0.0", `{"repository":"src","reference":"a"}`), http.StatusCreated)

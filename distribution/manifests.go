@@ -123,17 +123,10 @@ func (a *API) putManifest(w http.ResponseWriter, r *http.Request) {
 		a.writeError(w, r, newError(CodeManifestInvalid, nil, "%v", err))
 		return
 	}
-	alg := digest.Canonical
-	if ref.digest != "" {
-		alg = ref.digest.Algorithm()
-	}
-	d := alg.FromBytes(body)
-	if ref.digest != "" && d != ref.digest {
-		a.writeError(w, r, newError(CodeDigestInvalid, map[string]string{"digest": string(ref.digest)},
-			"manifest hashes to %s, not %s", d, ref.digest))
-		return
-	}
-	if err := a.store.PutManifest(r.Context(), repo, d, body, m, tags); err != nil {
+	// The store hashes the body, once, and checks it against a digest
+	// reference.
+	d, err := a.store.PutManifest(r.Context(), repo, ref.digest, body, m, tags)
+	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}

@@ -531,3 +531,35 @@ func TestTagDelete(t *testing.T) {
 		t.Errorf("tags = %v, want [v2]", tags)
 	}
 }
+
+// A manifest whose descriptor gives a blob or child manifest another size
+// than the repository holds is refused with MANIFEST_INVALID, naming the
+// digest and both sizes, and nothing of it is stored.
+func TestManifestDescriptorSizeMustMatch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, distribution.Options{})
+	const repo = "sizes/app"
+	config := content("config of sizes", 64)
+	layer := content("layer of sizes", 1000)
+	e.pushBlob(repo, config)
+	e.pushBlob(repo, layer)
+	wrongLayer := descriptor(ocispec.MediaTypeImageLayer, layer)
+	wrongLayer.Size++
+	body := imageManifest(t, descriptor(ocispec.MediaTypeImageConfig, config), nil, "", wrongLayer)
+	r := e.do(http.MethodPut, "/v2/"+repo+"/manifests/v1", body, "Content-Type", ocispec.MediaTypeImageManifest)
+	entry := wantError(t, r, http.StatusBadRequest, "MANIFEST_INVALID")
+	if entry.Detail["digest"] != string(wrongLayer.Digest) || entry.Detail["size"] != float64(wrongLayer.Size) || entry.Detail["stored"] != float64(len(layer)) {
+		t.Errorf("detail %v: want the layer's digest, the size given and the size stored", entry.Detail)
+	}
+	wantError(t, e.do(http.MethodGet, "/v2/"+repo+"/manifests/v1", nil), http.StatusNotFound, "MANIFEST_UNKNOWN")
+	wantError(t, e.do(http.MethodGet, "/v2/"+repo+"/manifests/"+digest.FromBytes(body).String(), nil), http.StatusNotFound, "MANIFEST_UNKNOWN")
+	e.wantNoBlobFile(digest.FromBytes(body))
+
+	// A child of an index with another size than the manifest it names.
+	child := e.pushImage(repo, "child", "child")
+	wrongChild := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: child.Digest, Size: int64(len(child.Body)) - 1}
+	index := imageIndex(t, wrongChild)
+	r = e.do(http.MethodPut, "/v2/"+repo+"/manifests/multi", index, "Content-Type", ocispec.MediaTypeImageIndex)
+	wantError(t, r, http.StatusBadRequest, "MANIFEST_INVALID")
+	wantError(t, e.do(http.MethodGet, "/v2/"+repo+"/manifests/multi", nil), http.StatusNotFound, "MANIFEST_UNKNOWN")
+}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -16,10 +15,10 @@ import (
 	"github.com/berth-registry/berth/storage/manifest"
 )
 
-// Store is what the API needs from storage. *storage.Store implements it.
+// Store is what the API needs from storage. *storage.Service implements it.
 type Store interface {
 	StatBlob(ctx context.Context, repo string, d digest.Digest) (storage.BlobInfo, error)
-	OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, storage.BlobInfo, error)
+	OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, storage.BlobInfo, error)
 	PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) (storage.BlobInfo, error)
 	MountBlob(ctx context.Context, repo, from string, d digest.Digest) (storage.BlobInfo, error)
 	DeleteBlob(ctx context.Context, repo string, d digest.Digest) error
@@ -30,7 +29,7 @@ type Store interface {
 	CommitUpload(ctx context.Context, repo, id string, d digest.Digest, start int64, r io.Reader, length int64) (storage.BlobInfo, error)
 	CancelUpload(ctx context.Context, repo, id string) error
 
-	PutManifest(ctx context.Context, repo string, d digest.Digest, body []byte, m *manifest.Manifest, tags []string) error
+	PutManifest(ctx context.Context, repo string, d digest.Digest, body []byte, m *manifest.Manifest, tags []string) (digest.Digest, error)
 	StatManifest(ctx context.Context, repo, reference string) (storage.ManifestInfo, error)
 	GetManifest(ctx context.Context, repo, reference string) (storage.ManifestInfo, []byte, error)
 	DeleteManifest(ctx context.Context, repo string, d digest.Digest) error

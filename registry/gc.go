@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/gc"
 )
 
 // GCConfig schedules online garbage collection; see docs/gc.md.
@@ -48,13 +48,17 @@ func (g GCConfig) validate() error {
 	return nil
 }
 
+// collect runs one garbage collection of the server's store.
+func (s *Server) collect(ctx context.Context, grace time.Duration, dryRun bool) (gc.Report, error) {
+	return gc.Collect(ctx, s.store.Service, gc.Options{
+		Grace: grace, UploadIdle: s.cfg.Limits.UploadIdleTimeout, DryRun: dryRun, Logger: s.log,
+	})
+}
+
 // collectGarbage runs a collection every gc.interval until ctx is done.
 func (s *Server) collectGarbage(ctx context.Context) {
-	repeat(ctx, s.cfg.GC.Interval, func(ctx context.Context, now time.Time) {
-		_, err := s.store.CollectGarbage(ctx, storage.GCOptions{
-			Grace: s.cfg.GC.Grace, Now: now, UploadIdle: s.cfg.Limits.UploadIdleTimeout,
-		})
-		if err != nil && ctx.Err() == nil {
+	repeat(ctx, s.cfg.GC.Interval, func(ctx context.Context, _ time.Time) {
+		if _, err := s.collect(ctx, s.cfg.GC.Grace, false); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "scheduled garbage collection", "error", err)
 		}
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/berth-registry/berth/registry/glob"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/retention"
 )
 
 // RetentionConfig configures the retention policies; see docs/retention.md.
@@ -44,14 +45,14 @@ type RetentionPolicy struct {
 const DefaultHistoryWindow = 720 * time.Hour
 
 // compileRetention checks and compiles the retention policies.
-func compileRetention(c RetentionConfig) ([]storage.RetentionPolicy, error) {
+func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 	if c.Interval < 0 {
 		return nil, fmt.Errorf("retention.interval %s: must not be negative", c.Interval)
 	}
 	if c.HistoryWindow < 0 {
 		return nil, fmt.Errorf("retention.historyWindow %s: must not be negative", c.HistoryWindow)
 	}
-	out := make([]storage.RetentionPolicy, 0, len(c.Policies))
+	out := make([]retention.Policy, 0, len(c.Policies))
 	for i, p := range c.Policies {
 		at := fmt.Sprintf("retention.policies[%d]", i)
 		if len(p.Repositories) == 0 {
@@ -74,7 +75,7 @@ func compileRetention(c RetentionConfig) ([]storage.RetentionPolicy, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, storage.RetentionPolicy{
+		out = append(out, retention.Policy{
 			Repositories: repos, KeepLast: p.KeepLast, KeepTags: keep,
 			DeleteTagsOlderThan: p.DeleteTagsOlderThan, DeleteUntaggedAfter: p.DeleteUntaggedAfter,
 		})
@@ -82,19 +83,19 @@ func compileRetention(c RetentionConfig) ([]storage.RetentionPolicy, error) {
 	return out, nil
 }
 
-// retention applies the configured policies to a store.
-type retention struct {
-	store    *storage.Store
-	policies []storage.RetentionPolicy
+// retentionRunner applies the configured policies to a store.
+type retentionRunner struct {
+	svc      *storage.Service
+	policies []retention.Policy
 	window   time.Duration
 	log      *slog.Logger
 }
 
 // run applies the policies once as the system actor "retention" and logs
 // what went.
-func (r *retention) run(ctx context.Context, dryRun bool) (storage.RetentionReport, error) {
+func (r *retentionRunner) run(ctx context.Context, dryRun bool) (retention.Report, error) {
 	ctx = storage.WithActor(ctx, storage.Actor{Kind: storage.ActorSystem, Name: "retention"})
-	rep, err := r.store.ApplyRetention(ctx, r.policies, storage.RetentionOptions{DryRun: dryRun, HistoryWindow: r.window})
+	rep, err := retention.Apply(ctx, r.svc, r.policies, retention.Options{DryRun: dryRun, HistoryWindow: r.window})
 	if err != nil {
 		return rep, err
 	}
@@ -106,7 +107,7 @@ func (r *retention) run(ctx context.Context, dryRun bool) (storage.RetentionRepo
 }
 
 // schedule applies the policies every interval until ctx is done.
-func (r *retention) schedule(ctx context.Context, every time.Duration) {
+func (r *retentionRunner) schedule(ctx context.Context, every time.Duration) {
 	repeat(ctx, every, func(ctx context.Context, _ time.Time) {
 		if _, err := r.run(ctx, false); err != nil && ctx.Err() == nil {
 			r.log.WarnContext(ctx, "retention", "error", err)

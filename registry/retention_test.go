@@ -1,15 +1,11 @@
 package registry
 
 import (
-	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/berth-registry/berth/storage"
 )
 
 func TestRetentionConfig(t *testing.T) {
@@ -65,28 +61,6 @@ func TestRetentionConfig(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), "retention") {
 			t.Errorf("%s: %v, want a retention error", bad, err)
-		}
-	}
-}
-
-func TestAdminRetention(t *testing.T) {
-	s := adminStore(t)
-	api := newAdminAPI(s, nil, time.Now)
-	h := withoutRobots(api.handler())
-	// dryRun is required.
-	if code := adminErrorCode(t, adminDo(t, h, http.MethodPost, "/_berth/admin/retention", ""), http.StatusBadRequest); code != codeDryRunInvalid {
-		t.Fatalf("code %s", code)
-	}
-	// No policies: an empty report.
-	rec := adminDo(t, h, http.MethodPost, "/_berth/admin/retention?dryRun=true", "")
-	var rep storage.RetentionReport
-	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &rep) != nil || !rep.DryRun || len(rep.Tags) != 0 {
-		t.Fatalf("status %d, body %s", rec.Code, rec.Body)
-	}
-	// Without authentication there are no robot tokens.
-	for _, p := range []string{robotsPath, robotsPath + "/ci", robotsPath + "/ci/rotate"} {
-		if code := adminErrorCode(t, adminDo(t, h, http.MethodGet, p, ""), http.StatusNotFound); code != codeUnsupported {
-			t.Errorf("%s: code %s", p, code)
 		}
 	}
 }

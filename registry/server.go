@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
@@ -23,15 +24,16 @@ import (
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
-	store *storage.Store
+	store *Store
 	http  *http.Server
-	// users and keys are set when authentication is on; Run watches them
-	// for changes and reloads them on SIGHUP.
-	users *auth.UserFile
-	keys  *auth.KeyRing
+	// users, keys and robots are set when authentication is on; Run
+	// watches users and keys for changes and reloads them on SIGHUP.
+	users  *auth.UserFile
+	keys   *auth.KeyRing
+	robots *auth.Robots
 	// retention applies the retention policies, on a schedule when
 	// retention.interval is set.
-	retention *retention
+	retention *retentionRunner
 }
 
 // New opens the store named by cfg and assembles the server. The caller
@@ -44,7 +46,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	store, err := storage.Open(ctx, cfg.Data, storage.Options{Logger: log, Tags: rules})
+	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Core: storage.Options{Tags: rules}})
 	if err != nil {
 		return nil, err
 	}
@@ -61,26 +63,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		_ = store.Close()
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	srv.retention = &retention{store: store, policies: policies, window: cfg.Retention.HistoryWindow, log: log}
-	admin := srv.admin().handler()
-	var handler http.Handler
-	routes := http.NewServeMux()
+	srv.retention = &retentionRunner{svc: store.Service, policies: policies, window: cfg.Retention.HistoryWindow, log: log}
+	var authn *auth.Authenticator
 	if cfg.Auth.Enabled() {
-		authn, err := srv.openAuth()
-		if err != nil {
+		if authn, err = srv.openAuth(); err != nil {
 			_ = store.Close()
 			return nil, err
 		}
 		opts.Access = authn
-		routes.Handle(auth.AdminPrefix, admin)
-		routes.Handle("/", distribution.New(store, opts).Handler())
-		handler = authn.Wrap(withActor(routes))
-	} else {
-		// Without authentication the admin API is as open as the rest,
-		// except robot tokens, which need authentication.
-		routes.Handle(auth.AdminPrefix, withoutRobots(admin))
-		routes.Handle("/", distribution.New(store, opts).Handler())
-		handler = withActor(routes)
+	}
+	routes := http.NewServeMux()
+	routes.Handle("/", distribution.New(store.Service, opts).Handler())
+	// Without authentication the admin API is as open as the rest, except
+	// robot tokens, which need authentication.
+	routes.Handle(auth.AdminPrefix, srv.admin())
+	var handler http.Handler = withActor(routes)
+	if authn != nil {
+		handler = authn.Wrap(handler)
 	}
 	if cfg.UI.Enabled {
 		// The web interface calls the API in-process, through the same
@@ -103,11 +102,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 }
 
 // admin returns the admin API of the server's store and configuration.
-func (s *Server) admin() *adminAPI {
-	a := newAdminAPI(s.store, s.log, time.Now)
-	a.gc, a.uploadIdle = s.cfg.GC, s.cfg.Limits.UploadIdleTimeout
-	a.retention = s.retention
-	return a
+func (s *Server) admin() http.Handler {
+	opts := admin.Options{
+		Collect: s.collect,
+		Retain:  s.retention.run,
+		Grace:   s.cfg.GC.Grace,
+		Logger:  s.log,
+	}
+	if s.robots != nil { // a nil *auth.Robots must not become a non-nil interface
+		opts.Robots = s.robots
+	}
+	return admin.Handler(opts)
 }
 
 // openAuth loads the users file and the signing keys (creating the first
@@ -123,7 +128,8 @@ func (s *Server) openAuth() (*auth.Authenticator, error) {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	s.users, s.keys = users, keys
-	return auth.New(s.cfg.Auth, users, keys, s.store, s.log)
+	s.robots = auth.NewRobots(auth.IndexRobots(s.store.Index), s.log)
+	return auth.New(s.cfg.Auth, users, keys, s.robots, s.log)
 }
 
 // Run listens on the configured address and serves until ctx is done, then

@@ -1,24 +1,23 @@
 package storage
 
-import "context"
+import (
+	"context"
 
-// Actor is who asked for a change: recorded with every tag move.
-type Actor struct {
-	// Kind is "user", "robot" or "anonymous"; Berth itself, applying a
-	// retention policy, is "system".
-	Kind string `json:"kind"`
-	// Name is the user or robot name; empty for anonymous callers.
-	Name string `json:"name,omitempty"`
-	// Address is the client's IP address, without port.
-	Address string `json:"address,omitempty"`
-}
+	"github.com/berth-registry/berth/storage/meta"
+)
+
+// Actor is who asked for a change: recorded with every tag move and
+// carried by every event.
+type Actor = meta.Actor
 
 // The kinds of actor.
 const (
 	ActorUser      = "user"
 	ActorRobot     = "robot"
 	ActorAnonymous = "anonymous"
-	ActorSystem    = "system"
+	// ActorSystem is Berth itself, applying a retention policy,
+	// collecting garbage or repairing the store.
+	ActorSystem = "system"
 )
 
 type actorKey struct{}
@@ -36,3 +35,10 @@ func ActorFrom(ctx context.Context) Actor {
 	}
 	return Actor{Kind: ActorAnonymous}
 }
+
+// owner is how an upload session records the actor that opened it.
+func owner(a Actor) string { return a.Kind + ":" + a.Name }
+
+// System is the actor of Berth's own changes: retention, garbage
+// collection and repair.
+func System() Actor { return Actor{Kind: ActorSystem} }

@@ -1,4 +1,4 @@
-package storage
+package storage_test
 
 import (
 	"context"
@@ -7,6 +7,10 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/gc"
+	"github.com/berth-registry/berth/storage/retention"
 )
 
 // The scale of the lifecycle benchmarks' registry.
@@ -18,7 +22,7 @@ const (
 // benchRegistry fills a store with benchRepos repositories of benchPerRepo
 // tagged manifests, each annotated with a revision of its own, and returns
 // it with the digest of the config they share.
-func benchRegistry(b *testing.B) (*Store, digest.Digest) {
+func benchRegistry(b *testing.B) (*storage.Service, digest.Digest) {
 	b.Helper()
 	ctx := context.Background()
 	s, cd := benchStore(b)
@@ -33,7 +37,7 @@ func benchRegistry(b *testing.B) (*Store, digest.Digest) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := s.PutManifest(ctx, repo, digest.FromBytes(body), body, m, []string{fmt.Sprintf("t%d", i)}); err != nil {
+			if _, err := s.PutManifest(ctx, repo, digest.FromBytes(body), body, m, []string{fmt.Sprintf("t%d", i)}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -49,7 +53,7 @@ func BenchmarkSearch(b *testing.B) {
 	s, _ := benchRegistry(b)
 	b.Run("annotation", func(b *testing.B) {
 		for i := range b.N {
-			q := Query{Annotations: map[string]string{"n": fmt.Sprint(i % (benchRepos * benchPerRepo))}, N: 10}
+			q := storage.Query{Annotations: map[string]string{"n": fmt.Sprint(i % (benchRepos * benchPerRepo))}, N: 10}
 			res, _, err := s.Search(ctx, q)
 			if err != nil || len(res) != 1 {
 				b.Fatalf("search: %d results, %v", len(res), err)
@@ -58,7 +62,7 @@ func BenchmarkSearch(b *testing.B) {
 	})
 	b.Run("repository+tag", func(b *testing.B) {
 		for i := range b.N {
-			q := Query{Repository: fmt.Sprintf("apps/r%02d", i%benchRepos), Tag: fmt.Sprintf("t%d", i%benchPerRepo), N: 10}
+			q := storage.Query{Repository: fmt.Sprintf("apps/r%02d", i%benchRepos), Tag: fmt.Sprintf("t%d", i%benchPerRepo), N: 10}
 			res, _, err := s.Search(ctx, q)
 			if err != nil || len(res) != 1 {
 				b.Fatalf("search: %d results, %v", len(res), err)
@@ -77,7 +81,7 @@ func BenchmarkTagHistory(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := s.PutManifest(ctx, "bench", digest.FromBytes(body), body, m, []string{"production"}); err != nil {
+		if _, err := s.PutManifest(ctx, "bench", digest.FromBytes(body), body, m, []string{"production"}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -114,7 +118,7 @@ func BenchmarkCollectGarbage(b *testing.B) {
 	s, _ := benchRegistry(b)
 	b.ResetTimer()
 	for range b.N {
-		rep, err := s.CollectGarbage(ctx, GCOptions{Grace: time.Hour})
+		rep, err := gc.Collect(ctx, s, gc.Options{Grace: time.Hour})
 		if err != nil || rep.LinksRemoved+rep.BlobsRemoved+rep.ManifestsRemoved != 0 {
 			b.Fatalf("gc: %+v, %v", rep, err)
 		}
@@ -131,10 +135,10 @@ func (matchAll) Match(string) bool { return true }
 func BenchmarkRetentionDryRun(b *testing.B) {
 	ctx := context.Background()
 	s, _ := benchRegistry(b)
-	policies := []RetentionPolicy{{Repositories: matchAll{}, KeepLast: 10, DeleteUntaggedAfter: time.Hour}}
+	policies := []retention.Policy{{Repositories: matchAll{}, KeepLast: 10, DeleteUntaggedAfter: time.Hour}}
 	b.ResetTimer()
 	for range b.N {
-		rep, err := s.ApplyRetention(ctx, policies, RetentionOptions{DryRun: true, HistoryWindow: time.Hour})
+		rep, err := retention.Apply(ctx, s, policies, retention.Options{DryRun: true, HistoryWindow: time.Hour})
 		if err != nil || len(rep.Tags) != benchRepos*(benchPerRepo-10) {
 			b.Fatalf("retention: %d tags, %v", len(rep.Tags), err)
 		}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"time"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-registry/berth/storage/blob"
+	"github.com/berth-registry/berth/storage/meta"
 )
 
 // BlobInfo describes a stored blob.
@@ -18,48 +18,42 @@ type BlobInfo struct {
 	Size   int64
 }
 
-type blobRecord struct {
-	Size    int64     `json:"size"`
-	Created time.Time `json:"created"`
-}
-
-type linkRecord struct {
-	Linked time.Time `json:"linked"`
-}
-
 // StatBlob returns the blob's size if it is linked into repo.
 //
 // A client that finds a blob this way may reference it from a manifest it
-// pushes next, so the link is marked seen for garbage collection before it
-// is looked up; see gc.go.
-func (s *Store) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
-	at := time.Now()
-	unlock := s.locks.lock(d)
-	s.seen.mark(repo, d, at)
-	unlock()
+// pushes next, so the lookup leaves a seen mark for garbage collection
+// first; see seen.go. It takes no lock and never waits for a writer.
+func (s *Service) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	k, at := seenKey{repo, d}, s.now()
+	if !s.seen.mark(k, at) {
+		// Garbage collection is removing the link right now.
+		return BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
+	}
 	var info BlobInfo
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.index.View(ctx, func(tx meta.Tx) error {
 		var err error
 		info, err = linkedBlob(tx, repo, d)
 		return err
 	})
 	if err != nil {
-		s.seen.unmark(repo, d, at)
+		s.seen.unmark(k, at)
 	}
 	return info, err
 }
 
-func linkedBlob(tx *bolt.Tx, repo string, d digest.Digest) (BlobInfo, error) {
-	rb := repoBucket(tx, repo)
-	if rb == nil || rb.Bucket(bucketLinks).Get([]byte(d)) == nil {
+// linkedBlob describes d if it is linked into repo.
+func linkedBlob(tx meta.Tx, repo string, d digest.Digest) (BlobInfo, error) {
+	if _, ok, err := tx.Link(repo, d); err != nil {
+		return BlobInfo{}, err
+	} else if !ok {
 		return BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
 	}
 	return storedBlob(tx, d)
 }
 
-func storedBlob(tx *bolt.Tx, d digest.Digest) (BlobInfo, error) {
-	var rec blobRecord
-	ok, err := getJSON(tx.Bucket(bucketBlobs), []byte(d), &rec)
+// storedBlob describes d if the store holds it.
+func storedBlob(tx meta.Tx, d digest.Digest) (BlobInfo, error) {
+	rec, ok, err := tx.Blob(d)
 	if err != nil {
 		return BlobInfo{}, err
 	}
@@ -69,63 +63,89 @@ func storedBlob(tx *bolt.Tx, d digest.Digest) (BlobInfo, error) {
 	return BlobInfo{Digest: d, Size: rec.Size}, nil
 }
 
-// OpenBlob opens the content of a blob linked into repo. The caller closes
-// the file; it is an *os.File so that it can be served with sendfile.
-func (s *Store) OpenBlob(ctx context.Context, repo string, d digest.Digest) (*os.File, BlobInfo, error) {
+// OpenBlob opens the content of a blob linked into repo; the caller closes
+// it. With the file backend it is an *os.File, which net/http serves with
+// sendfile.
+func (s *Service) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, BlobInfo, error) {
 	info, err := s.StatBlob(ctx, repo, d)
 	if err != nil {
 		return nil, BlobInfo{}, err
 	}
-	f, err := os.Open(s.blobPath(d))
-	if errors.Is(err, os.ErrNotExist) {
+	r, err := s.readContent(ctx, d)
+	if errors.Is(err, ErrBlobUnknown) {
 		// Garbage collection removed it after the lookup: the blob is
 		// no longer linked, which is what the lookup would now say.
 		return nil, BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
 	}
 	if err != nil {
-		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", d, err)
+		return nil, BlobInfo{}, err
 	}
-	return f, info, nil
+	return r, info, nil
+}
+
+// readContent opens the content of d. Every read of content goes through
+// it: content that is gone is ErrBlobUnknown.
+func (s *Service) readContent(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {
+	r, err := s.blobs.Open(ctx, d)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrBlobUnknown, d)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open content %s: %w", d, err)
+	}
+	return r, nil
 }
 
 // PutBlob stores the content read from r, which must hash to d, and links
 // it into repo. size < 0 means the length is not known in advance.
-func (s *Store) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) (BlobInfo, error) {
+func (s *Service) PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) (BlobInfo, error) {
 	if err := validDigest(d); err != nil {
 		return BlobInfo{}, err
 	}
-	path, got, n, err := s.writeContent(ctx, r, d.Algorithm(), size)
+	st, err := s.blobs.Stage(ctx, "")
 	if err != nil {
-		return BlobInfo{}, err
+		return BlobInfo{}, fmt.Errorf("stage content: %w", err)
 	}
-	if got != d {
-		_ = s.removeFile(path)
+	h := d.Algorithm().Hash()
+	n, err := st.Append(ctx, r, size, h)
+	if err != nil {
+		_ = st.Cancel(ctx)
+		return BlobInfo{}, appendError("write content", n, err)
+	}
+	if got := digest.NewDigest(d.Algorithm(), h); got != d {
+		_ = st.Cancel(ctx)
 		return BlobInfo{}, detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "content hashes to %s", got)
 	}
 	info := BlobInfo{Digest: d, Size: n}
-	if err := s.commitBlob(repo, path, info, nil); err != nil {
-		_ = s.removeFile(path)
+	if err := s.commitBlob(ctx, repo, st, info, nil); err != nil {
+		_ = st.Cancel(ctx) // nothing left to cancel once committed
 		return BlobInfo{}, err
 	}
 	return info, nil
 }
 
-// commitBlob moves verified content into place and records it, linking it
-// into repo; extra runs inside the same transaction. The digest's lock is
-// held from placing to recording, so that garbage collection cannot delete
-// the file in between (see gc.go).
-func (s *Store) commitBlob(repo, path string, info BlobInfo, extra func(*bolt.Tx) error) error {
-	defer s.locks.lock(info.Digest)()
-	if err := s.place(path, info.Digest); err != nil {
+// commitBlob makes verified staged content durable under its digest and
+// records it, linking it into repo; extra runs inside the same
+// transaction. The digest's lock is held from placing to recording, so
+// that garbage collection cannot remove the content in between. On
+// failure the staged content may remain; the caller cancels or keeps it.
+func (s *Service) commitBlob(ctx context.Context, repo string, st blob.Staged, info BlobInfo, extra func(*Tx) error) error {
+	unlock, err := s.index.LockDigests(ctx, info.Digest)
+	if err != nil {
 		return err
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	defer unlock()
+	if err := st.Commit(ctx, info.Digest); err != nil {
+		return fmt.Errorf("place blob %s: %w", info.Digest, err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error {
 		if err := recordBlob(tx, info); err != nil {
 			return err
 		}
-		if err := link(tx, repo, info.Digest); err != nil {
+		if err := tx.link(repo, info.Digest); err != nil {
 			return err
 		}
+		tx.Publish(Event{Action: EventBlobPush, Repo: repo, Digest: info.Digest, Size: info.Size, Actor: ActorFrom(ctx)})
 		if extra != nil {
 			return extra(tx)
 		}
@@ -137,35 +157,32 @@ func (s *Store) commitBlob(repo, path string, info BlobInfo, extra func(*bolt.Tx
 	return nil
 }
 
-func recordBlob(tx *bolt.Tx, info BlobInfo) error {
-	b := tx.Bucket(bucketBlobs)
-	if b.Get([]byte(info.Digest)) != nil {
-		return nil
+// recordBlob records content of d placed in the blob store, unless it is
+// recorded already.
+func recordBlob(tx *Tx, info BlobInfo) error {
+	if _, ok, err := tx.Blob(info.Digest); err != nil || ok {
+		return err
 	}
-	return putJSON(b, []byte(info.Digest), blobRecord{Size: info.Size, Created: time.Now().UTC()})
+	return tx.PutBlob(info.Digest, meta.Blob{Size: info.Size, Created: tx.s.now()})
 }
 
 // link links d into repo, or refreshes the time of an existing link: a
 // blob uploaded or mounted again is about to be referenced, and garbage
 // collection spares links younger than its grace period.
-func link(tx *bolt.Tx, repo string, d digest.Digest) error {
-	rb, err := ensureRepo(tx, repo)
-	if err != nil {
-		return err
-	}
-	return putJSON(rb.Bucket(bucketLinks), []byte(d), linkRecord{Linked: time.Now().UTC()})
+func (tx *Tx) link(repo string, d digest.Digest) error {
+	return tx.PutLink(repo, d, meta.Link{Linked: tx.s.now()})
 }
 
 // MountBlob links a blob into repo without transferring it. With from set,
 // the blob must be linked into that repository; with from empty, any blob
 // the store holds can be mounted. It returns ErrBlobUnknown when the blob
 // cannot be mounted, so the caller can fall back to an upload.
-func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Digest) (BlobInfo, error) {
+func (s *Service) MountBlob(ctx context.Context, repo, from string, d digest.Digest) (BlobInfo, error) {
 	if err := validDigest(d); err != nil {
 		return BlobInfo{}, err
 	}
 	var info BlobInfo
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.Update(ctx, func(tx *Tx) error {
 		var err error
 		if from != "" {
 			info, err = linkedBlob(tx, from, d)
@@ -175,22 +192,42 @@ func (s *Store) MountBlob(ctx context.Context, repo, from string, d digest.Diges
 		if err != nil {
 			return err
 		}
-		return link(tx, repo, d)
+		if err := tx.link(repo, d); err != nil {
+			return err
+		}
+		tx.Publish(Event{Action: EventBlobPush, Repo: repo, Digest: d, Size: info.Size, Actor: ActorFrom(ctx)})
+		return nil
 	})
 	return info, err
 }
 
-// DeleteBlob unlinks a blob from repo. The content stays on disk for other
+// DeleteBlob unlinks a blob from repo. The content stays for other
 // repositories until garbage collection finds nothing referencing it.
-func (s *Store) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		rb := repoBucket(tx, repo)
-		if rb == nil || rb.Bucket(bucketLinks).Get([]byte(d)) == nil {
+func (s *Service) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
+	return s.Update(ctx, func(tx *Tx) error {
+		if _, ok, err := tx.Link(repo, d); err != nil {
+			return err
+		} else if !ok {
 			return fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
 		}
-		if err := rb.Bucket(bucketLinks).Delete([]byte(d)); err != nil {
+		if err := tx.DeleteLink(repo, d); err != nil {
 			return fmt.Errorf("unlink blob: %w", err)
 		}
+		tx.Publish(Event{Action: EventDeleteBlob, Repo: repo, Digest: d, Actor: ActorFrom(ctx)})
 		return nil
 	})
+}
+
+// appendError describes a failed append of content from a client. A body
+// shorter or longer than declared, or one that ends before the length it
+// declared, is the client's error, ErrSizeInvalid, not a failure of the
+// store.
+func appendError(what string, n int64, err error) error {
+	switch {
+	case errors.Is(err, blob.ErrSizeMismatch):
+		return detailf(ErrSizeInvalid, nil, "%s: %v", what, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return detailf(ErrSizeInvalid, nil, "%s: body ended after %d bytes: %v", what, n, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

@@ -1,21 +1,40 @@
-// Package storage owns Berth's content: a content-addressed blob store on
-// disk, indexed by a bbolt database.
+// Package storage is the core of Berth's store: the rules of the registry,
+// written once, over two seams that backends implement.
 //
-// Every blob and manifest is kept exactly once, under its digest, in a file
-// below <data>/blobs; what a repository can see (its blob links, manifests,
-// tags and referrers) and the state of upload sessions live in the bbolt
-// index at <data>/index.db. The layout of that index is documented in
-// schema.go.
+// The seams are package meta, the index (which content exists, which
+// repository holds it, tags and their history, upload sessions), and
+// package blob, the bytes under their digests. Service, the core, imports
+// those interfaces and never a backend; package registry picks the
+// backends (storage/meta/bolt and storage/blob/fs on one machine).
 //
-// Writes follow one discipline so that a crash at any moment leaves the store
-// consistent: content is streamed to a temporary file while it is hashed, the
-// digest is verified, the file is fsynced and renamed into place, and only
-// then is the index updated in a single bbolt transaction. A blob file whose
-// index entry was never committed is invisible to readers and harmless.
+// The rules the core keeps, each where it is written:
 //
-// Locking is narrow: an upload session is serialised by its own lock, and the
-// index transactions of bbolt order concurrent commits. A digest's stripe
-// lock is held from placing its file to recording it, so that online garbage
-// collection (gc.go) cannot remove the file in between; the order is always
-// stripe, then bbolt transaction. There is no lock over the whole store.
+//   - Content before records (blobs.go, manifests.go): content is verified
+//     and made durable in the blob store before the transaction that
+//     records it; a crash in between leaves content without a record,
+//     which is invisible and harmless.
+//   - References (manifests.go): a manifest is recorded only if the
+//     repository holds every blob and child manifest it references, with
+//     the sizes its descriptors give, checked inside the transaction that
+//     records it.
+//   - Tags (tags.go): every tag change goes through Tx.MoveTag, which
+//     refuses to move an immutable tag and appends the move to the tag's
+//     history in the same transaction.
+//   - Promotion (promote.go), the upload protocol (uploads.go) and search
+//     semantics (search.go).
+//   - Events (events.go): one Event per change, published to the sinks
+//     after the transaction that made it commits, never for a refused or
+//     rolled-back write.
+//
+// Locking is narrow. An upload session is serialised by its own lock. A
+// digest's lock (meta.Store.LockDigests) is held from placing its content
+// to recording it, and by garbage collection from re-checking a candidate
+// to removing its content, so that collection never removes content a
+// concurrent commit has just placed; the order is always digest locks,
+// then a transaction. Reads take no lock: a blob lookup leaves a seen mark
+// (seen.go) that garbage collection respects without either side waiting.
+//
+// Maintenance jobs are clients of the core, in packages of their own:
+// storage/gc, storage/retention and storage/fsck. They change the index
+// through Service.Update, whose Tx carries the same rules.
 package storage

@@ -32,18 +32,6 @@ var (
 	ErrTagImmutable = errors.New("tag is immutable")
 	// ErrUnsupported means the operation or digest algorithm is not supported.
 	ErrUnsupported = errors.New("unsupported")
-	// ErrRobotExists means a robot token of that name exists, or existed:
-	// names of revoked robots are never reused.
-	ErrRobotExists = errors.New("robot token already exists")
-	// ErrRobotUnknown means there is no robot token of that name or secret,
-	// or that it is revoked or expired; the message says which.
-	ErrRobotUnknown = errors.New("robot token unknown")
-	// ErrRobotInvalid means a robot token's name, scopes or expiry are not
-	// acceptable.
-	ErrRobotInvalid = errors.New("robot token invalid")
-	// ErrRobotInactive means the operation needs a robot token that is
-	// neither revoked nor expired.
-	ErrRobotInactive = errors.New("robot token revoked or expired")
 	// ErrQueryInvalid means a search query is malformed, for instance its
 	// cursor.
 	ErrQueryInvalid = errors.New("search query invalid")

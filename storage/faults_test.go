@@ -14,33 +14,31 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/blob/fs/faultfs"
 	"github.com/berth-registry/berth/storage/manifest"
-	"github.com/berth-registry/berth/storage/storagetest"
 )
 
-// faults are the storage errors a disk can throw at the write path.
+// faultCases are the storage errors a disk can throw at the write path.
 var faultCases = []struct {
 	name string
 	op   string
 	err  error
 }{
-	{"disk full while writing", storagetest.OpWrite, syscall.ENOSPC},
-	{"fsync fails", storagetest.OpSync, syscall.EIO},
-	{"permission denied creating", storagetest.OpCreate, syscall.EACCES},
-	{"rename refused", storagetest.OpRename, syscall.EACCES},
-	{"directory fsync fails", storagetest.OpSyncDir, syscall.EIO},
-	{"blob directory cannot be made", storagetest.OpMkdir, syscall.EACCES},
+	{"disk full while writing", faultfs.OpWrite, syscall.ENOSPC},
+	{"fsync fails", faultfs.OpSync, syscall.EIO},
+	{"permission denied creating", faultfs.OpCreate, syscall.EACCES},
+	{"rename refused", faultfs.OpRename, syscall.EACCES},
+	{"directory fsync fails", faultfs.OpSyncDir, syscall.EIO},
+	{"blob directory cannot be made", faultfs.OpMkdir, syscall.EACCES},
 }
 
-func openFaulty(t *testing.T) (*storage.Store, *storagetest.FaultFS, string) {
+// openFaulty opens a store whose blob store writes through a file system
+// that fails on demand.
+func openFaulty(t *testing.T) (*storage.Service, *faultfs.FS, string) {
 	t.Helper()
 	dir := t.TempDir()
-	ffs := storagetest.NewFaultFS()
-	s, err := storage.Open(context.Background(), dir, storage.Options{FS: ffs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	ffs := faultfs.New()
+	s, _, _ := openService(t, dir, ffs, storage.Options{})
 	return s, ffs, dir
 }
 
@@ -60,7 +58,12 @@ func files(t *testing.T, dir, sub string) []string {
 	return out
 }
 
-func readAll(t *testing.T, s *storage.Store, repo string, d digest.Digest) []byte {
+// blobFile is the path of the file of d.
+func blobFile(dir string, d digest.Digest) string {
+	return filepath.Join(dir, "blobs", string(d.Algorithm()), d.Encoded()[:2], d.Encoded())
+}
+
+func readAll(t *testing.T, s *storage.Service, repo string, d digest.Digest) []byte {
 	t.Helper()
 	f, _, err := s.OpenBlob(context.Background(), repo, d)
 	if err != nil {
@@ -125,11 +128,11 @@ func TestUploadFaults(t *testing.T) {
 				if !errors.Is(appendErr, fc.err) {
 					t.Fatalf("append: want %v, got %v", fc.err, appendErr)
 				}
+				ffs.Clear()
 				st, err := s.UploadStatus(ctx, "r", up.ID)
 				if err != nil || st.Offset != 0 {
 					t.Fatalf("after a failed chunk: %+v %v", st, err)
 				}
-				ffs.Clear()
 				if _, err := s.AppendUpload(ctx, "r", up.ID, 0, bytes.NewReader(content[:half]), half); err != nil {
 					t.Fatalf("append after the fault cleared: %v", err)
 				}
@@ -172,7 +175,8 @@ func TestUploadFaults(t *testing.T) {
 	}
 }
 
-// A manifest push that hits a fault records nothing, not even its tag.
+// A manifest push that hits a fault records nothing, not even its tag, and
+// leaves no file; it succeeds once the fault clears.
 func TestPutManifestFaults(t *testing.T) {
 	for _, fc := range faultCases {
 		t.Run(fc.name, func(t *testing.T) {
@@ -190,17 +194,20 @@ func TestPutManifestFaults(t *testing.T) {
 			}
 			d := digest.FromBytes(body)
 			ffs.Fail(fc.op, fc.err)
-			if err := s.PutManifest(ctx, "r", d, body, m, []string{"v1"}); !errors.Is(err, fc.err) {
+			if _, err := s.PutManifest(ctx, "r", d, body, m, []string{"v1"}); !errors.Is(err, fc.err) {
 				t.Fatalf("want %v, got %v", fc.err, err)
 			}
 			if _, err := s.StatManifest(ctx, "r", "v1"); !errors.Is(err, storage.ErrManifestUnknown) {
 				t.Fatalf("tag recorded by a failed push: %v", err)
 			}
+			if _, err := s.StatManifest(ctx, "r", string(d)); !errors.Is(err, storage.ErrManifestUnknown) {
+				t.Fatalf("manifest recorded by a failed push: %v", err)
+			}
 			if left := files(t, dir, "tmp"); len(left) != 0 {
 				t.Fatalf("temporary files left behind: %v", left)
 			}
 			ffs.Clear()
-			if err := s.PutManifest(ctx, "r", d, body, m, []string{"v1"}); err != nil {
+			if _, err := s.PutManifest(ctx, "r", d, body, m, []string{"v1"}); err != nil {
 				t.Fatalf("push after the fault cleared: %v", err)
 			}
 			if _, got, err := s.GetManifest(ctx, "r", "v1"); err != nil || !bytes.Equal(got, body) {

@@ -1,15 +1,18 @@
-package storage
+package storage_test
 
 import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
+	"io"
 	"slices"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/blob"
+	blobfs "github.com/berth-registry/berth/storage/blob/fs"
 )
 
 // Limits that keep one fuzz input cheap.
@@ -75,10 +78,11 @@ const (
 )
 
 // FuzzUploadStateMachine runs sequences of upload operations against one
-// store and a model of its sessions, and checks after each one that the
-// store agrees with the model: offsets, the bytes on disk, errors for
-// refused chunks that change nothing, sessions that end on commit, failed
-// commit and cancel, and committed blobs that read back as uploaded.
+// store over bolt and fs and a model of its sessions, and checks after
+// each one that the store agrees with the model: offsets, the bytes staged
+// in the blob store, errors for refused chunks that change nothing,
+// sessions that end on commit, failed commit and cancel, and committed
+// blobs that read back as uploaded.
 func FuzzUploadStateMachine(f *testing.F) {
 	for _, seed := range [][]byte{
 		// Chunks with and without start and length, status, commit.
@@ -112,11 +116,8 @@ func FuzzUploadStateMachine(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		ctx := context.Background()
-		s, err := Open(ctx, t.TempDir(), Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
+		dir := t.TempDir()
+		s, _, bs := openService(t, dir, nil, storage.Options{})
 		const repo, other = "fuzz/repo", "fuzz/other"
 		var ups []*fuzzUpload
 		blobs := map[digest.Digest][]byte{}
@@ -156,7 +157,7 @@ func FuzzUploadStateMachine(f *testing.F) {
 			wantErr := func(what string, got, want error) {
 				t.Helper()
 				if unknown {
-					want = ErrUploadUnknown
+					want = storage.ErrUploadUnknown
 				}
 				if !errors.Is(got, want) {
 					t.Fatalf("op %d: %s: error %v, want %v", n, what, got, want)
@@ -190,12 +191,12 @@ func FuzzUploadStateMachine(f *testing.F) {
 				delta := int64(in.byte()%16) + 1
 				chunk := in.chunk()
 				start, length := offset, int64(len(chunk))
-				want := ErrSizeInvalid
+				want := storage.ErrSizeInvalid
 				switch {
 				case op == fuzzWrongOffset && flags&flagA != 0 && offset >= delta:
-					start, want = offset-delta, ErrRangeInvalid
+					start, want = offset-delta, storage.ErrRangeInvalid
 				case op == fuzzWrongOffset:
-					start, want = offset+delta, ErrRangeInvalid
+					start, want = offset+delta, storage.ErrRangeInvalid
 				case flags&flagA != 0 && length > 0:
 					length -= min(delta, length)
 				default:
@@ -246,7 +247,7 @@ func FuzzUploadStateMachine(f *testing.F) {
 				if op == fuzzCommitWrong {
 					d = wrongDigest(d)
 				}
-				var info BlobInfo
+				var info storage.BlobInfo
 				var err error
 				if body != nil {
 					info, err = s.CommitUpload(ctx, r, u.id, d, start, body, length)
@@ -259,8 +260,8 @@ func FuzzUploadStateMachine(f *testing.F) {
 				}
 				u.ended, u.data = true, nil
 				if op == fuzzCommitWrong {
-					wantErr("commit with a wrong digest", err, ErrDigestMismatch)
-					if _, err := s.StatBlob(ctx, repo, d); !errors.Is(err, ErrBlobUnknown) {
+					wantErr("commit with a wrong digest", err, storage.ErrDigestMismatch)
+					if _, err := s.StatBlob(ctx, repo, d); !errors.Is(err, storage.ErrBlobUnknown) {
 						t.Fatalf("op %d: blob of a failed commit: %v", n, err)
 					}
 					break
@@ -271,7 +272,7 @@ func FuzzUploadStateMachine(f *testing.F) {
 				if info.Digest != d || info.Size != int64(len(content)) {
 					t.Fatalf("op %d: commit: %+v, want %s of %d bytes", n, info, d, len(content))
 				}
-				if got := readBlob(t, s, repo, d); !bytes.Equal(got, content) {
+				if got := readAll(t, s, repo, d); !bytes.Equal(got, content) {
 					t.Fatalf("op %d: blob %s reads back %d bytes, want %d", n, d, len(got), len(content))
 				}
 				blobs[d] = content
@@ -287,31 +288,45 @@ func FuzzUploadStateMachine(f *testing.F) {
 				}
 				u.ended, u.data = true, nil
 			}
-			checkUploads(t, s, n, repo, ups)
+			checkUploads(t, s, bs, n, repo, ups)
 		}
 
 		for d, content := range blobs {
-			if got := readBlob(t, s, repo, d); !bytes.Equal(got, content) {
+			if got := readAll(t, s, repo, d); !bytes.Equal(got, content) {
 				t.Fatalf("blob %s reads back %d bytes, want %d", d, len(got), len(content))
 			}
 		}
-		if names := dirEntries(t, filepath.Join(s.root, "tmp")); len(names) != 0 {
+		if names := files(t, dir, "tmp"); len(names) != 0 {
 			t.Fatalf("temporary files left: %v", names)
 		}
 	})
 }
 
+// stagedContent reads back the content staged for session id.
+func stagedContent(ctx context.Context, blobs *blobfs.Store, id string) ([]byte, error) {
+	st, err := blobs.Resume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	r, err := st.Reader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
 // checkUploads compares every session of the store with its model: the
-// status, and the bytes of its file. Ended sessions leave neither.
-func checkUploads(t *testing.T, s *Store, n int, repo string, ups []*fuzzUpload) {
+// status, and the bytes it staged. Ended sessions leave neither.
+func checkUploads(t *testing.T, s *storage.Service, blobs *blobfs.Store, n int, repo string, ups []*fuzzUpload) {
 	t.Helper()
 	ctx := context.Background()
 	live := 0
 	for _, u := range ups {
 		info, err := s.UploadStatus(ctx, repo, u.id)
-		data, ferr := os.ReadFile(s.uploadPath(u.id))
+		data, ferr := stagedContent(ctx, blobs, u.id)
 		if u.ended {
-			if !errors.Is(err, ErrUploadUnknown) || !errors.Is(ferr, os.ErrNotExist) {
+			if !errors.Is(err, storage.ErrUploadUnknown) || !errors.Is(ferr, blob.ErrNotFound) {
 				t.Fatalf("after op %d: ended session %s: status %v, file %v", n, u.id, err, ferr)
 			}
 			continue
@@ -324,8 +339,12 @@ func checkUploads(t *testing.T, s *Store, n int, repo string, ups []*fuzzUpload)
 			t.Fatalf("after op %d: session %s holds %d bytes, want %d (%v)", n, u.id, len(data), len(u.data), ferr)
 		}
 	}
-	if files := dirEntries(t, filepath.Join(s.root, "uploads")); len(files) != live {
-		t.Fatalf("after op %d: %d upload files for %d live sessions", n, len(files), live)
+	staged := 0
+	if err := blobs.WalkStaged(ctx, func(blob.Entry) error { staged++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if staged != live {
+		t.Fatalf("after op %d: %d sessions staged for %d live ones", n, staged, live)
 	}
 }
 

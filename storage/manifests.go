@@ -5,14 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"io"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-registry/berth/storage/manifest"
+	"github.com/berth-registry/berth/storage/meta"
 )
 
 // ManifestInfo describes a stored manifest.
@@ -32,58 +32,42 @@ type ManifestInfo struct {
 	ConfigCreated *time.Time
 }
 
-type manifestRecord struct {
-	MediaType    string              `json:"mediaType"`
-	Size         int64               `json:"size"`
-	ArtifactType string              `json:"artifactType,omitempty"`
-	Subject      *ocispec.Descriptor `json:"subject,omitempty"`
-	Annotations  map[string]string   `json:"annotations,omitempty"`
-	// References are the digests of the blobs and child manifests the
-	// manifest points at; garbage collection walks them.
-	References []digest.Digest `json:"references,omitempty"`
-	// Created is the push time: when the manifest first entered the
-	// repository.
-	Created time.Time `json:"created"`
-	// Labels are the image config's config.Labels; ConfigCreated is its
-	// created time. Both are read at push, and absent for indexes,
-	// artifacts without an image config, and configs too large or not
-	// parsable (see readConfigMeta).
-	Labels        map[string]string `json:"labels,omitempty"`
-	ConfigCreated *time.Time        `json:"configCreated,omitempty"`
-}
-
-func (r manifestRecord) info(d digest.Digest) ManifestInfo {
+func manifestInfo(d digest.Digest, r meta.Manifest) ManifestInfo {
 	return ManifestInfo{Digest: d, MediaType: r.MediaType, Size: r.Size, ArtifactType: r.ArtifactType,
 		Subject: r.Subject, Annotations: r.Annotations, Labels: r.Labels, Created: r.Created, ConfigCreated: r.ConfigCreated}
 }
 
-// PutManifest stores a manifest body, already parsed as m and hashing to d,
-// in repo, and points each of tags at it. Every blob and child manifest m
-// references must already be in repo, or ErrManifestBlobUnknown is returned
-// and nothing changes. A manifest with a subject is recorded as a referrer
-// of that subject, which need not exist.
-func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, body []byte, m *manifest.Manifest, tags []string) error {
-	if err := validDigest(d); err != nil {
-		return err
+// PutManifest stores a manifest body, already parsed as m, in repo, and
+// points each of tags at it. The body is hashed once, here: with d set it
+// must hash to d (with d's algorithm), otherwise its sha256 digest is used;
+// PutManifest returns the digest. Every blob and child manifest m
+// references must already be in repo with the size its descriptor gives,
+// or ErrManifestBlobUnknown (absent) or ErrManifestInvalid (another size)
+// is returned and nothing changes. A manifest with a subject is recorded as
+// a referrer of that subject, which need not exist.
+func (s *Service) PutManifest(ctx context.Context, repo string, d digest.Digest, body []byte, m *manifest.Manifest, tags []string) (digest.Digest, error) {
+	alg := digest.Canonical
+	if d != "" {
+		if err := validDigest(d); err != nil {
+			return "", err
+		}
+		alg = d.Algorithm()
 	}
-	if got := d.Algorithm().FromBytes(body); got != d {
-		return detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "manifest hashes to %s", got)
+	got := alg.FromBytes(body)
+	if d != "" && got != d {
+		return "", detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "manifest hashes to %s", got)
 	}
-	path, _, _, err := s.writeContent(ctx, bytes.NewReader(body), d.Algorithm(), int64(len(body)))
-	if err != nil {
-		return err
-	}
-	defer func() { _ = s.removeFile(path) }() // a no-op once moved into place
-	rec := manifestRecord{
+	d = got
+	rec := meta.Manifest{
 		MediaType:    m.MediaType,
 		Size:         int64(len(body)),
 		ArtifactType: m.ArtifactType,
 		Subject:      m.Subject,
 		Annotations:  m.Annotations,
-		Created:      time.Now().UTC(),
+		Created:      s.now(),
 	}
-	// Read outside the transaction: the config is a file, and a config
-	// that cannot be read only means no labels, never a failed push.
+	// Read outside the transaction: a config that cannot be read only
+	// means no labels, never a failed push.
 	rec.Labels, rec.ConfigCreated = s.readConfigMeta(ctx, m)
 	for _, b := range m.Blobs {
 		rec.References = append(rec.References, b.Digest)
@@ -91,87 +75,148 @@ func (s *Store) PutManifest(ctx context.Context, repo string, d digest.Digest, b
 	for _, c := range m.Manifests {
 		rec.References = append(rec.References, c.Digest)
 	}
-	// The digest's lock keeps garbage collection from removing the body's
-	// file between the check below that its record exists and the commit.
-	unlock := s.locks.lock(d)
+	// The digest's lock keeps garbage collection from removing the body
+	// between placing it (or finding it recorded) and the commit.
+	unlock, err := s.index.LockDigests(ctx, d)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		// Check references inside the transaction that records the
-		// manifest, so no concurrent delete can slip between them.
-		if err := checkReferences(tx, repo, m); err != nil {
-			return err
-		}
-		if tx.Bucket(bucketBlobs).Get([]byte(d)) == nil {
-			if err := s.place(path, d); err != nil {
-				return err
-			}
-			if err := recordBlob(tx, BlobInfo{Digest: d, Size: int64(len(body))}); err != nil {
-				return err
-			}
-		}
-		rb, err := ensureRepo(tx, repo)
-		if err != nil {
-			return err
-		}
-		if err := putManifestRecord(tx, rb, repo, d, rec); err != nil {
-			return err
-		}
-		for _, tag := range tags {
-			if _, err := s.moveTag(ctx, tx, rb, repo, tag, d, MovePush); err != nil {
-				return err
-			}
-		}
-		if m.Subject != nil {
-			subj, err := rb.Bucket(bucketReferrers).CreateBucketIfNotExists([]byte(m.Subject.Digest))
-			if err != nil {
-				return fmt.Errorf("record referrer: %w", err)
-			}
-			if err := putJSON(subj, []byte(d), m.Descriptor(d, int64(len(body)))); err != nil {
-				return err
-			}
-		}
-		return nil
+	placed, err := s.placeManifest(ctx, d, body)
+	if err != nil {
+		return "", err
+	}
+	// refused is the error of the last run of the function, if it failed:
+	// then the transaction rolled back and nothing recorded the body.
+	var refused error
+	err = s.Update(ctx, func(tx *Tx) error {
+		refused = s.recordManifest(tx, repo, d, m, rec, tags)
+		return refused
 	})
 	if err != nil {
-		return fmt.Errorf("store manifest %s: %w", d, err)
+		if placed && refused != nil && errors.Is(err, refused) {
+			// A refused push leaves nothing behind: the body was placed
+			// for this push alone, and under d's lock nothing else can
+			// have recorded it since.
+			if derr := s.blobs.Delete(ctx, d); derr != nil {
+				s.log.WarnContext(ctx, "remove the content of a refused manifest", "digest", d, "error", derr)
+			}
+		}
+		return "", fmt.Errorf("store manifest %s: %w", d, err)
+	}
+	return d, nil
+}
+
+// recordManifest records manifest d in repo and moves tags to it, in the
+// transaction of PutManifest.
+func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, tags []string) error {
+	// Check references inside the transaction that records the manifest,
+	// so no concurrent delete can slip between them.
+	if err := checkReferences(tx, repo, m); err != nil {
+		return err
+	}
+	if err := recordBlob(tx, BlobInfo{Digest: d, Size: rec.Size}); err != nil {
+		return err
+	}
+	if old, ok, err := tx.Manifest(repo, d); err != nil {
+		return err
+	} else if ok {
+		rec.Created = old.Created // the first push time stays
+	}
+	if err := tx.PutManifest(repo, d, rec); err != nil {
+		return err
+	}
+	tx.Publish(Event{Action: EventPush, Repo: repo, Digest: d, MediaType: rec.MediaType, Size: rec.Size, Actor: ActorFrom(tx.ctx)})
+	for _, tag := range tags {
+		if _, err := tx.MoveTag(repo, tag, d, MovePush); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func checkReferences(tx *bolt.Tx, repo string, m *manifest.Manifest) error {
-	rb := repoBucket(tx, repo)
+// placeManifest makes the body durable under d in the blob store before
+// the transaction that records it, as blobs are, and reports whether it
+// did; a body the index records already is not written again. The caller
+// holds d's lock.
+func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byte) (placed bool, err error) {
+	var have bool
+	err = s.index.View(ctx, func(tx meta.Tx) error {
+		var err error
+		_, have, err = tx.Blob(d)
+		return err
+	})
+	if err != nil || have {
+		return false, err
+	}
+	if err := s.blobs.Put(ctx, d, bytes.NewReader(body), int64(len(body))); err != nil {
+		return false, fmt.Errorf("place manifest: %w", err)
+	}
+	return true, nil
+}
+
+// checkReferences checks that repo holds everything m references, with the
+// sizes m's descriptors give.
+func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest) error {
 	missing := func(what string, d digest.Digest) error {
 		return detailf(ErrManifestBlobUnknown, map[string]any{"digest": string(d)}, "%s %s is not in %s", what, d, repo)
 	}
+	wrongSize := func(what string, desc ocispec.Descriptor, size int64) error {
+		return detailf(ErrManifestInvalid, map[string]any{"digest": string(desc.Digest), "size": desc.Size, "stored": size},
+			"the descriptor of %s %s gives %d bytes, the repository holds %d", what, desc.Digest, desc.Size, size)
+	}
 	for _, b := range m.Blobs {
-		if rb == nil || rb.Bucket(bucketLinks).Get([]byte(b.Digest)) == nil {
+		if _, ok, err := tx.Link(repo, b.Digest); err != nil {
+			return err
+		} else if !ok {
 			return missing("blob", b.Digest)
+		}
+		rec, ok, err := tx.Blob(b.Digest)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return missing("blob", b.Digest)
+		}
+		if rec.Size != b.Size {
+			return wrongSize("blob", b, rec.Size)
 		}
 	}
 	for _, c := range m.Manifests {
-		if rb == nil || rb.Bucket(bucketManifests).Get([]byte(c.Digest)) == nil {
+		rec, ok, err := tx.Manifest(repo, c.Digest)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			return missing("manifest", c.Digest)
+		}
+		if rec.Size != c.Size {
+			return wrongSize("manifest", c, rec.Size)
 		}
 	}
 	return nil
 }
 
 // resolve finds the manifest a reference names: a digest, or a tag.
-func resolve(tx *bolt.Tx, repo, reference string) (digest.Digest, manifestRecord, error) {
-	var rec manifestRecord
-	rb := repoBucket(tx, repo)
-	if rb == nil {
+func resolve(tx meta.Tx, repo, reference string) (digest.Digest, meta.Manifest, error) {
+	var rec meta.Manifest
+	if ok, err := tx.Repository(repo); err != nil {
+		return "", rec, err
+	} else if !ok {
 		return "", rec, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
 	}
 	d := digest.Digest(reference)
 	if d.Validate() != nil {
-		target := rb.Bucket(bucketTags).Get([]byte(reference))
-		if target == nil {
+		target, ok, err := tx.Tag(repo, reference)
+		if err != nil {
+			return "", rec, err
+		}
+		if !ok {
 			return "", rec, fmt.Errorf("%w: tag %s in %s", ErrManifestUnknown, reference, repo)
 		}
-		d = digest.Digest(target)
+		d = target
 	}
-	ok, err := getJSON(rb.Bucket(bucketManifests), []byte(d), &rec)
+	rec, ok, err := tx.Manifest(repo, d)
 	if err != nil {
 		return "", rec, err
 	}
@@ -182,11 +227,11 @@ func resolve(tx *bolt.Tx, repo, reference string) (digest.Digest, manifestRecord
 }
 
 // StatManifest describes the manifest a tag or digest names in repo.
-func (s *Store) StatManifest(ctx context.Context, repo, reference string) (ManifestInfo, error) {
+func (s *Service) StatManifest(ctx context.Context, repo, reference string) (ManifestInfo, error) {
 	var info ManifestInfo
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.index.View(ctx, func(tx meta.Tx) error {
 		d, rec, err := resolve(tx, repo, reference)
-		info = rec.info(d)
+		info = manifestInfo(d, rec)
 		return err
 	})
 	return info, err
@@ -194,179 +239,156 @@ func (s *Store) StatManifest(ctx context.Context, repo, reference string) (Manif
 
 // GetManifest returns the manifest a tag or digest names in repo, with its
 // body. Manifests are small and bounded in size, so the body is read whole.
-func (s *Store) GetManifest(ctx context.Context, repo, reference string) (ManifestInfo, []byte, error) {
+func (s *Service) GetManifest(ctx context.Context, repo, reference string) (ManifestInfo, []byte, error) {
 	info, err := s.StatManifest(ctx, repo, reference)
 	if err != nil {
 		return info, nil, err
 	}
-	body, err := os.ReadFile(s.blobPath(info.Digest))
-	if errors.Is(err, os.ErrNotExist) {
+	r, err := s.readContent(ctx, info.Digest)
+	if errors.Is(err, ErrBlobUnknown) {
 		// Deleted and collected after the lookup.
 		return info, nil, fmt.Errorf("%w: %s in %s", ErrManifestUnknown, info.Digest, repo)
 	}
 	if err != nil {
+		return info, nil, err
+	}
+	defer r.Close()
+	// The index says how long the body is: read exactly that, and check
+	// that nothing follows.
+	body := make([]byte, info.Size+1)
+	n, err := io.ReadFull(r, body)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return info, nil, fmt.Errorf("read manifest %s: %w", info.Digest, err)
 	}
-	if int64(len(body)) != info.Size {
-		return info, nil, fmt.Errorf("manifest %s: %d bytes on disk, %d indexed", info.Digest, len(body), info.Size)
+	if int64(n) != info.Size {
+		return info, nil, fmt.Errorf("manifest %s: %d bytes stored, %d indexed", info.Digest, n, info.Size)
 	}
-	return info, body, nil
+	return info, body[:n], nil
 }
 
 // DeleteManifest removes a manifest from repo, with every tag pointing at it
 // and its entry in its subject's referrers. If one of those tags is
 // immutable, nothing changes and ErrTagImmutable is returned.
-func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		_, rec, err := resolve(tx, repo, string(d))
-		if err != nil {
+func (s *Service) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
+	return s.Update(ctx, func(tx *Tx) error {
+		if _, _, err := resolve(tx, repo, string(d)); err != nil {
 			return err
 		}
-		return s.removeManifest(ctx, tx, repoBucket(tx, repo), repo, d, rec, MoveDeleteManifest)
+		return tx.RemoveManifest(repo, d, MoveDeleteManifest)
 	})
 }
 
-// putManifestRecord writes the index record of manifest d in the
-// repository bucket rb, and keeps the search index in step: the entries of
-// the record it replaces, if any, are removed and those of rec added. A
-// record it replaces keeps its Created, the first push time. Every writer
-// of manifest records goes through it.
-func putManifestRecord(tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Digest, rec manifestRecord) error {
-	manifests := rb.Bucket(bucketManifests)
-	var old manifestRecord
-	if ok, err := getJSON(manifests, []byte(d), &old); err != nil {
-		return err
-	} else if ok {
-		rec.Created = old.Created
-		if err := unindexManifest(tx, repo, d, old); err != nil {
-			return err
-		}
-	}
-	if err := putJSON(manifests, []byte(d), rec); err != nil {
-		return err
-	}
-	return indexManifest(tx, repo, d, rec)
-}
-
-// removeManifest deletes manifest d, whose stored record is rec (read in
-// the same transaction), from the repository bucket rb: the tags naming it
-// (recorded as moves for why), its record, its search index entries and
-// its entry among its subject's referrers. Every deleter of manifests but
-// fsck's repair goes through it.
-func (s *Store) removeManifest(ctx context.Context, tx *bolt.Tx, rb *bolt.Bucket, repo string, d digest.Digest, rec manifestRecord, why string) error {
-	var stale []string
-	err := rb.Bucket(bucketTags).ForEach(func(k, v []byte) error {
-		if string(v) == string(d) {
-			stale = append(stale, string(k))
-		}
-		return nil
-	})
+// RemoveManifest removes manifest d from repo: the tags naming it (moved
+// to nothing, recorded in their history for why, one of the Move
+// constants), then its record with its referrers and search entries. Every
+// deleter of manifests goes through it.
+func (tx *Tx) RemoveManifest(repo string, d digest.Digest, why string) error {
+	rec, ok, err := tx.Manifest(repo, d)
 	if err != nil {
-		return fmt.Errorf("scan tags: %w", err)
+		return err
 	}
-	for _, tag := range stale {
-		if _, err := s.moveTag(ctx, tx, rb, repo, tag, "", why); err != nil {
+	if !ok {
+		return fmt.Errorf("%w: %s in %s", ErrManifestUnknown, d, repo)
+	}
+	tags, err := tx.TagsOf(repo, d)
+	if err != nil {
+		return fmt.Errorf("tags of %s: %w", d, err)
+	}
+	for _, tag := range tags {
+		if _, err := tx.MoveTag(repo, tag, "", why); err != nil {
 			return err
 		}
 	}
-	if err := rb.Bucket(bucketManifests).Delete([]byte(d)); err != nil {
+	if err := tx.DeleteManifest(repo, d); err != nil {
 		return fmt.Errorf("delete manifest: %w", err)
 	}
-	// rec is the stored record, which the search entries were made from.
-	if err := unindexManifest(tx, repo, d, rec); err != nil {
-		return err
+	action := EventDeleteManifest
+	switch why {
+	case MoveRetention:
+		action = EventRetention
+	case MoveGC:
+		action = EventGC
 	}
-	if rec.Subject != nil {
-		if _, err := dropReferrer(rb.Bucket(bucketReferrers), []byte(rec.Subject.Digest), []byte(d)); err != nil {
-			return err
-		}
-	}
+	tx.Publish(Event{Action: action, Repo: repo, Digest: d, MediaType: rec.MediaType, Size: rec.Size, Actor: ActorFrom(tx.ctx)})
 	return nil
 }
 
 // DeleteTag removes a tag from repo; the manifest it named stays. An
 // immutable tag is not removed: ErrTagImmutable.
-func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		rb := repoBucket(tx, repo)
-		if rb == nil {
+func (s *Service) DeleteTag(ctx context.Context, repo, tag string) error {
+	return s.Update(ctx, func(tx *Tx) error {
+		if ok, err := tx.Repository(repo); err != nil {
+			return err
+		} else if !ok {
 			return fmt.Errorf("%w: %s", ErrNameUnknown, repo)
 		}
-		if rb.Bucket(bucketTags).Get([]byte(tag)) == nil {
+		if _, ok, err := tx.Tag(repo, tag); err != nil {
+			return err
+		} else if !ok {
 			return fmt.Errorf("%w: tag %s in %s", ErrManifestUnknown, tag, repo)
 		}
-		_, err := s.moveTag(ctx, tx, rb, repo, tag, "", MoveDelete)
+		_, err := tx.MoveTag(repo, tag, "", MoveDelete)
 		return err
 	})
 }
 
 // ListTags returns up to n tags of repo in lexical order, starting after
 // last. more reports whether further tags follow.
-func (s *Store) ListTags(ctx context.Context, repo, last string, n int) (tags []string, more bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		rb := repoBucket(tx, repo)
-		if rb == nil {
+func (s *Service) ListTags(ctx context.Context, repo, last string, n int) (tags []string, more bool, err error) {
+	err = s.index.View(ctx, func(tx meta.Tx) error {
+		if ok, err := tx.Repository(repo); err != nil {
+			return err
+		} else if !ok {
 			return fmt.Errorf("%w: %s", ErrNameUnknown, repo)
 		}
-		tags, more = page(rb.Bucket(bucketTags).Cursor(), last, n)
-		return nil
+		tags, more, err = page(n, func(fn func(string) error) error {
+			return tx.Tags(repo, last, func(tag string, _ digest.Digest) error { return fn(tag) })
+		})
+		return err
 	})
 	return tags, more, err
 }
 
 // ListRepositories returns up to n repository names in lexical order,
 // starting after last. more reports whether further names follow.
-func (s *Store) ListRepositories(ctx context.Context, last string, n int) (repos []string, more bool, err error) {
-	err = s.db.View(func(tx *bolt.Tx) error {
-		repos, more = page(tx.Bucket(bucketRepos).Cursor(), last, n)
-		return nil
+func (s *Service) ListRepositories(ctx context.Context, last string, n int) (repos []string, more bool, err error) {
+	err = s.index.View(ctx, func(tx meta.Tx) error {
+		repos, more, err = page(n, func(fn func(string) error) error { return tx.Repositories(last, fn) })
+		return err
 	})
 	return repos, more, err
 }
 
-// page walks a cursor from just after last, collecting at most n keys.
-func page(c *bolt.Cursor, last string, n int) ([]string, bool) {
-	out := []string{}
+// page collects at most n of the items walk yields, in its order, and
+// reports whether more followed. Every paginated listing uses it.
+func page[T any](n int, walk func(fn func(T) error) error) ([]T, bool, error) {
+	out := []T{}
 	if n <= 0 {
-		return out, false
+		return out, false, nil
 	}
-	var k []byte
-	if last == "" {
-		k, _ = c.First()
-	} else {
-		k, _ = c.Seek([]byte(last))
-		if k != nil && string(k) == last {
-			k, _ = c.Next()
-		}
-	}
-	for ; k != nil; k, _ = c.Next() {
+	more := false
+	err := walk(func(item T) error {
 		if len(out) == n {
-			return out, true
+			more = true
+			return meta.ErrStop
 		}
-		out = append(out, string(k))
+		out = append(out, item)
+		return nil
+	})
+	if err != nil {
+		return []T{}, false, err
 	}
-	return out, false
+	return out, more, nil
 }
 
 // Referrers returns the descriptors of the manifests in repo whose subject
 // is d, optionally only those of one artifact type. An unknown subject or
 // repository has no referrers.
-func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
+func (s *Service) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]ocispec.Descriptor, error) {
 	out := []ocispec.Descriptor{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		rb := repoBucket(tx, repo)
-		if rb == nil {
-			return nil
-		}
-		subj := rb.Bucket(bucketReferrers).Bucket([]byte(d))
-		if subj == nil {
-			return nil
-		}
-		return subj.ForEach(func(k, v []byte) error {
-			var desc ocispec.Descriptor
-			if _, err := getJSON(subj, k, &desc); err != nil {
-				return err
-			}
+	err := s.index.View(ctx, func(tx meta.Tx) error {
+		out = out[:0]
+		return tx.Referrers(repo, d, func(desc ocispec.Descriptor) error {
 			if artifactType == "" || desc.ArtifactType == artifactType {
 				out = append(out, desc)
 			}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // Promote points dstTag in dstRepo at the manifest srcRef (a tag or a
@@ -24,27 +24,22 @@ import (
 // Everything happens in one transaction: if dstTag is immutable and names
 // another digest, ErrTagImmutable is returned and nothing changes. An
 // unknown srcRepo is ErrNameUnknown, an unknown srcRef ErrManifestUnknown.
-func (s *Store) Promote(ctx context.Context, srcRepo, srcRef, dstRepo, dstTag string) (TagMove, digest.Digest, error) {
+func (s *Service) Promote(ctx context.Context, srcRepo, srcRef, dstRepo, dstTag string) (TagMove, digest.Digest, error) {
 	var (
 		move TagMove
 		d    digest.Digest
 	)
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.Update(ctx, func(tx *Tx) error {
 		var err error
 		d, _, err = resolve(tx, srcRepo, srcRef)
 		if err != nil {
 			return err
 		}
-		dst, err := ensureRepo(tx, dstRepo)
-		if err != nil {
-			return err
-		}
-		p := promotion{s: s, ctx: ctx, tx: tx, src: repoBucket(tx, srcRepo), dst: dst,
-			srcRepo: srcRepo, dstRepo: dstRepo, seen: map[digest.Digest]bool{}}
+		p := promotion{tx: tx, src: srcRepo, dst: dstRepo, seen: map[digest.Digest]bool{}}
 		if err := p.manifest(d); err != nil {
 			return err
 		}
-		move, err = s.moveTag(ctx, tx, dst, dstRepo, dstTag, d, MovePromote)
+		move, err = tx.MoveTag(dstRepo, dstTag, d, MovePromote)
 		return err
 	})
 	if err != nil {
@@ -53,15 +48,12 @@ func (s *Store) Promote(ctx context.Context, srcRepo, srcRef, dstRepo, dstTag st
 	return move, d, nil
 }
 
-// promotion is one Promote in progress: the repository buckets it reads
-// from and links into, and the manifests it has linked already.
+// promotion is one Promote in progress: the repositories it reads from and
+// links into, and the manifests it has linked already.
 type promotion struct {
-	s                *Store
-	ctx              context.Context
-	tx               *bolt.Tx
-	src, dst         *bolt.Bucket
-	srcRepo, dstRepo string
-	seen             map[digest.Digest]bool
+	tx       *Tx
+	src, dst string
+	seen     map[digest.Digest]bool
 }
 
 // manifest links manifest d of the source repository into the destination
@@ -71,39 +63,24 @@ func (p *promotion) manifest(d digest.Digest) error {
 		return nil
 	}
 	p.seen[d] = true
-	var rec manifestRecord
-	ok, err := getJSON(p.src.Bucket(bucketManifests), []byte(d), &rec)
+	rec, ok, err := p.tx.Manifest(p.src, d)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return detailf(ErrManifestUnknown, map[string]any{"digest": string(d)}, "manifest %s is not in %s", d, p.srcRepo)
+		return detailf(ErrManifestUnknown, map[string]any{"digest": string(d)}, "manifest %s is not in %s", d, p.src)
 	}
 	// References first, so that the destination never holds a manifest
 	// without what it references (all in one transaction anyway).
 	for _, ref := range rec.References {
-		switch {
-		case p.src.Bucket(bucketManifests).Get([]byte(ref)) != nil:
-			if err := p.manifest(ref); err != nil {
-				return err
-			}
-		case p.src.Bucket(bucketLinks).Get([]byte(ref)) != nil:
-			if err := link(p.tx, p.dstRepo, ref); err != nil {
-				return err
-			}
-		default:
-			// Not linked into the source (unlinked since the push), so
-			// not promoted either. Foreign, non-distributable layers
-			// are never among the references in the first place.
-		}
-	}
-	if p.dst.Bucket(bucketManifests).Get([]byte(d)) == nil {
-		if err := putManifestRecord(p.tx, p.dst, p.dstRepo, d, rec); err != nil {
+		if err := p.reference(ref); err != nil {
 			return err
 		}
 	}
-	if rec.Subject != nil {
-		if err := p.referrerEntry(rec.Subject.Digest, d); err != nil {
+	if _, ok, err := p.tx.Manifest(p.dst, d); err != nil {
+		return err
+	} else if !ok {
+		if err := p.tx.PutManifest(p.dst, d, rec); err != nil {
 			return err
 		}
 	}
@@ -113,38 +90,30 @@ func (p *promotion) manifest(d digest.Digest) error {
 	return p.signatureTags(d)
 }
 
-// referrerEntry copies the source's referrers entry of referrer under
-// subject into the destination.
-func (p *promotion) referrerEntry(subject, referrer digest.Digest) error {
-	ssub := p.src.Bucket(bucketReferrers).Bucket([]byte(subject))
-	if ssub == nil {
-		return nil
+// reference links what a promoted manifest references: a child manifest
+// with everything it needs, or a blob. What the source does not hold
+// (unlinked since the push) is not promoted either; foreign,
+// non-distributable layers are never among the references.
+func (p *promotion) reference(ref digest.Digest) error {
+	if _, ok, err := p.tx.Manifest(p.src, ref); err != nil {
+		return err
+	} else if ok {
+		return p.manifest(ref)
 	}
-	desc := ssub.Get([]byte(referrer))
-	if desc == nil {
-		return nil
+	if _, ok, err := p.tx.Link(p.src, ref); err != nil || !ok {
+		return err
 	}
-	dsub, err := p.dst.Bucket(bucketReferrers).CreateBucketIfNotExists([]byte(subject))
-	if err != nil {
-		return fmt.Errorf("record referrer: %w", err)
-	}
-	if err := dsub.Put([]byte(referrer), desc); err != nil {
-		return fmt.Errorf("record referrer: %w", err)
-	}
-	return nil
+	return p.tx.link(p.dst, ref)
 }
 
 // referrers links the manifests whose subject is d.
 func (p *promotion) referrers(d digest.Digest) error {
-	sub := p.src.Bucket(bucketReferrers).Bucket([]byte(d))
-	if sub == nil {
-		return nil
-	}
 	var refs []digest.Digest
-	if err := sub.ForEach(func(k, _ []byte) error {
-		refs = append(refs, digest.Digest(k))
+	err := p.tx.Referrers(p.src, d, func(desc ocispec.Descriptor) error {
+		refs = append(refs, desc.Digest)
 		return nil
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("referrers of %s: %w", d, err)
 	}
 	for _, r := range refs {
@@ -162,15 +131,17 @@ func (p *promotion) signatureTags(d digest.Digest) error {
 		return nil
 	}
 	for _, tag := range signatureTags(d) {
-		target := p.src.Bucket(bucketTags).Get([]byte(tag))
-		if target == nil {
+		sig, ok, err := p.tx.Tag(p.src, tag)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			continue
 		}
-		sig := digest.Digest(target)
 		if err := p.manifest(sig); err != nil {
 			return err
 		}
-		if _, err := p.s.moveTag(p.ctx, p.tx, p.dst, p.dstRepo, tag, sig, MovePromote); err != nil {
+		if _, err := p.tx.MoveTag(p.dst, tag, sig, MovePromote); err != nil {
 			return err
 		}
 	}

@@ -1,22 +1,21 @@
 package storage
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"os"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-registry/berth/storage/manifest"
+	"github.com/berth-registry/berth/storage/meta"
 )
 
 // AnnotationCreated is the OCI annotation holding an artifact's creation
@@ -30,18 +29,11 @@ const MediaTypeDockerConfig = "application/vnd.docker.container.image.v1+json"
 const (
 	// maxConfigBytes bounds the image config read at push for its labels.
 	maxConfigBytes = 1 << 20
-	// maxIndexedPair bounds the length of an annotation or label (key and
-	// value together) that the search index holds. Longer ones, and ones
-	// containing a NUL byte, are still searchable, by a scan.
-	maxIndexedPair = 1024
 	// DefaultSearchScanLimit bounds how many manifests one Search
 	// examines, unless Options.SearchScanLimit says otherwise. A search
 	// that reaches it returns the results found so far with a cursor to
 	// continue from.
 	DefaultSearchScanLimit = 10_000
-
-	kindAnnotation = 'a'
-	kindLabel      = 'l'
 )
 
 // Query selects manifests for Search. Every filter set must match.
@@ -96,7 +88,7 @@ func (r SearchResult) Cursor() string { return cursor(r.Repository, r.Digest) }
 func cursor(repo string, d digest.Digest) string { return repo + "@" + string(d) }
 
 // created is the artifact's creation time, as SearchResult.Created.
-func (r manifestRecord) created() time.Time {
+func created(r meta.Manifest) time.Time {
 	if v, ok := r.Annotations[AnnotationCreated]; ok {
 		if t, err := time.Parse(time.RFC3339, v); err == nil && !t.IsZero() {
 			return t.UTC()
@@ -113,7 +105,7 @@ func (r manifestRecord) created() time.Time {
 // most maxConfigBytes already in the store. Anything else, a config it
 // cannot read or parse included, yields nothing: labels are a convenience
 // and never fail a push.
-func (s *Store) readConfigMeta(ctx context.Context, m *manifest.Manifest) (map[string]string, *time.Time) {
+func (s *Service) readConfigMeta(ctx context.Context, m *manifest.Manifest) (map[string]string, *time.Time) {
 	if manifest.IsIndex(m.MediaType) || len(m.Blobs) == 0 {
 		return nil, nil
 	}
@@ -131,7 +123,7 @@ func (s *Store) readConfigMeta(ctx context.Context, m *manifest.Manifest) (map[s
 	if cfg.Digest.Validate() != nil {
 		return skip("invalid digest")
 	}
-	f, err := os.Open(s.blobPath(cfg.Digest))
+	f, err := s.readContent(ctx, cfg.Digest)
 	if err != nil {
 		return skip("not readable", "error", err)
 	}
@@ -167,119 +159,16 @@ func (s *Store) readConfigMeta(ctx context.Context, m *manifest.Manifest) (map[s
 	return c.Config.Labels, created
 }
 
-// indexable reports whether the search index holds the pair k=v.
-func indexable(k, v string) bool {
-	return len(k)+len(v) <= maxIndexedPair && !strings.ContainsRune(k, 0) && !strings.ContainsRune(v, 0)
-}
-
-// searchPrefix is the part of a search index key naming one pair.
-func searchPrefix(kind byte, k, v string) []byte {
-	b := make([]byte, 0, len(k)+len(v)+3)
-	b = append(b, kind)
-	b = append(b, k...)
-	b = append(b, 0)
-	b = append(b, v...)
-	return append(b, 0)
-}
-
-// searchKey is the search index key of the pair k=v of manifest d in repo.
-func searchKey(kind byte, k, v, repo string, d digest.Digest) []byte {
-	b := searchPrefix(kind, k, v)
-	b = append(b, repo...)
-	b = append(b, 0)
-	return append(b, d...)
-}
-
-// searchEntries calls fn with the search index key of each indexable
-// annotation and label of rec.
-func searchEntries(repo string, d digest.Digest, rec manifestRecord, fn func(key []byte) error) error {
-	for kind, pairs := range map[byte]map[string]string{kindAnnotation: rec.Annotations, kindLabel: rec.Labels} {
-		for k, v := range pairs {
-			if !indexable(k, v) {
-				continue
-			}
-			if err := fn(searchKey(kind, k, v, repo, d)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// indexManifest adds the search index entries of manifest d in repo.
-func indexManifest(tx *bolt.Tx, repo string, d digest.Digest, rec manifestRecord) error {
-	b := tx.Bucket(bucketSearch)
-	return searchEntries(repo, d, rec, func(key []byte) error {
-		if err := b.Put(key, nil); err != nil {
-			return fmt.Errorf("index manifest %s: %w", d, err)
-		}
-		return nil
-	})
-}
-
-// unindexManifest removes the search index entries of manifest d in repo,
-// made from its record rec.
-func unindexManifest(tx *bolt.Tx, repo string, d digest.Digest, rec manifestRecord) error {
-	b := tx.Bucket(bucketSearch)
-	return searchEntries(repo, d, rec, func(key []byte) error {
-		if err := b.Delete(key); err != nil {
-			return fmt.Errorf("unindex manifest %s: %w", d, err)
-		}
-		return nil
-	})
-}
-
-// dropSearchEntries removes the search index entries of manifest key in
-// repo. The record is the guide when it can be read; a record fsck cannot
-// decode has its entries found by a walk of the whole index.
-func dropSearchEntries(tx *bolt.Tx, repo string, rb *bolt.Bucket, key []byte) error {
-	var rec manifestRecord
-	if ok, err := getJSON(rb.Bucket(bucketManifests), key, &rec); err == nil {
-		if !ok {
-			return nil
-		}
-		return unindexManifest(tx, repo, digest.Digest(key), rec)
-	}
-	suffix := append(append(append([]byte{0}, repo...), 0), key...)
-	var stale [][]byte
-	_ = tx.Bucket(bucketSearch).ForEach(func(k, _ []byte) error {
-		if bytes.HasSuffix(k, suffix) {
-			stale = append(stale, bytes.Clone(k))
-		}
-		return nil
-	})
-	for _, k := range stale {
-		if err := tx.Bucket(bucketSearch).Delete(k); err != nil {
-			return fmt.Errorf("unindex manifest %s: %w", key, err)
-		}
-	}
-	return nil
-}
-
-// buildSearchIndex fills the (new, empty) search index from every manifest
-// record, for a store created before the index existed.
-func buildSearchIndex(tx *bolt.Tx) error {
-	return tx.Bucket(bucketRepos).ForEach(func(name, _ []byte) error {
-		rb := tx.Bucket(bucketRepos).Bucket(name)
-		if rb == nil || rb.Bucket(bucketManifests) == nil {
-			return nil
-		}
-		return forEachJSON(rb.Bucket(bucketManifests), func(k []byte, rec manifestRecord) error {
-			return indexManifest(tx, string(name), digest.Digest(k), rec)
-		})
-	})
-}
-
 // Search returns up to q.N manifests matching q, in order of repository
 // then digest, starting after the cursor q.Last. next is the cursor of the
 // following page, empty when there is none. One call examines at most
-// Options.SearchScanLimit manifests, so a page may be short, even empty, and still
-// have a next.
+// Options.SearchScanLimit manifests, so a page may be short, even empty,
+// and still have a next.
 //
-// A query with an annotation or label seeks the search index; any other
-// walks the manifests of the repositories it names.
-func (s *Store) Search(ctx context.Context, q Query) (results []SearchResult, next string, err error) {
-	results = []SearchResult{}
+// A query with an annotation or label the index holds walks the index's
+// entries of that pair; any other walks the manifests of the repositories
+// it names.
+func (s *Service) Search(ctx context.Context, q Query) (results []SearchResult, next string, err error) {
 	var after struct {
 		repo string
 		d    digest.Digest
@@ -287,18 +176,19 @@ func (s *Store) Search(ctx context.Context, q Query) (results []SearchResult, ne
 	if q.Last != "" {
 		repo, d, ok := strings.Cut(q.Last, "@")
 		if !ok || repo == "" || digest.Digest(d).Validate() != nil {
-			return results, "", detailf(ErrQueryInvalid, map[string]any{"last": q.Last}, "last %q is not a search cursor", q.Last)
+			return []SearchResult{}, "", detailf(ErrQueryInvalid, map[string]any{"last": q.Last}, "last %q is not a search cursor", q.Last)
 		}
 		after.repo, after.d = repo, digest.Digest(d)
 	}
 	if q.N <= 0 {
-		return results, "", nil
+		return []SearchResult{}, "", nil
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		w := &searchWalk{tx: tx, q: q, limit: s.searchScan, out: &results, tags: map[string]map[digest.Digest][]string{}}
+	err = s.index.View(ctx, func(tx meta.Tx) error {
+		results = []SearchResult{}
+		w := &searchWalk{tx: tx, q: q, limit: s.searchScan, out: &results}
 		var err error
-		if kind, k, v, ok := indexedFilter(q); ok {
-			err = w.index(searchPrefix(kind, k, v), after.repo, after.d)
+		if kind, k, v, ok := indexedFilter(tx, q); ok {
+			err = w.index(kind, k, v, after.repo, after.d)
 		} else {
 			err = w.scan(after.repo, after.d)
 		}
@@ -314,20 +204,20 @@ func (s *Store) Search(ctx context.Context, q Query) (results []SearchResult, ne
 	return results, next, nil
 }
 
-// indexedFilter picks the filter of q the search index answers: the first
-// indexable annotation in key order, else the first indexable label.
-func indexedFilter(q Query) (kind byte, k, v string, ok bool) {
+// indexedFilter picks the filter of q the index answers: the first
+// annotation it holds, in key order, else the first such label.
+func indexedFilter(tx meta.SearchIndex, q Query) (kind meta.PairKind, k, v string, ok bool) {
 	for _, c := range []struct {
-		kind  byte
+		kind  meta.PairKind
 		pairs map[string]string
-	}{{kindAnnotation, q.Annotations}, {kindLabel, q.Labels}} {
+	}{{meta.Annotation, q.Annotations}, {meta.Label, q.Labels}} {
 		keys := make([]string, 0, len(c.pairs))
 		for k := range c.pairs {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			if indexable(k, c.pairs[k]) {
+			if tx.Indexed(k, c.pairs[k]) {
 				return c.kind, k, c.pairs[k], true
 			}
 		}
@@ -337,53 +227,53 @@ func indexedFilter(q Query) (kind byte, k, v string, ok bool) {
 
 // searchWalk collects the results of one Search.
 type searchWalk struct {
-	tx      *bolt.Tx
+	tx      meta.Tx
 	q       Query
 	limit   int
 	out     *[]SearchResult
 	scanned int
 	// seen is the cursor of the last candidate examined.
 	seen string
-	// next is set when the walk stops before the end of its candidates.
-	next string
-	// tags caches, per repository, the tags naming each digest.
-	tags map[string]map[digest.Digest][]string
+	// next is set when the walk stops before the end of its candidates;
+	// stopped then too, so that nested walks end as well.
+	next    string
+	stopped bool
 }
 
-// consider examines one candidate, with its record's JSON if the caller
-// has it. It returns false when the walk must stop: the page is full or
-// the scan limit reached, and next is set.
-func (w *searchWalk) consider(repo string, d digest.Digest, raw []byte) (bool, error) {
+// consider examines one candidate, with its record if the caller has it.
+// It returns meta.ErrStop when the walk must stop: the page is full or the
+// scan limit reached, and next is set.
+func (w *searchWalk) consider(repo string, d digest.Digest, rec *meta.Manifest) error {
 	if len(*w.out) >= w.q.N || w.scanned >= w.limit {
-		w.next = w.seen
-		return false, nil
+		w.next, w.stopped = w.seen, true
+		return meta.ErrStop
 	}
 	w.scanned++
 	w.seen = cursor(repo, d)
 	if !w.repoMatches(repo) {
-		return true, nil
+		return nil
 	}
-	rb := repoBucket(w.tx, repo)
-	if rb == nil {
-		return true, nil
-	}
-	if raw == nil {
-		if raw = rb.Bucket(bucketManifests).Get([]byte(d)); raw == nil {
-			return true, nil
+	if rec == nil {
+		r, ok, err := w.tx.Manifest(repo, d)
+		if err != nil || !ok {
+			return err
 		}
+		rec = &r
 	}
-	var rec manifestRecord
-	if err := decodeJSON([]byte(d), raw, &rec); err != nil {
-		return false, err
+	if ok, err := w.matches(repo, d, *rec); err != nil || !ok {
+		return err
 	}
-	if !w.matches(rb, d, rec) {
-		return true, nil
+	tags, err := w.tx.TagsOf(repo, d)
+	if err != nil {
+		return err
 	}
-	r := SearchResult{Repository: repo, Digest: d, MediaType: rec.MediaType, ArtifactType: rec.ArtifactType,
-		Size: rec.Size, Created: rec.created(), Pushed: rec.Created, Tags: w.tagsOf(rb, repo, d),
-		Annotations: rec.Annotations, Labels: rec.Labels}
-	*w.out = append(*w.out, r)
-	return true, nil
+	if tags == nil {
+		tags = []string{}
+	}
+	*w.out = append(*w.out, SearchResult{Repository: repo, Digest: d, MediaType: rec.MediaType, ArtifactType: rec.ArtifactType,
+		Size: rec.Size, Created: created(*rec), Pushed: rec.Created, Tags: tags,
+		Annotations: rec.Annotations, Labels: rec.Labels})
+	return nil
 }
 
 // repoMatches applies the repository filter.
@@ -407,92 +297,70 @@ func repoPrefix(filter string) (string, bool) {
 	return "", false
 }
 
+// firstRepo is the first repository, in byte order, the filter selects
+// (a lower bound for a prefix); empty when it selects every repository.
+func (w *searchWalk) firstRepo() string {
+	if p, ok := repoPrefix(w.q.Repository); ok {
+		return p
+	}
+	return w.q.Repository
+}
+
 // matches applies every filter but the repository to a record.
-func (w *searchWalk) matches(rb *bolt.Bucket, d digest.Digest, rec manifestRecord) bool {
+func (w *searchWalk) matches(repo string, d digest.Digest, rec meta.Manifest) (bool, error) {
 	q := w.q
 	if q.ArtifactType != "" && rec.ArtifactType != q.ArtifactType {
-		return false
+		return false, nil
 	}
 	if q.MediaType != "" && rec.MediaType != q.MediaType {
-		return false
+		return false, nil
 	}
 	for k, v := range q.Annotations {
 		if got, ok := rec.Annotations[k]; !ok || got != v {
-			return false
+			return false, nil
 		}
 	}
 	for k, v := range q.Labels {
 		if got, ok := rec.Labels[k]; !ok || got != v {
-			return false
+			return false, nil
 		}
 	}
-	if q.Tag != "" && string(rb.Bucket(bucketTags).Get([]byte(q.Tag))) != string(d) {
-		return false
-	}
-	c := rec.created()
+	c := created(rec)
 	if !q.CreatedAfter.IsZero() && c.Before(q.CreatedAfter) {
-		return false
+		return false, nil
 	}
 	if !q.CreatedBefore.IsZero() && !c.Before(q.CreatedBefore) {
-		return false
+		return false, nil
 	}
-	return true
+	if q.Tag != "" {
+		target, ok, err := w.tx.Tag(repo, q.Tag)
+		if err != nil || !ok || target != d {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
-// tagsOf returns the sorted tags naming d in repo, reading the
-// repository's tags once per search.
-func (w *searchWalk) tagsOf(rb *bolt.Bucket, repo string, d digest.Digest) []string {
-	byDigest, ok := w.tags[repo]
-	if !ok {
-		byDigest = map[digest.Digest][]string{}
-		_ = rb.Bucket(bucketTags).ForEach(func(k, v []byte) error {
-			byDigest[digest.Digest(v)] = append(byDigest[digest.Digest(v)], string(k))
-			return nil
-		})
-		w.tags[repo] = byDigest
+// index walks the index's entries of one pair, after the candidate
+// (afterRepo, afterDigest) when afterRepo is set.
+func (w *searchWalk) index(kind meta.PairKind, k, v, afterRepo string, afterDigest digest.Digest) error {
+	from := w.firstRepo()
+	if afterRepo != "" {
+		from = afterRepo
 	}
-	tags := slices.Clone(byDigest[d]) // keys come sorted from bbolt
-	if tags == nil {
-		tags = []string{}
-	}
-	return tags
-}
-
-// index walks the search index entries under prefix, after the candidate
-// (repo, d) when repo is set.
-func (w *searchWalk) index(prefix []byte, repo string, d digest.Digest) error {
-	c := w.tx.Bucket(bucketSearch).Cursor()
-	start := prefix
-	if repo != "" {
-		start = append(bytes.Clone(prefix), repo...)
-		start = append(start, 0)
-		start = append(start, d...)
-	} else if p, ok := repoPrefix(w.q.Repository); ok {
-		start = append(bytes.Clone(prefix), p...)
-	} else if w.q.Repository != "" {
-		start = append(bytes.Clone(prefix), w.q.Repository...)
-	}
-	k, _ := c.Seek(start)
-	if repo != "" && bytes.Equal(k, start) {
-		k, _ = c.Next()
-	}
-	for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-		candRepo, candDigest, ok := strings.Cut(string(k[len(prefix):]), "\x00")
-		if !ok {
-			return fmt.Errorf("malformed search index key %q", k)
+	err := w.tx.FindPair(kind, k, v, from, afterDigest, func(repo string, d digest.Digest) error {
+		if w.pastRepos(repo) {
+			return meta.ErrStop
 		}
-		if w.pastRepos(candRepo) {
-			return nil
-		}
-		more, err := w.consider(candRepo, digest.Digest(candDigest), nil)
-		if err != nil || !more {
-			return err
-		}
+		return w.consider(repo, d, nil)
+	})
+	if err != nil {
+		return fmt.Errorf("search index: %w", err)
 	}
 	return nil
 }
 
-// pastRepos reports whether repo, in lexical order, comes after every
+// pastRepos reports whether repo, in byte order, comes after every
 // repository the filter selects, so a walk can end.
 func (w *searchWalk) pastRepos(repo string) bool {
 	if w.q.Repository == "" {
@@ -505,68 +373,54 @@ func (w *searchWalk) pastRepos(repo string) bool {
 }
 
 // scan walks the manifests of the repositories the query selects, after
-// the candidate (repo, d) when repo is set.
+// the candidate (afterRepo, afterDigest) when afterRepo is set.
 func (w *searchWalk) scan(afterRepo string, afterDigest digest.Digest) error {
-	repos := w.tx.Bucket(bucketRepos).Cursor()
-	start := afterRepo
-	if p, ok := repoPrefix(w.q.Repository); ok && start < p {
-		start = p
-	} else if !ok && w.q.Repository != "" && start < w.q.Repository {
-		start = w.q.Repository
-	}
-	for name, _ := repos.Seek([]byte(start)); name != nil; name, _ = repos.Next() {
-		repo := string(name)
+	start := max(afterRepo, w.firstRepo())
+	visit := func(repo string) error {
 		if w.pastRepos(repo) {
-			return nil
+			return meta.ErrStop
 		}
 		if !w.repoMatches(repo) {
-			continue
-		}
-		rb := repoBucket(w.tx, repo)
-		if rb == nil {
-			continue
+			return nil
 		}
 		var from digest.Digest
 		if repo == afterRepo {
 			from = afterDigest
 		}
-		more, err := w.scanRepo(rb, repo, from)
-		if err != nil || !more {
+		if err := w.scanRepo(repo, from); err != nil || w.stopped {
+			return cmp.Or(err, meta.ErrStop)
+		}
+		return nil
+	}
+	// The walk of repositories starts after its argument, so the first
+	// one is visited by itself.
+	if start != "" {
+		ok, err := w.tx.Repository(start)
+		if err != nil {
 			return err
 		}
+		if ok {
+			if err := visit(start); errors.Is(err, meta.ErrStop) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+		}
 	}
-	return nil
+	return w.tx.Repositories(start, visit)
 }
 
 // scanRepo walks the manifests of one repository after digest from (all of
 // them when from is empty); with a tag filter, only the one it names.
-func (w *searchWalk) scanRepo(rb *bolt.Bucket, repo string, from digest.Digest) (bool, error) {
-	manifests := rb.Bucket(bucketManifests)
-	if manifests == nil {
-		return true, nil
-	}
+func (w *searchWalk) scanRepo(repo string, from digest.Digest) error {
 	if w.q.Tag != "" {
-		target := digest.Digest(rb.Bucket(bucketTags).Get([]byte(w.q.Tag)))
-		if target == "" || (from != "" && target <= from) {
-			return true, nil
+		target, ok, err := w.tx.Tag(repo, w.q.Tag)
+		if err != nil || !ok || (from != "" && target <= from) {
+			return err
 		}
 		return w.consider(repo, target, nil)
 	}
-	c := manifests.Cursor()
-	var k, v []byte
-	if from == "" {
-		k, v = c.First()
-	} else {
-		k, v = c.Seek([]byte(from))
-		if k != nil && string(k) == string(from) {
-			k, v = c.Next()
-		}
-	}
-	for ; k != nil; k, v = c.Next() {
-		more, err := w.consider(repo, digest.Digest(k), v)
-		if err != nil || !more {
-			return more, err
-		}
-	}
-	return true, nil
+	return w.tx.Manifests(repo, from, func(d digest.Digest, rec meta.Manifest) error {
+		return w.consider(repo, d, &rec)
+	})
 }

@@ -2,19 +2,26 @@ package storage
 
 import (
 	"context"
-	"encoding"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
+
+	"github.com/berth-registry/berth/storage/blob"
+	"github.com/berth-registry/berth/storage/meta"
 )
+
+// The upload protocol. A session is an index record (its repository,
+// digest algorithm, start and owner) and content staged in the blob store
+// under the session's id. Appends are all or nothing; the commit verifies
+// the digest, makes the content durable under it and, in one transaction,
+// records the blob, links it and ends the session. The running hash and
+// offset are kept in memory and rebuilt from the staged content when this
+// process has not seen the session (after a restart).
 
 // UploadInfo describes an upload session.
 type UploadInfo struct {
@@ -28,31 +35,7 @@ type UploadInfo struct {
 	Started time.Time
 }
 
-type uploadRecord struct {
-	Repo      string    `json:"repo"`
-	Algorithm string    `json:"algorithm"`
-	Started   time.Time `json:"started"`
-	// Owner is who opened the session (issue 12): only the same kind and
-	// name of actor may go on with it. Records written before owners were
-	// kept have none, and stay open to any caller until they expire.
-	Owner *uploadOwner `json:"owner,omitempty"`
-}
-
-// uploadOwner is the actor that opened an upload session, without its
-// address: a client may reconnect from another one.
-type uploadOwner struct {
-	Kind string `json:"kind"`
-	Name string `json:"name,omitempty"`
-}
-
-// ownerOf is the owner a request's actor makes of the sessions it opens.
-func ownerOf(ctx context.Context) *uploadOwner {
-	a := ActorFrom(ctx)
-	return &uploadOwner{Kind: a.Kind, Name: a.Name}
-}
-
-// session is the live state of an upload: its running hash and offset. It is
-// rebuilt from the file on disk when missing, for instance after a restart.
+// session is the live state of an upload: its running hash and offset.
 type session struct {
 	mu     sync.Mutex
 	alg    digest.Algorithm
@@ -71,7 +54,7 @@ type sessionTable struct {
 func newSessionTable() *sessionTable { return &sessionTable{m: map[string]*session{}} }
 
 // entry returns the live state of session id, adding an empty one (to be
-// rebuilt from disk) if this process has not seen it.
+// rebuilt from the staged content) if this process has not seen it.
 func (t *sessionTable) entry(id string) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -83,11 +66,18 @@ func (t *sessionTable) entry(id string) *session {
 	return sess
 }
 
-func (s *Store) uploadPath(id string) string { return filepath.Join(s.root, "uploads", id) }
+// forget drops a session that ended; ids are never reused.
+func (t *sessionTable) forget(id string, sess *session) {
+	sess.gone = true
+	t.mu.Lock()
+	delete(t.m, id)
+	t.mu.Unlock()
+}
 
-// StartUpload opens an upload session in repo. alg is the digest algorithm
-// the client announced, or empty for sha256.
-func (s *Store) StartUpload(ctx context.Context, repo string, alg digest.Algorithm) (UploadInfo, error) {
+// StartUpload opens an upload session in repo for the actor ctx carries,
+// who alone may use it. alg is the digest algorithm the client announced,
+// or empty for sha256.
+func (s *Service) StartUpload(ctx context.Context, repo string, alg digest.Algorithm) (UploadInfo, error) {
 	if alg == "" {
 		alg = digest.Canonical
 	}
@@ -98,19 +88,14 @@ func (s *Store) StartUpload(ctx context.Context, repo string, alg digest.Algorit
 	if err != nil {
 		return UploadInfo{}, err
 	}
-	f, err := s.fs.OpenFile(s.uploadPath(id), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	st, err := s.blobs.Stage(ctx, id)
 	if err != nil {
-		return UploadInfo{}, fmt.Errorf("create upload file: %w", err)
+		return UploadInfo{}, fmt.Errorf("create upload: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return UploadInfo{}, fmt.Errorf("create upload file: %w", err)
-	}
-	rec := uploadRecord{Repo: repo, Algorithm: string(alg), Started: time.Now().UTC(), Owner: ownerOf(ctx)}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(bucketUploads), []byte(id), rec)
-	})
+	rec := meta.Upload{Repo: repo, Algorithm: string(alg), Started: s.now(), Owner: owner(ActorFrom(ctx))}
+	err = s.index.Update(ctx, func(tx meta.Tx) error { return tx.PutUpload(id, rec) })
 	if err != nil {
-		_ = s.removeFile(s.uploadPath(id))
+		_ = st.Cancel(ctx)
 		return UploadInfo{}, fmt.Errorf("record upload: %w", err)
 	}
 	s.sessions.mu.Lock()
@@ -119,18 +104,19 @@ func (s *Store) StartUpload(ctx context.Context, repo string, alg digest.Algorit
 	return UploadInfo{ID: id, Repo: repo, Started: rec.Started}, nil
 }
 
-// lookupUpload reads the session record and checks it belongs to repo and
-// to the actor of ctx. A session of another actor is unknown to the
-// caller, exactly as one that does not exist: its id, if learnt, gives no
-// way to append to it, commit it or cancel it.
-func (s *Store) lookupUpload(ctx context.Context, repo, id string) (uploadRecord, error) {
-	var rec uploadRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ok, err := getJSON(tx.Bucket(bucketUploads), []byte(id), &rec)
+// lookupUpload reads the session record and checks that it belongs to
+// repo and to the actor ctx carries: to anyone else the session does not
+// exist.
+func (s *Service) lookupUpload(ctx context.Context, repo, id string) (meta.Upload, error) {
+	var rec meta.Upload
+	err := s.index.View(ctx, func(tx meta.Tx) error {
+		var ok bool
+		var err error
+		rec, ok, err = tx.Upload(id)
 		if err != nil {
 			return err
 		}
-		if !ok || rec.Repo != repo || (rec.Owner != nil && *rec.Owner != *ownerOf(ctx)) {
+		if !ok || rec.Repo != repo || (rec.Owner != "" && rec.Owner != owner(ActorFrom(ctx))) {
 			return fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 		}
 		return nil
@@ -138,13 +124,14 @@ func (s *Store) lookupUpload(ctx context.Context, repo, id string) (uploadRecord
 	return rec, err
 }
 
-// acquire returns the session locked, rebuilding its hash from disk if this
-// process has not seen it yet. The record is read under the session's lock,
-// so a session ended by a concurrent request is reported unknown.
-func (s *Store) acquire(ctx context.Context, repo, id string) (*session, uploadRecord, error) {
+// acquire returns the session locked with its staged content, rebuilding
+// its hash if this process has not seen it yet. The record is read under
+// the session's lock, so a session ended by a concurrent request is
+// reported unknown.
+func (s *Service) acquire(ctx context.Context, repo, id string) (*session, meta.Upload, blob.Staged, error) {
 	// Check first, so that unknown ids never enter the table.
 	if rec, err := s.lookupUpload(ctx, repo, id); err != nil {
-		return nil, rec, err
+		return nil, rec, nil, err
 	}
 	sess := s.sessions.entry(id)
 	sess.mu.Lock()
@@ -152,49 +139,54 @@ func (s *Store) acquire(ctx context.Context, repo, id string) (*session, uploadR
 	if err == nil && sess.gone {
 		err = fmt.Errorf("%w: %s", ErrUploadUnknown, id)
 	}
-	if err == nil && sess.hash == nil {
-		sess.alg = digest.Algorithm(rec.Algorithm)
-		err = s.rehash(ctx, id, sess)
-		if errors.Is(err, os.ErrNotExist) {
-			// A crash after the content moved into place and before the
-			// index commit leaves a record without its file: the session
-			// cannot go on, so it ends here.
-			_ = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketUploads).Delete([]byte(id)) })
+	var st blob.Staged
+	if err == nil {
+		st, err = s.blobs.Resume(ctx, id)
+		if errors.Is(err, blob.ErrNotFound) {
+			// A crash after the content was committed and before the
+			// index recorded it leaves a record without its content: the
+			// session cannot go on, so it ends here.
+			_ = s.index.Update(ctx, func(tx meta.Tx) error { return tx.DeleteUpload(id) })
 			err = fmt.Errorf("%w: %s (its content is gone)", ErrUploadUnknown, id)
 		}
+	}
+	if err == nil && sess.hash == nil {
+		sess.alg = digest.Algorithm(rec.Algorithm)
+		err = s.rehash(ctx, st, sess)
 	}
 	if err != nil {
 		if sess.hash == nil {
 			// Ended while we waited: ids are never reused, so drop the entry.
-			s.forget(id, sess)
+			s.sessions.forget(id, sess)
 		}
 		sess.mu.Unlock()
-		return nil, rec, err
+		return nil, rec, nil, err
 	}
-	return sess, rec, nil
+	return sess, rec, st, nil
 }
 
-func (s *Store) rehash(ctx context.Context, id string, sess *session) error {
+// rehash rebuilds the session's hash and offset from its staged content.
+func (s *Service) rehash(ctx context.Context, st blob.Staged, sess *session) error {
 	if !sess.alg.Available() {
 		return fmt.Errorf("%w: digest algorithm %q", ErrUnsupported, sess.alg)
 	}
-	f, err := os.Open(s.uploadPath(id))
+	r, err := st.Reader(ctx)
 	if err != nil {
-		return fmt.Errorf("reopen upload %s: %w", id, err)
+		return fmt.Errorf("reopen upload: %w", err)
 	}
-	defer f.Close()
+	defer r.Close()
 	h := sess.alg.Hash()
-	n, err := io.Copy(h, contextReader{ctx, f})
+	n, err := io.Copy(h, r)
 	if err != nil {
-		return fmt.Errorf("rehash upload %s: %w", id, err)
+		return fmt.Errorf("rehash upload: %w", err)
 	}
 	sess.hash, sess.offset = h, n
 	return nil
 }
 
 // UploadStatus reports how many bytes the session has received.
-func (s *Store) UploadStatus(ctx context.Context, repo, id string) (UploadInfo, error) {
-	sess, rec, err := s.acquire(ctx, repo, id)
+func (s *Service) UploadStatus(ctx context.Context, repo, id string) (UploadInfo, error) {
+	sess, rec, _, err := s.acquire(ctx, repo, id)
 	if err != nil {
 		return UploadInfo{}, err
 	}
@@ -207,151 +199,177 @@ func (s *Store) UploadStatus(ctx context.Context, repo, id string) (UploadInfo, 
 // chunk's declared length, or -1 when unknown. A chunk that does not start
 // at the current offset is refused with ErrRangeInvalid. A chunk that fails
 // midway is rolled back, so the session stays as it was.
-func (s *Store) AppendUpload(ctx context.Context, repo, id string, start int64, r io.Reader, length int64) (UploadInfo, error) {
-	sess, rec, err := s.acquire(ctx, repo, id)
+func (s *Service) AppendUpload(ctx context.Context, repo, id string, start int64, r io.Reader, length int64) (UploadInfo, error) {
+	sess, rec, st, err := s.acquire(ctx, repo, id)
 	if err != nil {
 		return UploadInfo{}, err
 	}
 	defer sess.mu.Unlock()
-	if err := s.appendLocked(ctx, id, sess, start, r, length); err != nil {
-		return UploadInfo{ID: id, Repo: repo, Offset: sess.offset, Started: rec.Started}, err
-	}
-	return UploadInfo{ID: id, Repo: repo, Offset: sess.offset, Started: rec.Started}, nil
+	err = appendLocked(ctx, st, sess, start, r, length)
+	return UploadInfo{ID: id, Repo: repo, Offset: sess.offset, Started: rec.Started}, err
 }
 
-func (s *Store) appendLocked(ctx context.Context, id string, sess *session, start int64, r io.Reader, length int64) (err error) {
+func appendLocked(ctx context.Context, st blob.Staged, sess *session, start int64, r io.Reader, length int64) error {
 	if start >= 0 && start != sess.offset {
 		return detailf(ErrRangeInvalid, map[string]any{"offset": sess.offset}, "chunk starts at %d, upload is at %d", start, sess.offset)
 	}
-	saved, err := sess.hash.(encoding.BinaryMarshaler).MarshalBinary()
+	n, err := st.Append(ctx, r, length, sess.hash)
 	if err != nil {
-		return fmt.Errorf("save hash state: %w", err)
-	}
-	f, err := s.fs.OpenFile(s.uploadPath(id), os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("open upload %s: %w", id, err)
-	}
-	defer func() {
-		if err != nil {
-			// Roll back to the last good offset and hash state.
-			_ = f.Truncate(sess.offset)
-			_ = sess.hash.(encoding.BinaryUnmarshaler).UnmarshalBinary(saved)
-		}
-		if cerr := f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("close upload %s: %w", id, cerr)
-		}
-	}()
-	if _, err = f.Seek(sess.offset, io.SeekStart); err != nil {
-		return fmt.Errorf("seek upload %s: %w", id, err)
-	}
-	src := r
-	if length >= 0 {
-		src = io.LimitReader(r, length+1)
-	}
-	n, err := io.Copy(io.MultiWriter(f, sess.hash), contextReader{ctx, src})
-	if err != nil {
-		return copyError("write chunk", n, err)
-	}
-	if length >= 0 && n != length {
-		return detailf(ErrSizeInvalid, nil, "chunk has %d bytes, declared %d", n, length)
+		return appendError("write chunk", n, err)
 	}
 	sess.offset += n
 	return nil
 }
 
 // CommitUpload appends a last chunk (r may be nil), verifies that the whole
-// upload hashes to d, moves it into place and links it into repo. The session
-// ends whether or not the digest matched: a failed upload leaves nothing.
-func (s *Store) CommitUpload(ctx context.Context, repo, id string, d digest.Digest, start int64, r io.Reader, length int64) (BlobInfo, error) {
+// upload hashes to d, makes it durable under d and links it into repo. The
+// session ends whether or not the digest matched: a failed upload leaves
+// nothing.
+func (s *Service) CommitUpload(ctx context.Context, repo, id string, d digest.Digest, start int64, r io.Reader, length int64) (BlobInfo, error) {
 	if err := validDigest(d); err != nil {
 		return BlobInfo{}, err
 	}
-	sess, _, err := s.acquire(ctx, repo, id)
+	sess, _, st, err := s.acquire(ctx, repo, id)
 	if err != nil {
 		return BlobInfo{}, err
 	}
 	defer sess.mu.Unlock()
 	if r != nil {
-		if err := s.appendLocked(ctx, id, sess, start, r, length); err != nil {
+		if err := appendLocked(ctx, st, sess, start, r, length); err != nil {
 			return BlobInfo{}, err
 		}
 	}
-	got := digest.NewDigest(sess.alg, sess.hash)
 	if d.Algorithm() != sess.alg {
 		sess.alg = d.Algorithm()
-		if err := s.rehash(ctx, id, sess); err != nil {
+		if err := s.rehash(ctx, st, sess); err != nil {
 			return BlobInfo{}, err
 		}
-		got = digest.NewDigest(sess.alg, sess.hash)
 	}
-	if got != d {
-		if err := s.endLocked(id, sess); err != nil {
+	if got := digest.NewDigest(sess.alg, sess.hash); got != d {
+		if err := s.endLocked(ctx, id, sess, st); err != nil {
 			return BlobInfo{}, err
 		}
 		return BlobInfo{}, detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "upload hashes to %s", got)
 	}
-	path := s.uploadPath(id)
-	if err := s.syncFile(path); err != nil {
-		return BlobInfo{}, err
-	}
 	info := BlobInfo{Digest: d, Size: sess.offset}
-	err = s.commitBlob(repo, path, info, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketUploads).Delete([]byte(id))
-	})
+	err = s.commitBlob(ctx, repo, st, info, func(tx *Tx) error { return tx.DeleteUpload(id) })
 	if err != nil {
-		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
-			// The content moved into place before the failure, so the
-			// session has nothing left to resume: end it rather than leave
-			// a record without its file. The placed file is complete and
-			// verified; a later push of the same content records it.
-			_ = s.endLocked(id, sess)
+		if _, rerr := s.blobs.Resume(ctx, id); errors.Is(rerr, blob.ErrNotFound) {
+			// The content was committed before the failure, so the
+			// session has nothing left to resume: end it rather than
+			// leave a record without its content. The committed content
+			// is complete and verified; a later push of it records it.
+			_ = s.endLocked(ctx, id, sess, st)
 		}
 		return BlobInfo{}, err
 	}
-	s.forget(id, sess)
+	s.sessions.forget(id, sess)
 	return info, nil
 }
 
-func (s *Store) syncFile(path string) error {
-	f, err := s.fs.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("open for sync: %w", err)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", filepath.Base(path), err)
-	}
-	return nil
-}
-
 // CancelUpload ends the session and removes what it received.
-func (s *Store) CancelUpload(ctx context.Context, repo, id string) error {
-	sess, _, err := s.acquire(ctx, repo, id)
+func (s *Service) CancelUpload(ctx context.Context, repo, id string) error {
+	sess, _, st, err := s.acquire(ctx, repo, id)
 	if err != nil {
 		return err
 	}
 	defer sess.mu.Unlock()
-	return s.endLocked(id, sess)
+	return s.endLocked(ctx, id, sess, st)
 }
 
-// endLocked deletes a session's record and file.
-func (s *Store) endLocked(id string, sess *session) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketUploads).Delete([]byte(id))
-	})
+// endLocked deletes a session's record, then its staged content.
+func (s *Service) endLocked(ctx context.Context, id string, sess *session, st blob.Staged) error {
+	err := s.index.Update(ctx, func(tx meta.Tx) error { return tx.DeleteUpload(id) })
 	if err != nil {
 		return fmt.Errorf("delete upload record: %w", err)
 	}
-	s.forget(id, sess)
-	if err := s.removeFile(s.uploadPath(id)); err != nil {
-		return fmt.Errorf("remove upload file: %w", err)
+	s.sessions.forget(id, sess)
+	if err := st.Cancel(ctx); err != nil {
+		return fmt.Errorf("remove upload content: %w", err)
 	}
 	return nil
 }
 
-func (s *Store) forget(id string, sess *session) {
-	sess.gone = true
-	s.sessions.mu.Lock()
-	delete(s.sessions.m, id)
-	s.sessions.mu.Unlock()
+// ExpireUploads ends every upload session that has received nothing for at
+// least idle as of now, removing its content and record, and returns how
+// many it ended. Activity is the staged content's last write, so appending
+// costs no index write. A session that a request holds at that moment is
+// active and left alone.
+func (s *Service) ExpireUploads(ctx context.Context, idle time.Duration, now time.Time) (int, error) {
+	type candidate struct {
+		id      string
+		started time.Time
+	}
+	var all []candidate
+	err := s.index.View(ctx, func(tx meta.Tx) error {
+		all = all[:0]
+		return tx.Uploads(func(id string, u meta.Upload) error {
+			all = append(all, candidate{id, u.Started})
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("list uploads: %w", err)
+	}
+	ended := 0
+	for _, c := range all {
+		if err := ctx.Err(); err != nil {
+			return ended, err
+		}
+		if !s.idleSince(ctx, c.id, c.started, now, idle) {
+			continue
+		}
+		sess := s.sessions.entry(c.id)
+		if !sess.mu.TryLock() {
+			continue // a request is using it right now
+		}
+		// Look again under the lock: a chunk may have landed meanwhile, or
+		// the session may have ended.
+		if sess.gone || !s.idleSince(ctx, c.id, c.started, now, idle) {
+			sess.mu.Unlock()
+			continue
+		}
+		err := s.expireLocked(ctx, c.id, sess)
+		sess.mu.Unlock()
+		if err != nil {
+			return ended, fmt.Errorf("expire upload %s: %w", c.id, err)
+		}
+		s.log.DebugContext(ctx, "upload session expired", "id", c.id)
+		ended++
+	}
+	return ended, nil
+}
+
+// expireLocked ends an idle session, whose content may be gone.
+func (s *Service) expireLocked(ctx context.Context, id string, sess *session) error {
+	st, err := s.blobs.Resume(ctx, id)
+	if errors.Is(err, blob.ErrNotFound) {
+		err = s.index.Update(ctx, func(tx meta.Tx) error { return tx.DeleteUpload(id) })
+		s.sessions.forget(id, sess)
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	return s.endLocked(ctx, id, sess, st)
+}
+
+// idleSince reports whether the session has been idle for at least idle.
+// A session whose content is missing (a crash between creating it and its
+// record, or committing it and ending the record) counts from when it
+// started.
+func (s *Service) idleSince(ctx context.Context, id string, started, now time.Time, idle time.Duration) bool {
+	last := started
+	st, err := s.blobs.Resume(ctx, id)
+	switch {
+	case err == nil:
+		t, err := st.LastWrite(ctx)
+		if err != nil {
+			return false
+		}
+		last = t
+	case !errors.Is(err, blob.ErrNotFound):
+		return false
+	}
+	return now.Sub(last) >= idle
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
+	blobfs "github.com/berth-registry/berth/storage/blob/fs"
+	"github.com/berth-registry/berth/storage/meta/bolt"
 )
 
 // site is the web interface in front of the real API, authentication and
@@ -61,10 +63,19 @@ func newSiteWith(t *testing.T, tls bool, rules storage.TagRules) *site {
 	if err := os.WriteFile(htpasswd, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store, err := storage.Open(context.Background(), filepath.Join(dir, "data"), storage.Options{Tags: rules})
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	index, err := bolt.Open(filepath.Join(data, "index.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	blobs, err := blobfs.Open(context.Background(), data, blobfs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := storage.New(index, blobs, storage.Options{Tags: rules})
 	users, err := auth.OpenUserFile(htpasswd)
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +90,7 @@ func newSiteWith(t *testing.T, tls bool, rules storage.TagRules) *site {
 		{Repositories: []string{"secret/**"}, Grants: map[string][]string{}},
 	}}
 	log := slog.New(slog.DiscardHandler)
-	authn, err := auth.New(cfg, users, keys, store, log)
+	authn, err := auth.New(cfg, users, keys, auth.NewRobots(auth.IndexRobots(index), log), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +107,7 @@ func newSiteWith(t *testing.T, tls bool, rules storage.TagRules) *site {
 	}
 	t.Cleanup(func() {
 		s.srv.Close()
-		if err := store.Close(); err != nil {
+		if err := index.Close(); err != nil {
 			t.Error(err)
 		}
 	})

@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/registry"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/manifest"
 )
@@ -45,12 +46,12 @@ func TestFindFlags(t *testing.T) {
 // store whose pages hold two results, and gets every result once.
 func TestFindFollowsPages(t *testing.T) {
 	ctx := context.Background()
-	store, err := storage.Open(ctx, t.TempDir(), storage.Options{})
+	store, err := registry.OpenStore(ctx, t.TempDir(), registry.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	srv := httptest.NewServer(distribution.New(store, distribution.Options{MaxPageSize: 2}).Handler())
+	srv := httptest.NewServer(distribution.New(store.Service, distribution.Options{MaxPageSize: 2}).Handler())
 	t.Cleanup(srv.Close)
 
 	var want []string
@@ -76,8 +77,8 @@ func TestFindFollowsPages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := digest.FromBytes(body)
-		if err := store.PutManifest(ctx, repo, d, body, m, []string{fmt.Sprint("v", i)}); err != nil {
+		d, err := store.PutManifest(ctx, repo, "", body, m, []string{fmt.Sprint("v", i)})
+		if err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, repo+"@"+string(d))

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-registry/berth/registry"
-	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/fsck"
 )
 
 // Exit statuses of berth fsck.
@@ -25,7 +25,7 @@ const (
 // store: the index against the blob files, and optionally their content.
 func newFsckCommand() *cobra.Command {
 	var data, configPath string
-	var opts storage.CheckOptions
+	var opts fsck.Options
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "fsck",
@@ -98,20 +98,21 @@ func resolveDataDir(dataFlag, configPath string) (string, error) {
 
 // runFsck checks the store and prints the report to out. It returns the
 // exit status, with an error saying why when it is not 0.
-func runFsck(ctx context.Context, data, configPath string, opts storage.CheckOptions, asJSON bool, out io.Writer) (int, error) {
+func runFsck(ctx context.Context, data, configPath string, opts fsck.Options, asJSON bool, out io.Writer) (int, error) {
 	dir, err := resolveDataDir(data, configPath)
 	if err != nil {
 		return fsckFailed, err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	store, err := storage.OpenOffline(ctx, dir, storage.Options{Logger: log})
-	if errors.Is(err, storage.ErrInUse) {
+	store, err := registry.OpenStore(ctx, dir, registry.StoreOptions{Logger: log, Offline: true})
+	if errors.Is(err, registry.ErrInUse) {
 		return fsckFailed, fmt.Errorf("%s: %w; is berth serve running? stop the server first", dir, err)
 	}
 	if err != nil {
 		return fsckFailed, err
 	}
-	report, checkErr := store.Check(ctx, opts)
+	opts.Logger = log
+	report, checkErr := fsck.Check(ctx, store.Service, store.Index, opts)
 	if err := store.Close(); err != nil && checkErr == nil {
 		checkErr = err
 	}
@@ -136,7 +137,7 @@ func runFsck(ctx context.Context, data, configPath string, opts storage.CheckOpt
 
 // printFsck prints the report: as JSON, or as a summary line followed by
 // one line per problem, per orphan and per repair.
-func printFsck(w io.Writer, dir string, r *storage.CheckReport, asJSON bool) error {
+func printFsck(w io.Writer, dir string, r *fsck.Report, asJSON bool) error {
 	if asJSON {
 		return printJSON(w, r)
 	}

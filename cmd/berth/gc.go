@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-registry/berth/registry"
+	"github.com/berth-registry/berth/admin"
 )
 
 // gcTimeout bounds a garbage collection requested through the admin API:
@@ -53,8 +53,8 @@ BERTH_PASSWORD.`,
 			if dryRun {
 				q.Set("dryRun", "true")
 			}
-			var res registry.GCResult
-			if _, err := c.do(cmd.Context(), http.MethodPost, registry.GCPath, q, nil, http.StatusOK, &res); err != nil {
+			var res admin.GCResult
+			if _, err := c.do(cmd.Context(), http.MethodPost, admin.GCPath, q, nil, http.StatusOK, &res); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()

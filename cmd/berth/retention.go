@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-registry/berth/registry/auth"
-	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/retention"
 )
 
 // newRetentionCommand returns "berth retention", which applies a running
@@ -32,7 +32,7 @@ administrator. See docs/retention.md.`,
 			if err != nil {
 				return err
 			}
-			var rep storage.RetentionReport
+			var rep retention.Report
 			q := url.Values{"dryRun": {strconv.FormatBool(dryRun)}}
 			if _, err := c.do(cmd.Context(), http.MethodPost, auth.AdminPrefix+"retention", q, nil, http.StatusOK, &rep); err != nil {
 				return err
@@ -51,7 +51,7 @@ administrator. See docs/retention.md.`,
 }
 
 // printRetention prints a retention report for people.
-func printRetention(w io.Writer, rep storage.RetentionReport) {
+func printRetention(w io.Writer, rep retention.Report) {
 	verb := "delete"
 	if rep.DryRun {
 		verb = "would delete"

@@ -12,9 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-registry/berth/registry"
+	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/registry/auth"
-	"github.com/berth-registry/berth/storage"
 )
 
 const (
@@ -79,8 +78,8 @@ pull, push, delete or *. Repeat --scope for several.
 			if err != nil {
 				return err
 			}
-			var out registry.RobotSecret
-			body := registry.CreateRobotRequest{Name: name, Scopes: scopes, Expires: life.String()}
+			var out admin.RobotSecret
+			body := admin.CreateRobotRequest{Name: name, Scopes: scopes, Expires: life.String()}
 			if err := c.do(cmd.Context(), http.MethodPost, []string{"robots"}, body, http.StatusCreated, &out, name); err != nil {
 				return err
 			}
@@ -104,7 +103,7 @@ pull, push, delete or *. Repeat --scope for several.
 			if err != nil {
 				return err
 			}
-			var robots []registry.RobotListing
+			var robots []admin.RobotListing
 			if err := c.do(cmd.Context(), http.MethodGet, []string{"robots"}, nil, http.StatusOK, &robots, ""); err != nil {
 				return err
 			}
@@ -116,7 +115,7 @@ pull, push, delete or *. Repeat --scope for several.
 		Short: "Revoke a robot token; it stops working at once",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := storage.ValidRobotName(args[0]); err != nil {
+			if err := auth.ValidRobotName(args[0]); err != nil {
 				return fmt.Errorf("invalid robot name: %w", err)
 			}
 			c, err := rf.adminClient(cmd)
@@ -138,14 +137,14 @@ line; the expiry, which does not change, goes to standard error. The old
 secret stops working at once.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := storage.ValidRobotName(args[0]); err != nil {
+			if err := auth.ValidRobotName(args[0]); err != nil {
 				return fmt.Errorf("invalid robot name: %w", err)
 			}
 			c, err := rf.adminClient(cmd)
 			if err != nil {
 				return err
 			}
-			var out registry.RobotSecret
+			var out admin.RobotSecret
 			if err := c.do(cmd.Context(), http.MethodPost, []string{"robots", args[0], "rotate"}, nil, http.StatusOK, &out, args[0]); err != nil {
 				return err
 			}
@@ -165,7 +164,7 @@ func checkCreateFlags(name string, scopes []string, expires string) (time.Durati
 	if name == "" {
 		return 0, errors.New("--name is required")
 	}
-	if err := storage.ValidRobotName(name); err != nil {
+	if err := auth.ValidRobotName(name); err != nil {
 		return 0, fmt.Errorf("--name: %w", err)
 	}
 	if len(scopes) == 0 {
@@ -193,7 +192,7 @@ func checkCreateFlags(name string, scopes []string, expires string) (time.Durati
 	return life, nil
 }
 
-func printRobots(w io.Writer, robots []registry.RobotListing) error {
+func printRobots(w io.Writer, robots []admin.RobotListing) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tSCOPES\tCREATED\tEXPIRES\tSTATUS")
 	for _, r := range robots {

@@ -22,7 +22,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-registry/berth/distribution"
-	"github.com/berth-registry/berth/storage"
 )
 
 // fakeRobot is a robot of fakeRobots.
@@ -38,32 +37,21 @@ type fakeRobot struct {
 // fakeRobots is an in-memory RobotVerifier.
 type fakeRobots map[string]*fakeRobot
 
-func (f fakeRobots) ListRobots(context.Context) ([]storage.Robot, error) {
-	var out []storage.Robot
-	for name, r := range f {
-		out = append(out, storage.Robot{Name: name, Scopes: r.scopes, Created: r.created, Expires: r.expires, Rotated: r.rotated})
-	}
-	return out, nil
-}
-
-func (f fakeRobots) VerifyRobot(_ context.Context, secret string, now time.Time) (string, []string, time.Time, error) {
+func (f fakeRobots) VerifyRobot(ctx context.Context, secret string, now time.Time) (RobotInfo, error) {
 	for name, r := range f {
 		if r.secret == secret {
-			if _, exp, err := f.ActiveRobot(context.Background(), name, now); err != nil {
-				return "", nil, exp, err
-			}
-			return name, r.scopes, r.expires, nil
+			return f.ActiveRobot(ctx, name, now)
 		}
 	}
-	return "", nil, time.Time{}, errors.New("unknown robot token")
+	return RobotInfo{}, errors.New("unknown robot token")
 }
 
-func (f fakeRobots) ActiveRobot(_ context.Context, name string, now time.Time) ([]string, time.Time, error) {
+func (f fakeRobots) ActiveRobot(_ context.Context, name string, now time.Time) (RobotInfo, error) {
 	r, ok := f[name]
 	if !ok || r.revoked || !now.Before(r.expires) {
-		return nil, time.Time{}, errors.New("robot not active")
+		return RobotInfo{}, errors.New("robot not active")
 	}
-	return r.scopes, r.expires, nil
+	return RobotInfo{Name: name, Scopes: r.scopes, Created: r.created, Expires: r.expires, Rotated: r.rotated}, nil
 }
 
 type fixture struct {

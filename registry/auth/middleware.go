@@ -297,19 +297,14 @@ func (a *Authenticator) current(ctx context.Context, claims *Claims, now time.Ti
 		if a.robots == nil {
 			return checked{}, errors.New("robot tokens are not enabled")
 		}
-		scopes, exp, err := a.robots.ActiveRobot(ctx, id.Name, now)
+		r, err := a.robots.ActiveRobot(ctx, id.Name, now)
 		if err != nil {
 			return checked{}, err
 		}
-		cred, err := a.robotCredential(ctx, id.Name)
-		if err != nil {
-			return checked{}, err
-		}
-		if claims.Cred != cred {
+		c := robotIdentity(r)
+		if claims.Cred != c.cred {
 			return checked{}, fmt.Errorf("the secret of robot %s was rotated after the token was issued", id.Name)
 		}
-		c := robotIdentity(id.Name, scopes, exp)
-		c.cred = cred
 		return c, nil
 	}
 	return checked{Identity: id}, nil

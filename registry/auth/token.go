@@ -12,22 +12,17 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/distribution"
-	"github.com/berth-registry/berth/storage"
 )
 
 // RobotVerifier checks robot tokens, which the store keeps hashed.
 type RobotVerifier interface {
 	// VerifyRobot checks a robot secret. It fails for an unknown, revoked
-	// or expired token, and otherwise returns the robot's name, scopes and
-	// expiry.
-	VerifyRobot(ctx context.Context, secret string, now time.Time) (name string, scopes []string, expires time.Time, err error)
-	// ActiveRobot returns the scopes and expiry of a robot that is neither
-	// revoked nor expired at now, and an error otherwise.
-	ActiveRobot(ctx context.Context, name string, now time.Time) (scopes []string, expires time.Time, err error)
-	// ListRobots lists every robot. Berth reads from it when a robot was
-	// created and when its secret was last replaced, so that a rotation
-	// ends the tokens issued before it.
-	ListRobots(ctx context.Context) ([]storage.Robot, error)
+	// or expired token, and otherwise returns the robot.
+	VerifyRobot(ctx context.Context, secret string, now time.Time) (RobotInfo, error)
+	// ActiveRobot returns a robot that is neither revoked nor expired at
+	// now, and an error otherwise. When its secret was set (SecretSet)
+	// ends the tokens issued before a rotation.
+	ActiveRobot(ctx context.Context, name string, now time.Time) (RobotInfo, error)
 }
 
 // RobotSecretPrefix starts every robot secret, so that a password can be
@@ -184,27 +179,11 @@ func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, us
 // as the password (the user name is then informational).
 func (a *Authenticator) authenticatePassword(ctx context.Context, user, pass string, now time.Time) (checked, error) {
 	if strings.HasPrefix(pass, RobotSecretPrefix) && a.robots != nil {
-		name, _, _, err := a.robots.VerifyRobot(ctx, pass, now)
+		r, err := a.robots.VerifyRobot(ctx, pass, now)
 		if err != nil {
 			return checked{}, err
 		}
-		cred, err := a.robotCredential(ctx, name)
-		if err != nil {
-			return checked{}, err
-		}
-		// Verified again after the fingerprint was read: had the secret
-		// been replaced in between, the token would carry the new
-		// secret's fingerprint while proving only the old one.
-		name2, scopes, exp, err := a.robots.VerifyRobot(ctx, pass, now)
-		if err != nil {
-			return checked{}, err
-		}
-		if name2 != name {
-			return checked{}, errors.New("robot secret changed hands during the login")
-		}
-		id := robotIdentity(name, scopes, exp)
-		id.cred = cred
-		return id, nil
+		return robotIdentity(r), nil
 	}
 	users := a.users.Fresh()
 	if !users.Verify(user, pass) {
@@ -217,37 +196,18 @@ func (a *Authenticator) authenticatePassword(ctx context.Context, user, pass str
 	return checked{Identity: Identity{Kind: User, Name: user}, cred: cred}, nil
 }
 
-// robotCredential is the fingerprint of robot name's current secret: it
-// changes when the secret is rotated. The store keeps when the secret was
-// last replaced (or the robot created), and that stands for the secret.
-func (a *Authenticator) robotCredential(ctx context.Context, name string) (string, error) {
-	robots, err := a.robots.ListRobots(ctx)
-	if err != nil {
-		return "", fmt.Errorf("robot %s: %w", name, err)
-	}
-	for _, r := range robots {
-		if r.Name != name {
-			continue
-		}
-		since := r.Created
-		if r.Rotated != nil {
-			since = *r.Rotated
-		}
-		return credential("robot", name, since.UTC().Format(time.RFC3339Nano)), nil
-	}
-	return "", fmt.Errorf("robot %s no longer exists", name)
-}
-
-// robotIdentity is robot name with the scopes the store keeps for it;
-// a scope that does not parse grants nothing.
-func robotIdentity(name string, scopes []string, expires time.Time) checked {
-	id := Identity{Kind: Robot, Name: name}
-	for _, s := range scopes {
+// robotIdentity is robot r with the scopes the store keeps for it, and
+// the fingerprint of its current secret, which changes when the secret is
+// rotated; a scope that does not parse grants nothing.
+func robotIdentity(r RobotInfo) checked {
+	id := Identity{Kind: Robot, Name: r.Name}
+	for _, s := range r.Scopes {
 		if sc, err := ParseScope(s); err == nil {
 			id.Scopes = append(id.Scopes, sc)
 		}
 	}
-	return checked{Identity: id, expires: expires}
+	return checked{Identity: id, expires: r.Expires,
+		cred: credential("robot", r.Name, r.SecretSet().UTC().Format(time.RFC3339Nano))}
 }
 
 // refreshIdentity checks a refresh token, and that its subject still

@@ -1,0 +1,91 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/blob"
+	blobfs "github.com/berth-registry/berth/storage/blob/fs"
+	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/bolt"
+)
+
+// Store is a data directory opened: the index, the blob store and the
+// storage core over them. This is the one place that picks the backends.
+type Store struct {
+	*storage.Service
+	// Index and Blobs are the backends, for the clients of the core that
+	// need them (fsck, robot credentials).
+	Index meta.Store
+	Blobs blob.Store
+}
+
+// StoreOptions tune OpenStore.
+type StoreOptions struct {
+	// Logger receives the store's diagnostics; nil discards them.
+	Logger *slog.Logger
+	// Timeout bounds the wait for the index held by another process;
+	// zero means one second.
+	Timeout time.Duration
+	// Offline opens only an existing store, for a tool such as fsck: it
+	// never creates one.
+	Offline bool
+	// Core tunes the storage core (tag rules, search limit, sinks).
+	Core storage.Options
+}
+
+// ErrInUse means another process, normally a running server, holds the
+// store's index.
+var ErrInUse = bolt.ErrInUse
+
+// OpenStore opens (creating it unless opts.Offline) the store in dir: the
+// bbolt index at dir/index.db, which locks the directory against other
+// processes, then the files under dir.
+func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	path := filepath.Join(dir, "index.db")
+	if opts.Offline {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no Berth store in %s: %w", dir, err)
+		}
+	} else if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = time.Second
+	}
+	index, err := bolt.Open(path, bolt.Options{Timeout: timeout, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	// Only now, holding the index's lock, may the blob store clear what
+	// requests of a dead process left in flight.
+	blobs, err := blobfs.Open(ctx, dir, blobfs.Options{Logger: log})
+	if err != nil {
+		return nil, errors.Join(err, index.Close())
+	}
+	core := opts.Core
+	if core.Logger == nil {
+		core.Logger = log
+	}
+	log.DebugContext(ctx, "store opened", "dir", dir)
+	return &Store{Service: storage.New(index, blobs, core), Index: index, Blobs: blobs}, nil
+}
+
+// Close closes the index. Callers must have stopped using the store.
+func (s *Store) Close() error {
+	if err := s.Index.Close(); err != nil {
+		return fmt.Errorf("close index: %w", err)
+	}
+	return nil
+}

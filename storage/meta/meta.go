@@ -1,0 +1,332 @@
+// Package meta declares the index of a Berth store: the records that say
+// which content exists, which repository holds it, what tags name, how tags
+// moved, which uploads are open and which robot credentials exist, and the
+// transactions that read and change them.
+//
+// It is one of the two seams of the storage layer; the other, package blob,
+// holds the bytes. Backends implement Store (storage/meta/bolt is the
+// embedded one); the storage core writes the registry's rules once, above
+// this interface, and never sees how a backend keeps its records.
+//
+// A backend keeps its derived indexes in step with the records inside the
+// transaction that changes them: the referrers of a subject, the search
+// entries of a manifest's annotations and labels, who uses a digest (Uses)
+// and which tags name a digest (TagsOf). It enforces no registry rule
+// beyond that: immutability, history and references are the core's.
+//
+// Records are plain data. A Tx and anything it returns are only valid
+// inside the function the transaction runs.
+package meta
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ErrStop, returned by the callback of a walk, ends the walk early; the
+// walk then returns nil.
+var ErrStop = errors.New("stop the walk")
+
+// ErrCorrupt is wrapped by errors about records a backend cannot decode.
+var ErrCorrupt = errors.New("index record corrupt")
+
+// Store is an index backend.
+type Store interface {
+	// View runs fn in a read-only transaction over a consistent snapshot.
+	// Views run concurrently with each other and with Update.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Update runs fn in a serialisable read-write transaction and commits
+	// it durably if fn returns nil; otherwise nothing fn did is kept and
+	// its error is returned. fn may run more than once (a backend retries
+	// a transaction that conflicted, or that shared a group commit with
+	// one that failed), so it must have no effect outside the transaction
+	// except on state it resets each time it starts. It may run on another
+	// goroutine than the caller's (a group commit runs the functions of
+	// several callers on one), so it must not end its goroutine
+	// (runtime.Goexit, t.FailNow) nor call Update itself.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// LockDigests locks the given digests against every other holder of
+	// any of them, in an order that cannot deadlock, and returns the
+	// unlock. Locks are taken before a transaction, never inside one.
+	// Placing content and recording it (and removing both, in garbage
+	// collection) happen under the digest's lock.
+	LockDigests(ctx context.Context, ds ...digest.Digest) (unlock func(), err error)
+	// Close releases the backend. Callers must have stopped using it.
+	Close() error
+}
+
+// Tx is one transaction of the index. Its methods that change records fail
+// in a read-only transaction.
+type Tx interface {
+	BlobIndex
+	RepoIndex
+	TagIndex
+	SearchIndex
+	UploadIndex
+	RobotIndex
+}
+
+// Blob is the record of content present in the blob store.
+type Blob struct {
+	// Size is the content's length in bytes.
+	Size int64
+	// Created is when the content was first recorded.
+	Created time.Time
+}
+
+// Link is the record of a blob linked into a repository.
+type Link struct {
+	// Linked is the last time the blob was uploaded or mounted into the
+	// repository.
+	Linked time.Time
+}
+
+// Manifest is the record of a manifest held by a repository.
+type Manifest struct {
+	MediaType    string
+	Size         int64
+	ArtifactType string
+	// Subject is the manifest this one refers to, if any: it makes the
+	// manifest one of the subject's referrers.
+	Subject     *ocispec.Descriptor
+	Annotations map[string]string
+	// References are the digests of the blobs and child manifests the
+	// manifest points at.
+	References []digest.Digest
+	// Created is when the manifest first entered the repository.
+	Created time.Time
+	// Labels are the image config's labels and ConfigCreated its created
+	// time, when the config could be read at push.
+	Labels        map[string]string
+	ConfigCreated *time.Time
+}
+
+// Descriptor is the manifest's descriptor as a referrer of its subject.
+func (m Manifest) Descriptor(d digest.Digest) ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: m.MediaType, Digest: d, Size: m.Size,
+		ArtifactType: m.ArtifactType, Annotations: m.Annotations}
+}
+
+// BlobIndex holds the content the blob store has.
+type BlobIndex interface {
+	// Blob returns the record of d, if there is one.
+	Blob(d digest.Digest) (Blob, bool, error)
+	// PutBlob records d, replacing its record.
+	PutBlob(d digest.Digest, b Blob) error
+	// DeleteBlob removes the record of d; an absent one is fine.
+	DeleteBlob(d digest.Digest) error
+	// Blobs calls fn for every blob record, in digest order.
+	Blobs(fn func(d digest.Digest, b Blob) error) error
+	// Uses calls fn for every use of d: a link in a repository, a
+	// manifest record of that digest, or a reference from a manifest.
+	// With repo set, only the uses in that repository.
+	Uses(d digest.Digest, repo string, fn func(u Use) error) error
+}
+
+// Use is one use of a digest, as Uses reports it.
+type Use struct {
+	Repo string
+	Kind UseKind
+	// Manifest is the referencing manifest, for UseReference.
+	Manifest digest.Digest
+}
+
+// UseKind says how a digest is used.
+type UseKind byte
+
+// The kinds of use.
+const (
+	// UseLink: the blob is linked into the repository.
+	UseLink UseKind = 'l'
+	// UseManifest: the repository holds a manifest of that digest.
+	UseManifest UseKind = 'm'
+	// UseReference: a manifest of the repository references the digest.
+	UseReference UseKind = 'r'
+)
+
+// RepoIndex holds repositories, their blob links and their manifests.
+// A repository exists from its first link or manifest until it is deleted.
+type RepoIndex interface {
+	// Repository reports whether repo exists.
+	Repository(repo string) (bool, error)
+	// Repositories calls fn for every repository name after after, in
+	// byte order.
+	Repositories(after string, fn func(repo string) error) error
+	// DeleteRepository deletes repo if it holds no link, manifest or tag,
+	// and reports whether it did.
+	DeleteRepository(repo string) (bool, error)
+
+	// Link returns the link of d in repo, if there is one.
+	Link(repo string, d digest.Digest) (Link, bool, error)
+	// PutLink links d into repo, creating repo if needed.
+	PutLink(repo string, d digest.Digest, l Link) error
+	// DeleteLink unlinks d from repo; an absent link is fine.
+	DeleteLink(repo string, d digest.Digest) error
+	// Links calls fn for every link of repo, in digest order.
+	Links(repo string, fn func(d digest.Digest, l Link) error) error
+
+	// Manifest returns the record of manifest d in repo, if there is one.
+	Manifest(repo string, d digest.Digest) (Manifest, bool, error)
+	// PutManifest records manifest d in repo, creating repo if needed and
+	// replacing a record there may be, with its referrers, search and use
+	// entries.
+	PutManifest(repo string, d digest.Digest, m Manifest) error
+	// DeleteManifest removes the record of manifest d from repo, with its
+	// referrers, search and use entries; an absent record is fine. Tags
+	// naming it are the caller's to remove first.
+	DeleteManifest(repo string, d digest.Digest) error
+	// Manifests calls fn for every manifest of repo after after, in
+	// digest order.
+	Manifests(repo string, after digest.Digest, fn func(d digest.Digest, m Manifest) error) error
+	// Referrers calls fn with the descriptor of every manifest of repo
+	// whose subject is subject, in digest order.
+	Referrers(repo string, subject digest.Digest, fn func(desc ocispec.Descriptor) error) error
+}
+
+// Actor is who made a change.
+type Actor struct {
+	// Kind is "user", "robot" or "anonymous"; Berth itself is "system".
+	Kind string `json:"kind"`
+	// Name is the user or robot name; empty for anonymous callers.
+	Name string `json:"name,omitempty"`
+	// Address is the client's IP address, without port.
+	Address string `json:"address,omitempty"`
+}
+
+// Move is one entry of a tag's history.
+type Move struct {
+	// Seq orders the moves of one tag: it grows by one with each move.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Previous is the digest the tag named before; empty if it was new.
+	Previous digest.Digest `json:"previous,omitempty"`
+	// Digest is the digest the tag names after; empty if it was deleted.
+	Digest digest.Digest `json:"digest,omitempty"`
+	// Action is why it moved.
+	Action string `json:"action"`
+	Actor  Actor  `json:"actor"`
+}
+
+// TagIndex holds the tags of repositories and their history. History
+// outlives tags, manifests and repositories.
+type TagIndex interface {
+	// Tag returns the digest tag names in repo, if it exists.
+	Tag(repo, tag string) (digest.Digest, bool, error)
+	// SetTag points tag in repo at d. The repository must exist.
+	SetTag(repo, tag string, d digest.Digest) error
+	// DeleteTag removes tag from repo; an absent tag is fine.
+	DeleteTag(repo, tag string) error
+	// Tags calls fn for every tag of repo after after, in byte order.
+	Tags(repo, after string, fn func(tag string, d digest.Digest) error) error
+	// TagsOf returns the tags of repo naming d, in byte order.
+	TagsOf(repo string, d digest.Digest) ([]string, error)
+
+	// AppendMove appends m to the history of tag in repo, numbering it
+	// (m.Seq is ignored), and returns it as recorded.
+	AppendMove(repo, tag string, m Move) (Move, error)
+	// Moves calls fn for the moves of tag in repo, newest first, starting
+	// just before the move numbered before (0: with the newest).
+	Moves(repo, tag string, before uint64, fn func(m Move) error) error
+}
+
+// PairKind says where a searchable key=value pair comes from.
+type PairKind byte
+
+// The kinds of searchable pairs.
+const (
+	// Annotation: a manifest's annotation.
+	Annotation PairKind = 'a'
+	// Label: its image config's label.
+	Label PairKind = 'l'
+)
+
+// SearchIndex finds manifests by annotation or label without reading
+// every record.
+type SearchIndex interface {
+	// Indexed reports whether the backend's index holds the pair key=value;
+	// a pair it does not hold must be searched by scanning manifests.
+	Indexed(key, value string) bool
+	// FindPair calls fn for every manifest with the pair key=value of kind,
+	// ordered by repository then digest, starting with repository from
+	// (after the manifest after in it, when after is set).
+	FindPair(kind PairKind, key, value, from string, after digest.Digest, fn func(repo string, d digest.Digest) error) error
+}
+
+// Upload is the record of an open upload session.
+type Upload struct {
+	Repo      string
+	Algorithm string
+	Started   time.Time
+	// Owner is the actor that opened the session ("kind:name"); only it
+	// may use the session. Empty in sessions of older stores: anyone.
+	Owner string
+}
+
+// UploadIndex holds the open upload sessions.
+type UploadIndex interface {
+	// Upload returns the record of session id, if there is one.
+	Upload(id string) (Upload, bool, error)
+	// PutUpload records session id.
+	PutUpload(id string, u Upload) error
+	// DeleteUpload removes the record of session id; an absent one is fine.
+	DeleteUpload(id string) error
+	// Uploads calls fn for every session, in id order.
+	Uploads(fn func(id string, u Upload) error) error
+}
+
+// Robot is the record of a robot credential. The secret is never stored:
+// Hash is the hex SHA-256 of it.
+type Robot struct {
+	Name    string
+	Scopes  []string
+	Created time.Time
+	Expires time.Time
+	Revoked *time.Time
+	Rotated *time.Time
+	Hash    string
+}
+
+// RobotIndex holds robot credentials, revoked ones included.
+type RobotIndex interface {
+	// Robot returns the robot name, if there is one.
+	Robot(name string) (Robot, bool, error)
+	// RobotBySecret returns the name of the robot whose secret hashes to
+	// hash, if any.
+	RobotBySecret(hash string) (string, bool, error)
+	// PutRobot records r, replacing the record of that name, and makes
+	// r.Hash find it (and its previous hash no longer).
+	PutRobot(r Robot) error
+	// Robots calls fn for every robot, in name order.
+	Robots(fn func(r Robot) error) error
+}
+
+// Checker is implemented by backends that keep invariants of their own,
+// beyond what Tx shows: record encodings and the derived indexes (search,
+// uses, tags by digest, referrers, robot secrets). fsck runs it.
+type Checker interface {
+	// Check reports each inconsistency of the backend's own invariants
+	// to report. With repair it also fixes what it safely can, rebuilding
+	// derived entries from the records they derive from, and says so in
+	// Finding.Repaired. It only reads records it cannot decode: those are
+	// reported, never repaired.
+	Check(ctx context.Context, repair bool, report func(Finding)) error
+}
+
+// Finding is one inconsistency a Checker found.
+type Finding struct {
+	// Kind names the invariant broken, such as "bad-record" or
+	// "search-index".
+	Kind    string
+	Repo    string
+	Digest  string
+	Tag     string
+	Subject string
+	// Detail says what is wrong, for people.
+	Detail string
+	// Repaired says what repair did about it; empty if nothing.
+	Repaired string
+}

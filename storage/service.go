@@ -1,0 +1,139 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	_ "crypto/sha256" // digest algorithms must be linked in
+	_ "crypto/sha512"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage/blob"
+	"github.com/berth-registry/berth/storage/meta"
+)
+
+// Options tune a Service.
+type Options struct {
+	// Logger receives the core's diagnostics; nil discards them.
+	Logger *slog.Logger
+	// Tags decides which tags are immutable; nil means none.
+	Tags TagRules
+	// SearchScanLimit bounds how many manifests one Search examines; zero
+	// means DefaultSearchScanLimit.
+	SearchScanLimit int
+	// Sinks receive an Event for every change, after it commits.
+	Sinks []Sink
+}
+
+// Service is the storage core: the registry's content and its rules over
+// an index and a blob store. It is safe for concurrent use.
+type Service struct {
+	index meta.Store
+	blobs blob.Store
+	log   *slog.Logger
+	tags  TagRules
+	// searchScan bounds the manifests one Search examines.
+	searchScan int
+	sinks      []Sink
+	// sessions holds the live state of upload sessions; seen the marks
+	// that blob lookups leave for garbage collection.
+	sessions *sessionTable
+	seen     *seenMarks
+}
+
+// New returns the core over index and blobs. The caller owns both and
+// closes them once it has stopped using the Service.
+func New(index meta.Store, blobs blob.Store, opts Options) *Service {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{index: index, blobs: blobs, log: log, tags: opts.Tags, searchScan: opts.SearchScanLimit,
+		sinks: opts.Sinks, sessions: newSessionTable(), seen: newSeenMarks()}
+	if s.searchScan <= 0 {
+		s.searchScan = DefaultSearchScanLimit
+	}
+	return s
+}
+
+// Blobs returns the blob store the core writes content to.
+func (s *Service) Blobs() blob.Store { return s.blobs }
+
+// LockDigests locks digests as meta.Store.LockDigests does; clients that
+// remove content (garbage collection) hold them across the transaction
+// and the removal.
+func (s *Service) LockDigests(ctx context.Context, ds ...digest.Digest) (unlock func(), err error) {
+	return s.index.LockDigests(ctx, ds...)
+}
+
+// View runs fn in a read-only transaction of the index.
+func (s *Service) View(ctx context.Context, fn func(meta.Tx) error) error {
+	return s.index.View(ctx, fn)
+}
+
+// Tx is a read-write transaction of the core: the index's transaction, the
+// rules every change obeys (MoveTag, RemoveManifest, Claim) and the events
+// to publish once it commits.
+type Tx struct {
+	meta.Tx
+	ctx    context.Context
+	s      *Service
+	events []Event
+	claims []seenKey
+}
+
+// Update runs fn in a read-write transaction of the index and, once it has
+// committed, publishes the events fn queued. Like meta.Store.Update, fn
+// may run more than once; only the events and claims of the run that
+// committed count.
+func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
+	var tx *Tx
+	// Claims end with the transaction, even one that panics: a claim left
+	// behind would hide its link from every lookup until a restart.
+	defer func() {
+		if tx != nil {
+			tx.release()
+		}
+	}()
+	err := s.index.Update(ctx, func(mtx meta.Tx) error {
+		if tx != nil {
+			tx.release()
+		}
+		tx = &Tx{Tx: mtx, ctx: ctx, s: s}
+		return fn(tx)
+	})
+	if err != nil {
+		return err
+	}
+	s.publish(ctx, tx.events)
+	return nil
+}
+
+// Publish queues e, to be published once the transaction commits. Time is
+// set when zero.
+func (tx *Tx) Publish(e Event) {
+	if e.Time.IsZero() {
+		e.Time = tx.s.now()
+	}
+	tx.events = append(tx.events, e)
+}
+
+// newID returns a random 128-bit identifier in hex.
+func newID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate identifier: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// validDigest checks that d is well formed and uses an algorithm Berth hashes.
+func validDigest(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return detailf(ErrDigestMismatch, map[string]any{"digest": string(d)}, "invalid digest %q: %v", d, err)
+	}
+	return nil
+}
