@@ -145,7 +145,8 @@ type Options struct {
 	// exceed the longest a single request may run, since other processes
 	// may share the bucket.
 	StaleAfter time.Duration
-	// HTTPClient sends the requests; nil means the SDK's default.
+	// HTTPClient sends the requests; nil means the SDK's default (which
+	// honours AWS_CA_BUNDLE, as this one does not).
 	HTTPClient *http.Client
 	// Logger receives the store's diagnostics; nil discards them.
 	Logger *slog.Logger
@@ -237,9 +238,6 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		}
 		load = append(load, config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(opts.AccessKey, opts.SecretKey, "")))
 	}
-	if opts.HTTPClient != nil {
-		load = append(load, config.WithHTTPClient(opts.HTTPClient))
-	}
 	cfg, err := config.LoadDefaultConfig(ctx, load...)
 	if err != nil {
 		return nil, fmt.Errorf("s3: load configuration: %w", err)
@@ -252,6 +250,9 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.UsePathStyle = opts.ForcePathStyle
+		if opts.HTTPClient != nil {
+			o.HTTPClient = opts.HTTPClient
+		}
 	})
 	s.presign = awss3.NewPresignClient(s.client)
 	return s, nil
