@@ -15,7 +15,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage/blob"
@@ -556,7 +555,7 @@ func (sg *staged) Commit(ctx context.Context, d digest.Digest) (err error) {
 	if err := sg.place(ctx, sg.s.key(name), cur); err != nil {
 		return fmt.Errorf("commit %s as %s: %w", sg, d, err)
 	}
-	return sg.end(ctx)
+	return sg.end(ctx, cur)
 }
 
 // place makes the content cur describes visible under key, in one step.
@@ -587,25 +586,21 @@ func (sg *staged) place(ctx context.Context, key string, cur state) error {
 	return s.assemble(ctx, key, sg, cur)
 }
 
-// end ends the session (its state object goes first, then it is gone for
-// everyone) and removes every object under its directory.
-func (sg *staged) end(ctx context.Context) error {
+// end ends the session (its state object goes first: then it is gone for
+// everyone) and removes the pieces of cur. Debris that failed appends
+// could not remove, and pieces whose removal fails here, stay under the
+// session's directory without a state, which Open removes once stale.
+func (sg *staged) end(ctx context.Context, cur state) error {
 	if sg.mem != nil {
 		sg.mem.ended = true
 	} else if err := sg.s.deleteKey(ctx, sg.stateKey(), "the state of "+sg.String()); err != nil {
 		return err
 	}
-	var keys []string
-	err := sg.s.list(ctx, sg.dir, func(o types.Object) error {
-		keys = append(keys, aws.ToString(o.Key))
-		return nil
-	})
-	if err == nil {
-		err = sg.s.deleteKeys(ctx, keys)
+	keys := make([]string, len(cur.Pieces))
+	for i, p := range cur.Pieces {
+		keys[i] = sg.dir + p.Name
 	}
-	if err != nil {
-		// The session has ended; what remains is debris, which Open
-		// removes once it is stale.
+	if err := sg.s.deleteKeys(ctx, keys); err != nil {
 		sg.s.log.WarnContext(ctx, "remove the pieces of ended content in flight", "staged", sg.String(), "error", err)
 	}
 	return nil
@@ -615,7 +610,14 @@ func (sg *staged) end(ctx context.Context) error {
 // pieces. Cancelling what was committed or cancelled already does
 // nothing.
 func (sg *staged) Cancel(ctx context.Context) error {
-	if err := sg.end(ctx); err != nil {
+	cur, _, err := sg.load(ctx)
+	if errors.Is(err, blob.ErrNotFound) {
+		return nil
+	}
+	if err == nil {
+		err = sg.end(ctx, cur)
+	}
+	if err != nil {
 		return fmt.Errorf("cancel %s: %w", sg, err)
 	}
 	return nil
