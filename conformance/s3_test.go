@@ -231,3 +231,69 @@ func bucketKeys(t *testing.T, bucket, prefix string) []string {
 	}
 	return keys
 }
+
+// TestS3Fsck: berth fsck, given the server's configuration, checks the
+// blobs in its bucket: a clean store is clean; content rotted in the
+// bucket is found with --verify-content and quarantined in the bucket by
+// --repair; an object no record names is an orphan, which --repair
+// removes.
+func TestS3Fsck(t *testing.T) {
+	bin := berthtest.Build(t)
+	b := gw.Bucket(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "berth.yaml")
+	writeTestFile(t, cfg, fmt.Sprintf(`data: %s
+storage:
+  blobs:
+    s3: {endpoint: %q, bucket: %s, accessKey: %s, secretKey: %s, forcePathStyle: true}
+`, filepath.Join(dir, "data"), b.Endpoint, b.Name, b.AccessKey, b.SecretKey))
+	srv := berthtest.Start(t, berthtest.WithCommandLine("serve", "--addr", "127.0.0.1:0", "--config", cfg))
+	const repo = "fsck/s3"
+	config := []byte(`{"architecture":"amd64","os":"linux"}`)
+	intact := bytes.Repeat([]byte("an intact layer "), 4096)
+	victim := bytes.Repeat([]byte("a layer that rots "), 1<<20) // several parts
+	md := fsckPush(t, srv.URL, repo, config, intact, victim)
+	srv.Stop()
+
+	r := fsckJSON(t, bin, 0, "--config", cfg, "--verify-content")
+	if r.Inconsistencies != 0 || len(r.Problems) != 0 || len(r.Orphans) != 0 || r.Blobs != 4 || r.Manifests != 1 {
+		t.Fatalf("clean store on S3: %+v", r)
+	}
+
+	// Rot the victim in the bucket (same size), and leave an object no
+	// record names.
+	vd := fsckDigest(victim)
+	rotted := bytes.Clone(victim)
+	rotted[100] ^= 0x20
+	client := gw.Client()
+	put := func(key string, body []byte) {
+		t.Helper()
+		if _, err := client.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: &b.Name, Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("blobs/sha256/"+vd[7:], rotted)
+	stray := []byte("content no record names")
+	sd := fsckDigest(stray)
+	put("blobs/sha256/"+sd[7:], stray)
+
+	r = fsckJSON(t, bin, 1, "--config", cfg, "--verify-content")
+	if r.Inconsistencies != 1 || len(r.Problems) != 1 || r.Problems[0].Kind != "corrupt" || r.Problems[0].Digest != vd {
+		t.Fatalf("rotted blob in the bucket: %+v", r)
+	}
+	if len(r.Orphans) != 1 || r.Orphans[0].Digest != sd {
+		t.Fatalf("orphan in the bucket: %+v", r.Orphans)
+	}
+	r = fsckJSON(t, bin, 0, "--config", cfg, "--repair", "--verify-content")
+	if len(r.Repaired) != 2 {
+		t.Fatalf("repair: %+v", r.Repaired)
+	}
+	keys := bucketKeys(t, b.Name, "")
+	if !slices.Contains(keys, "quarantine/sha256-"+vd[7:]) || slices.Contains(keys, "blobs/sha256/"+vd[7:]) || slices.Contains(keys, "blobs/sha256/"+sd[7:]) {
+		t.Fatalf("after repair the bucket holds %v", keys)
+	}
+	r = fsckJSON(t, bin, 0, "--config", cfg, "--verify-content")
+	if r.Inconsistencies != 0 || len(r.Orphans) != 0 || len(r.Problems) != 1 || r.Problems[0].Kind != "incomplete-manifest" || r.Problems[0].Digest != md {
+		t.Fatalf("after repair: %+v", r)
+	}
+}
