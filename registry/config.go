@@ -25,7 +25,7 @@ type Config struct {
 	// Data is the directory holding the blob store and its index.
 	Data string `yaml:"data"`
 	// Storage puts the blobs elsewhere than in Data; see
-	// docs/scale-out.md.
+	// docs/s3.md.
 	Storage StorageConfig `yaml:"storage"`
 	// Log configures the server's log.
 	Log LogConfig `yaml:"log"`

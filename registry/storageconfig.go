@@ -21,7 +21,7 @@ type BlobsConfig struct {
 }
 
 // S3Config is a bucket of an S3-compatible object store that holds the
-// blobs; see docs/scale-out.md.
+// blobs; see docs/s3.md.
 type S3Config struct {
 	// Endpoint is the URL of the service, http://127.0.0.1:9000 say;
 	// empty means AWS's endpoint for Region.
