@@ -26,8 +26,8 @@
 // object, conditionally on the version it read (If-Match), and only that
 // makes the new pieces part of the content: an append that fails at any
 // point before leaves the state as it was (the pieces it wrote are
-// removed, or left as debris that ending the session removes), so appends
-// are all or nothing. The state also keeps the state of the hash the
+// removed, or left as debris no state names), so appends are all or
+// nothing. The state also keeps the state of the hash the
 // appends were given, so that a commit can check that the content it makes
 // visible is the content its caller verified, and so that a process that
 // has not seen the session can resume hashing without reading the content
@@ -41,8 +41,9 @@
 // back and uploaded as one part. Content already present is not assembled
 // again. Then the session's state is deleted, which ends it, and its
 // pieces after it. Multipart uploads exist only while a commit or a large
-// copy runs; those a crashed process left, and pieces of sessions whose
-// state is gone, are removed by Open once they are older than
+// copy runs; those a crashed process left, and pieces in directories
+// without a state (debris of ended sessions, anonymous content of dead
+// processes), are removed by Open once they are older than
 // Options.StaleAfter.
 //
 // Errors say what failed and wrap the SDK's error; a missing object is

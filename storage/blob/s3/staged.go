@@ -478,8 +478,8 @@ func (sg *staged) Append(ctx context.Context, r io.Reader, want int64, h hash.Ha
 	}
 	if len(consumed) > 0 {
 		if err := sg.s.deleteKeys(ctx, consumed); err != nil {
-			// Debris: no state names them, and ending the session
-			// removes everything under its directory.
+			// Debris: no state names them; once the session has
+			// ended, Open removes them when they are stale.
 			sg.s.log.WarnContext(ctx, "remove pieces merged into a full one", "staged", sg.String(), "error", err)
 		}
 	}
