@@ -235,26 +235,45 @@ func (r *Recorder) write(ctx context.Context, batch []Pull) {
 	r.written.Add(uint64(len(batch)))
 }
 
+// Entry is a pull record with the tags naming its manifest now.
+type Entry struct {
+	Pull
+	Tags []string `json:"tags"`
+}
+
 // List returns the pull records of repo, newest first (ties by digest,
-// then identity); with d set, only those of d.
-func List(ctx context.Context, svc *storage.Service, repo string, d digest.Digest) ([]Pull, error) {
-	out := []Pull{}
+// then identity), each with the tags naming its manifest now; with d set,
+// only those of d.
+func List(ctx context.Context, svc *storage.Service, repo string, d digest.Digest) ([]Entry, error) {
+	out := []Entry{}
 	err := svc.View(ctx, func(tx meta.Tx) error {
 		out = out[:0]
+		tags := map[digest.Digest][]string{}
 		return tx.Pulls(repo, d, func(p Pull) error {
-			out = append(out, p)
+			t, ok := tags[p.Digest]
+			if !ok {
+				var err error
+				if t, err = tx.TagsOf(repo, p.Digest); err != nil {
+					return err
+				}
+				if t == nil {
+					t = []string{}
+				}
+				tags[p.Digest] = t
+			}
+			out = append(out, Entry{Pull: p, Tags: t})
 			return nil
 		})
 	})
 	if err != nil {
-		return []Pull{}, fmt.Errorf("pulls of %s: %w", repo, err)
+		return []Entry{}, fmt.Errorf("pulls of %s: %w", repo, err)
 	}
-	sortNewestFirst(out)
+	slices.SortStableFunc(out, func(a, b Entry) int { return b.Time.Compare(a.Time) })
 	return out, nil
 }
 
-// sortNewestFirst orders records by time, newest first, keeping the
-// index's order among equal times.
-func sortNewestFirst(ps []Pull) {
-	slices.SortStableFunc(ps, func(a, b Pull) int { return b.Time.Compare(a.Time) })
+// List returns the pull records of repo, as List does, from the store the
+// Recorder writes to.
+func (r *Recorder) List(ctx context.Context, repo string, d digest.Digest) ([]Entry, error) {
+	return List(ctx, r.svc, repo, d)
 }

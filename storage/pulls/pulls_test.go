@@ -107,7 +107,7 @@ func waitWritten(t *testing.T, r *pulls.Recorder, n uint64) {
 	t.Fatalf("the recorder wrote %d records, want %d", r.Written(), n)
 }
 
-func list(t *testing.T, s *clienttest.Store, repo string) []pulls.Pull {
+func list(t *testing.T, s *clienttest.Store, repo string) []pulls.Entry {
 	t.Helper()
 	out, err := pulls.List(context.Background(), s.Svc, repo, "")
 	if err != nil {
