@@ -39,7 +39,6 @@ func ValidTag(tag string) bool { return validTag(tag) }
 // TagGrammar is the grammar of tags, for messages.
 const TagGrammar = "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"
 
-
 // pathVar returns a route variable, unescaped with UnescapeSegment.
 func pathVar(r *http.Request, key string) string { return UnescapeSegment(mux.Vars(r)[key]) }
 
