@@ -19,6 +19,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/manifest"
 )
 
@@ -72,6 +73,14 @@ func (h *Handler) receive(ctx context.Context, repo, name, mediaType string, r i
 	info, err := h.store.AppendUpload(ctx, repo, up.ID, 0, io.TeeReader(r, hash), length)
 	if err != nil {
 		_ = h.store.CancelUpload(context.WithoutCancel(ctx), repo, up.ID)
+		if errors.Is(err, storage.ErrSizeInvalid) {
+			why := "the request body ended before the end of the file"
+			if length >= 0 {
+				why = fmt.Sprintf("the request body is not the %d bytes its Content-Length declares", length)
+			}
+			return staged{}, &distribution.Error{Code: distribution.CodeSizeInvalid, Detail: map[string]any{"file": name, "length": length},
+				Message: fmt.Sprintf("file %s: %s; nothing was stored", name, why)}
+		}
 		return staged{}, fmt.Errorf("file %s: %w", name, err)
 	}
 	return staged{name: name, mediaType: mediaType, id: up.ID, digest: digest.NewDigest(digest.SHA256, hash), size: info.Offset}, nil
