@@ -125,7 +125,7 @@ type part struct {
 }
 
 func fileField(name string, data []byte) part { return part{field: "file", filename: name, data: data} }
-func field(name, value string) part          { return part{field: name, data: []byte(value)} }
+func field(name, value string) part           { return part{field: name, data: []byte(value)} }
 
 // post sends parts as a multipart form. A raw filename is written as is.
 func (e *env) post(path string, parts ...part) response {
