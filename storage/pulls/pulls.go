@@ -169,7 +169,7 @@ func (r *Recorder) Dropped() uint64 { return r.dropped.Load() }
 func (r *Recorder) Written() uint64 { return r.written.Load() }
 
 // Run writes queued records until ctx is done, then writes what is still
-// queued (bounded by a few seconds) and returns. Each write takes what is
+// queued and returns. Each write takes what is
 // queued at that moment, up to Batch records, in one transaction.
 func (r *Recorder) Run(ctx context.Context) {
 	prune := time.NewTicker(r.interval)
@@ -183,9 +183,7 @@ func (r *Recorder) Run(ctx context.Context) {
 			r.pruneLocked(r.now().UTC())
 			r.mu.Unlock()
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			r.Flush(fctx)
+			r.Flush(ctx)
 			return
 		}
 	}
@@ -217,10 +215,17 @@ func (r *Recorder) take(first Pull) []Pull {
 	return batch
 }
 
+// writeTimeout bounds the write of one batch.
+const writeTimeout = 30 * time.Second
+
 // write writes a batch in one transaction. A failure is logged and the
 // batch dropped: the next pull of each key, an interval later, writes it.
+// The end of Run's context does not cancel a write: it stops the loop,
+// which then flushes.
 func (r *Recorder) write(ctx context.Context, batch []Pull) {
-	err := r.svc.Update(ctx, func(tx *storage.Tx) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
+	err := r.svc.Update(wctx, func(tx *storage.Tx) error {
 		for _, p := range batch {
 			if err := tx.PutPull(p); err != nil {
 				return fmt.Errorf("record the pull of %s@%s by %s:%s: %w", p.Repo, p.Digest, p.Actor.Kind, p.Actor.Name, err)
