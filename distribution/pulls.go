@@ -31,9 +31,21 @@ type pullList struct {
 	Pulls []pulls.Entry `json:"pulls"`
 }
 
-// record notes a pull of manifest d of repo, when the pull record is on.
+// browsingKey marks the context of a request that browses rather than
+// pulls.
+type browsingKey struct{}
+
+// Browsing returns ctx marking the requests made with it as browsing, not
+// pulling: a manifest GET with it is not recorded. The web interface's
+// requests to the API carry it; nothing a client sends can set it.
+func Browsing(ctx context.Context) context.Context {
+	return context.WithValue(ctx, browsingKey{}, true)
+}
+
+// record notes a pull of manifest d of repo, when the pull record is on
+// and the request is not browsing.
 func (a *API) record(r *http.Request, repo string, d digest.Digest) {
-	if a.pulls != nil {
+	if a.pulls != nil && r.Context().Value(browsingKey{}) == nil {
 		a.pulls.Record(r.Context(), repo, d)
 	}
 }

@@ -36,7 +36,15 @@ func newPullsEnv(t *testing.T, opts distribution.Options) (*env, *pulls.Recorder
 		<-done
 	})
 	opts.Pulls = rec
-	srv := httptest.NewServer(distribution.New(store, opts).Handler())
+	api := distribution.New(store, opts).Handler()
+	// A request with X-Test-Browsing is made as the web interface makes
+	// its own.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test-Browsing") != "" {
+			r = r.WithContext(distribution.Browsing(r.Context()))
+		}
+		api.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	return &env{t: t, srv: srv, dir: dir}, rec
 }
@@ -57,7 +65,8 @@ func (e *env) pullEntries(repo, query string) []pulls.Entry {
 	return l.Pulls
 }
 
-// A manifest GET is recorded, a HEAD is not; the record is read back per
+// A manifest GET is recorded, a HEAD is not, nor a GET of the web
+// interface browsing; the record is read back per
 // repository, per digest and per identity, with the tags naming each
 // manifest now.
 func TestPullRecordEndpoint(t *testing.T) {
@@ -65,6 +74,7 @@ func TestPullRecordEndpoint(t *testing.T) {
 	one := e.pushImage("apps/web", "1.0.0", "one")
 	two := e.pushImage("apps/web", "2.0.0", "two")
 	wantStatus(t, e.do(http.MethodHead, "/v2/apps/web/manifests/2.0.0", nil), http.StatusOK)
+	wantStatus(t, e.do(http.MethodGet, "/v2/apps/web/manifests/2.0.0", nil, "X-Test-Browsing", "1"), http.StatusOK)
 	wantStatus(t, e.do(http.MethodGet, "/v2/apps/web/manifests/1.0.0", nil), http.StatusOK)
 	wantStatus(t, e.do(http.MethodGet, "/v2/apps/web/manifests/"+string(one.Digest), nil), http.StatusOK)
 	for range 500 {
@@ -79,7 +89,7 @@ func TestPullRecordEndpoint(t *testing.T) {
 		t.Fatalf("pulls after a GET by tag and by digest and a HEAD = %+v, want one anonymous pull of 1.0.0", got)
 	}
 	if got := e.pullEntries("apps/web", "?digest="+string(two.Digest)); len(got) != 0 {
-		t.Errorf("pulls of the manifest only HEAD asked for = %+v", got)
+		t.Errorf("pulls of the manifest only HEAD and browsing asked for = %+v", got)
 	}
 	if got := e.pullEntries("apps/web", "?actor=anonymous"); len(got) != 1 {
 		t.Errorf("pulls by anonymous = %+v", got)

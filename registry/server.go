@@ -96,7 +96,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.UI.Enabled {
 		// The web interface calls the API in-process, through the same
 		// handler clients reach, so its pages see what the visitor may.
-		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log})
+		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log, APIContext: distribution.Browsing})
 		if err != nil {
 			_ = store.Close()
 			return nil, err
