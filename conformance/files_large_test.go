@@ -29,9 +29,10 @@ const (
 )
 
 // TestFilesHugeFileFlatMemory uploads a 2 GiB file with curl -T (from a
-// pipe: chunked, no length) and downloads it with curl, checking its
-// digest against the one computed while it was generated, and that
-// berth's resident memory grew by far less than the file.
+// pipe: chunked, no length) and with curl -F (a multipart form, from a
+// file), downloads it with curl, checking its digest against the one
+// computed while it was generated, and checks that berth's resident memory
+// grew by far less than the file.
 func TestFilesHugeFileFlatMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("uploads and downloads 2 GiB; skipped with -short")
@@ -68,6 +69,29 @@ func TestFilesHugeFileFlatMemory(t *testing.T) {
 	want := h.Sum(nil)
 	afterUp := procStatus(t, srv.Pid(), "VmHWM")
 
+	// The same bytes as a multipart form, from a file.
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "huge.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, werr = io.CopyN(f, rand.NewChaCha8([32]byte{'h', 'u', 'g', 'e'}), hugeFileSize)
+	if cerr := f.Close(); werr != nil || cerr != nil {
+		t.Fatalf("write the file: %v %v", werr, cerr)
+	}
+	start = time.Now()
+	form := exec.CommandContext(ctx, clientPath(t, "curl"), "-sS", "-f", "-F", "file=@huge.bin", "-o", os.DevNull, "-w", "%{http_code}",
+		srv.URL+"/artifacts/huge/file/1.1")
+	form.Dir, form.Env = dir, append(os.Environ(), clientEnv(t)...)
+	if out, err := form.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "201" {
+		t.Fatalf("curl -F: %v %s", err, out)
+	}
+	formTime := time.Since(start)
+	if err := os.Remove(f.Name()); err != nil {
+		t.Fatal(err)
+	}
+	afterForm := procStatus(t, srv.Pid(), "VmHWM")
+
 	// Download: curl writes to a pipe, hashed here.
 	headers := filepath.Join(t.TempDir(), "headers")
 	down := exec.CommandContext(ctx, clientPath(t, "curl"), "-sS", "-f", "-D", headers, url)
@@ -96,8 +120,8 @@ func TestFilesHugeFileFlatMemory(t *testing.T) {
 		t.Errorf("Repr-Digest %q", hdr.Get("Repr-Digest"))
 	}
 	peak := procStatus(t, srv.Pid(), "VmHWM")
-	t.Logf("2 GiB: curl -T %s, curl download %s; berth RSS %d MiB before, peak %d MiB after the upload, %d MiB after the download",
-		upTime.Round(time.Millisecond), downTime.Round(time.Millisecond), before>>20, afterUp>>20, peak>>20)
+	t.Logf("2 GiB: curl -T %s, curl -F %s, curl download %s; berth RSS %d MiB before, peak %d MiB after -T, %d MiB after -F, %d MiB after the download",
+		upTime.Round(time.Millisecond), formTime.Round(time.Millisecond), downTime.Round(time.Millisecond), before>>20, afterUp>>20, afterForm>>20, peak>>20)
 	if growth := peak - before; growth > maxHugeRSSGrowth {
 		t.Errorf("berth's resident memory grew by %d MiB over a 2 GiB round trip, over %d MiB: the file is not streamed",
 			growth>>20, maxHugeRSSGrowth>>20)
