@@ -196,9 +196,3 @@ func (k *keyedMutex) lock(key string) func() {
 		k.mu.Unlock()
 	}
 }
-
-// quote quotes s for a message.
-func quote(s string) string { return strconv.Quote(s) }
-
-// sprintf is fmt.Sprintf.
-func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

@@ -1,8 +1,10 @@
 package files
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -77,7 +79,7 @@ func ParsePath(method, escaped string) (Target, error) {
 	}
 	if !distribution.ValidName(t.Repo) {
 		return Target{}, &distribution.Error{Code: distribution.CodeNameInvalid, Detail: map[string]string{"repository": t.Repo},
-			Message: "invalid repository name " + quote(t.Repo) + ": lower case letters, digits and separators (. _ __ -), segments joined by /"}
+			Message: "invalid repository name " + strconv.Quote(t.Repo) + ": lower case letters, digits and separators (. _ __ -), segments joined by /"}
 	}
 	if !distribution.ValidTag(t.Version) {
 		return Target{}, versionError(t.Version)
@@ -93,7 +95,7 @@ func ParsePath(method, escaped string) (Target, error) {
 // versionError refuses a version that is no tag.
 func versionError(v string) *distribution.Error {
 	return &distribution.Error{Code: distribution.CodeManifestInvalid, Detail: map[string]string{"version": v},
-		Message: "version " + quote(v) + " is not a valid tag: it must match " + distribution.TagGrammar, Status: http.StatusBadRequest}
+		Message: "version " + strconv.Quote(v) + " is not a valid tag: it must match " + distribution.TagGrammar, Status: http.StatusBadRequest}
 }
 
 // CheckFilename checks a file's name: one path element of at most 255
@@ -102,7 +104,7 @@ func versionError(v string) *distribution.Error {
 func CheckFilename(name string) error {
 	bad := func(why string) error {
 		return &distribution.Error{Code: distribution.CodeBlobUploadInvalid, Detail: map[string]string{"filename": name},
-			Message: "invalid file name " + quote(name) + ": " + why, Status: http.StatusBadRequest}
+			Message: "invalid file name " + strconv.Quote(name) + ": " + why, Status: http.StatusBadRequest}
 	}
 	switch {
 	case name == "":
@@ -123,5 +125,5 @@ func CheckFilename(name string) error {
 
 // pathError is the error of a path that names no version or file.
 func pathError(format string, args ...any) *distribution.Error {
-	return &distribution.Error{Code: distribution.CodeNameInvalid, Message: sprintf(format, args...), Status: http.StatusBadRequest}
+	return &distribution.Error{Code: distribution.CodeNameInvalid, Message: fmt.Sprintf(format, args...), Status: http.StatusBadRequest}
 }
