@@ -15,8 +15,10 @@ import (
 
 	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/files"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/pulls"
 	"github.com/berth-registry/berth/ui"
 )
 
@@ -34,6 +36,8 @@ type Server struct {
 	// retention applies the retention policies, on a schedule when
 	// retention.interval is set.
 	retention *retentionRunner
+	// pulls records who pulls what; Run writes its records.
+	pulls *pulls.Recorder
 }
 
 // New opens the store named by cfg and assembles the server. The caller
@@ -50,12 +54,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &Server{cfg: cfg, log: log, store: store}
+	srv := &Server{cfg: cfg, log: log, store: store, pulls: pulls.New(store.Service, pulls.Options{Logger: log})}
 	opts := distribution.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
 		MaxPageSize:          cfg.Limits.MaxPageSize,
 		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
 		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
+		Pulls:                srv.pulls,
 		Logger:               log,
 	}
 	policies, err := compileRetention(cfg.Retention)
@@ -77,14 +82,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// Without authentication the admin API is as open as the rest, except
 	// robot tokens, which need authentication.
 	routes.Handle(auth.AdminPrefix, srv.admin())
-	var handler http.Handler = withActor(routes)
+	fileHandler := files.New(store.Service, files.Options{
+		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
+		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
+		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
+		Pulls:                srv.pulls,
+		Logger:               log,
+	})
+	var handler http.Handler = withActor(underPrefix(files.Prefix, fileHandler, routes))
 	if authn != nil {
 		handler = authn.Wrap(handler)
 	}
 	if cfg.UI.Enabled {
 		// The web interface calls the API in-process, through the same
 		// handler clients reach, so its pages see what the visitor may.
-		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log})
+		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log, APIContext: distribution.Browsing})
 		if err != nil {
 			_ = store.Close()
 			return nil, err
@@ -179,6 +191,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		defer background(ctx, func(ctx context.Context) { s.watchAuth(ctx, hup) })()
 	}
 	defer background(ctx, s.expireUploads)()
+	// Stopped after the HTTP server, so that it writes the pulls of the
+	// last requests, and before the store closes.
+	defer background(ctx, s.pulls.Run)()
 	if every := s.cfg.Retention.Interval; every > 0 {
 		defer background(ctx, func(ctx context.Context) { s.retention.schedule(ctx, every) })()
 	}
