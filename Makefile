@@ -53,6 +53,14 @@ BENCH_TOOLS := \
 	registry=github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
 BENCH_STAMPS := $(foreach c,$(BENCH_TOOLS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
 
+# The S3-compatible server that tests of Berth on a bucket start
+# (internal/testserver/versitygw), pinned and installed the same way as the
+# clients, by the targets that run those tests.
+VERSITYGW_VERSION := v1.8.0
+TEST_SERVERS := \
+	versitygw=github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+SERVER_STAMPS := $(foreach c,$(TEST_SERVERS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
+
 RESULTS := $(CURDIR)/conformance/results
 
 # "make run" settings, e.g. make run ADDR=127.0.0.1:5001 ARGS='--log-level debug'.
@@ -63,7 +71,7 @@ ARGS ?=
 # "make fuzz" runs each fuzz target for this long, e.g. make fuzz FUZZTIME=5m.
 FUZZTIME ?= 30s
 
-.PHONY: all build run tools clients debs lint test test-unit test-conformance fuzz bench ui-screenshots clean
+.PHONY: all build run tools clients test-servers debs lint test test-unit test-conformance fuzz bench ui-screenshots clean
 
 all: test
 
@@ -92,9 +100,11 @@ $(OCI_CONFORMANCE): conformance/suite/go.mod conformance/suite/go.sum
 
 clients: $(CLIENT_STAMPS) debs
 
+test-servers: $(SERVER_STAMPS)
+
 $(TOOLS)/.stamp-%:
 	@mkdir -p $(TOOLS)
-	@spec='$(filter $(word 1,$(subst -, ,$*))=%,$(GO_CLIENTS) $(BENCH_TOOLS))'; \
+	@spec='$(filter $(word 1,$(subst -, ,$*))=%,$(GO_CLIENTS) $(BENCH_TOOLS) $(TEST_SERVERS))'; \
 	echo "installing $${spec#*=}"; \
 	GOBIN=$(TOOLS) $(GO) install "$${spec#*=}"
 	@touch $@
@@ -123,14 +133,14 @@ BERTH_BIN=$(BIN)/berth OCI_CONFORMANCE_BIN=$(OCI_CONFORMANCE) \
 	$(GO) test -v -count=1 -timeout 20m ./conformance/...
 endef
 
-test: build tools clients lint
+test: build tools clients test-servers lint
 	$(unit-tests)
 	$(conformance-tests)
 
-test-unit:
+test-unit: test-servers
 	$(unit-tests)
 
-test-conformance: build tools clients
+test-conformance: build tools clients test-servers
 	$(conformance-tests)
 
 # "go test -fuzz" takes one target per run. The seed corpora (f.Add and

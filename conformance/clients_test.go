@@ -165,6 +165,10 @@ type registryMode struct {
 	// auth turns authentication on: then only the user interopUser may
 	// do anything, and anonymous callers may do nothing.
 	auth bool
+	// s3 keeps the blobs in a fresh bucket of the tests' S3 server
+	// rather than under the data directory; with redirect, blob GETs are
+	// redirected to it.
+	s3, redirect bool
 }
 
 var (
@@ -185,6 +189,8 @@ type registryUnderTest struct {
 	// user and pass are interopUser's credentials in authenticated mode,
 	// empty in anonymous mode.
 	user, pass string
+	// bucket holds the blobs in the s3 modes.
+	bucket string
 }
 
 // forEachMode runs fn as the subtests "anonymous" and "authenticated", each
@@ -226,6 +232,7 @@ func startRegistryWith(t *testing.T, mode registryMode, pass string) *registryUn
 	t.Helper()
 	reg := &registryUnderTest{mode: mode}
 	var opts []berthtest.Option
+	var config strings.Builder
 	if mode.auth {
 		reg.user, reg.pass = interopUser, pass
 		dir := t.TempDir()
@@ -235,15 +242,26 @@ func startRegistryWith(t *testing.T, mode registryMode, pass string) *registryUn
 		}
 		htpasswd := filepath.Join(dir, "htpasswd")
 		writeTestFile(t, htpasswd, interopUser+":"+string(hash)+"\n")
-		config := filepath.Join(dir, "berth.yaml")
-		writeTestFile(t, config, fmt.Sprintf(`auth:
+		fmt.Fprintf(&config, `auth:
   htpasswd: %s
   rules:
     - repositories: ["**"]
       grants:
         user:%s: [pull, push, delete]
-`, htpasswd, interopUser))
-		opts = append(opts, berthtest.WithArgs("--config", config))
+`, htpasswd, interopUser)
+	}
+	if mode.s3 {
+		// The keys come from the environment, as a deployment's secrets
+		// may.
+		yaml, bucket, env := s3Storage(t, mode.redirect)
+		reg.bucket = bucket
+		config.WriteString(yaml)
+		opts = append(opts, berthtest.WithEnv(env...))
+	}
+	if config.Len() > 0 {
+		path := filepath.Join(t.TempDir(), "berth.yaml")
+		writeTestFile(t, path, config.String())
+		opts = append(opts, berthtest.WithArgs("--config", path))
 	}
 	reg.Server = berthtest.Start(t, opts...)
 	// A client may retry past a server error and still succeed, which

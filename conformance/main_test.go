@@ -1,10 +1,24 @@
 package conformance_test
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
 	"github.com/berth-registry/berth/conformance/internal/berthtest"
+	"github.com/berth-registry/berth/internal/testserver/versitygw"
 )
 
-func TestMain(m *testing.M) { os.Exit(berthtest.Main(m)) }
+// gw is the S3 server of the tests that run berth on a bucket.
+var gw = versitygw.New()
+
+func TestMain(m *testing.M) {
+	code := berthtest.Main(m)
+	if err := gw.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "testserver/versitygw:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}

@@ -23,12 +23,27 @@ func blobTarget(r *http.Request) (string, digest.Digest, error) {
 
 // getBlob serves GET and HEAD of a blob, with Range support. The file is
 // handed to http.ServeContent, which streams it (with sendfile where the
-// platform has it) and answers conditional and range requests.
+// platform has it) and answers conditional and range requests. When the
+// blob store hands out URLs of its content (an object store configured to
+// redirect), a GET is answered 307 to one, and the client fetches the
+// bytes, and any range of them, from there; a HEAD never is.
 func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	repo, d, err := blobTarget(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
+	}
+	if r.Method == http.MethodGet {
+		url, _, err := a.store.BlobURL(r.Context(), repo, d)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		if url != "" {
+			w.Header().Set("Docker-Content-Digest", string(d))
+			http.Redirect(w, r, url, http.StatusTemporaryRedirect)
+			return
+		}
 	}
 	f, info, err := a.store.OpenBlob(r.Context(), repo, d)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/blob"
 )
 
 // Code is an error code of the OCI Distribution Specification with the HTTP
@@ -40,6 +41,9 @@ var (
 	CodeTagImmutable    = Code{"TAG_IMMUTABLE", http.StatusConflict, "tag is immutable"}
 	CodeTooManyRequests = Code{"TOO_MANY_REQUESTS", http.StatusTooManyRequests, "too many requests"}
 	CodeUnknown         = Code{"UNKNOWN", http.StatusInternalServerError, "unknown error"}
+	// CodeUnavailable is Berth's own: a backend is throttled, failing or
+	// out of reach for a moment; the answer carries Retry-After.
+	CodeUnavailable = Code{"UNAVAILABLE", http.StatusServiceUnavailable, "service unavailable, retry later"}
 )
 
 // Error is one error response: a code, a message for people and an optional
@@ -103,6 +107,10 @@ func asError(err error) *Error {
 		}
 	}
 	code, status := codeFor(err)
+	if code == CodeUnavailable {
+		// Which backend failed, and how, is logged, not shown.
+		return &Error{Code: code, Message: code.Message}
+	}
 	if code == CodeUnknown {
 		// The cause is logged, not shown: it may name paths on the server.
 		if errors.Is(err, syscall.ENOSPC) {
@@ -139,6 +147,8 @@ func codeFor(err error) (Code, int) {
 		return CodeTagImmutable, 0
 	case errors.Is(err, storage.ErrUnsupported), errors.Is(err, storage.ErrQueryInvalid):
 		return CodeUnsupported, http.StatusBadRequest
+	case errors.Is(err, blob.ErrUnavailable):
+		return CodeUnavailable, 0
 	}
 	return CodeUnknown, 0
 }
@@ -164,6 +174,10 @@ func (e *Error) status() int {
 	return e.Code.Status
 }
 
+// retryAfter is the Retry-After, in seconds, of a 503: backends that are
+// throttled or restarting are usually back within seconds.
+const retryAfter = "2"
+
 // WriteError answers a request with e in the specification's JSON form:
 // {"errors":[{"code","message","detail"}]}, with e's status.
 func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
@@ -172,6 +186,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, e *Error) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", fmt.Sprint(len(body)))
 	h.Del("Docker-Content-Digest")
+	if e.status() == http.StatusServiceUnavailable {
+		h.Set("Retry-After", retryAfter)
+	}
 	w.WriteHeader(e.status())
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)

@@ -19,6 +19,7 @@ import (
 type Store interface {
 	StatBlob(ctx context.Context, repo string, d digest.Digest) (storage.BlobInfo, error)
 	OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.ReadSeekCloser, storage.BlobInfo, error)
+	BlobURL(ctx context.Context, repo string, d digest.Digest) (string, storage.BlobInfo, error)
 	PutBlob(ctx context.Context, repo string, d digest.Digest, r io.Reader, size int64) (storage.BlobInfo, error)
 	MountBlob(ctx context.Context, repo, from string, d digest.Digest) (storage.BlobInfo, error)
 	DeleteBlob(ctx context.Context, repo string, d digest.Digest) error

@@ -24,6 +24,9 @@ type Config struct {
 	Addr string `yaml:"addr"`
 	// Data is the directory holding the blob store and its index.
 	Data string `yaml:"data"`
+	// Storage puts the blobs elsewhere than in Data; see
+	// docs/s3.md.
+	Storage StorageConfig `yaml:"storage"`
 	// Log configures the server's log.
 	Log LogConfig `yaml:"log"`
 	// Limits bound what a client may send.
@@ -157,6 +160,7 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 			*p = v
 		}
 	}
+	c.Storage.applyEnv(getenv)
 	if v := getenv("BERTH_MAX_MANIFEST_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
@@ -198,6 +202,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.GC.validate(); err != nil {
+		return err
+	}
+	if err := c.Storage.validate(); err != nil {
 		return err
 	}
 	if err := c.UI.Validate(); err != nil {

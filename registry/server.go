@@ -50,7 +50,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Core: storage.Options{Tags: rules}})
+	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Core: storage.Options{Tags: rules}, Storage: cfg.Storage})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/blob"
 	blobfs "github.com/berth-registry/berth/storage/blob/fs"
+	blobs3 "github.com/berth-registry/berth/storage/blob/s3"
 	"github.com/berth-registry/berth/storage/meta"
 	"github.com/berth-registry/berth/storage/meta/bolt"
 )
@@ -38,6 +39,9 @@ type StoreOptions struct {
 	Offline bool
 	// Core tunes the storage core (tag rules, search limit, sinks).
 	Core storage.Options
+	// Storage picks the backends; its zero value is the files under the
+	// data directory.
+	Storage StorageConfig
 }
 
 // ErrInUse means another process, normally a running server, holds the
@@ -46,7 +50,8 @@ var ErrInUse = bolt.ErrInUse
 
 // OpenStore opens (creating it unless opts.Offline) the store in dir: the
 // bbolt index at dir/index.db, which locks the directory against other
-// processes, then the files under dir.
+// processes, then the blob store: the files under dir, or the bucket of
+// opts.Storage.Blobs.S3, which must be reachable.
 func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, error) {
 	log := opts.Logger
 	if log == nil {
@@ -70,7 +75,7 @@ func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, erro
 	}
 	// Only now, holding the index's lock, may the blob store clear what
 	// requests of a dead process left in flight.
-	blobs, err := blobfs.Open(ctx, dir, blobfs.Options{Logger: log})
+	blobs, err := openBlobs(ctx, dir, opts.Storage.Blobs, log)
 	if err != nil {
 		return nil, errors.Join(err, index.Close())
 	}
@@ -80,6 +85,23 @@ func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, erro
 	}
 	log.DebugContext(ctx, "store opened", "dir", dir)
 	return &Store{Service: storage.New(index, blobs, core), Index: index, Blobs: blobs}, nil
+}
+
+// openBlobs opens the blob store c names: the files under dir, or a bucket.
+func openBlobs(ctx context.Context, dir string, c BlobsConfig, log *slog.Logger) (blob.Store, error) {
+	if c.S3 == nil {
+		return blobfs.Open(ctx, dir, blobfs.Options{Logger: log})
+	}
+	s, err := blobs3.Open(ctx, blobs3.Options{Endpoint: c.S3.Endpoint, Region: c.S3.Region, Bucket: c.S3.Bucket,
+		Prefix: c.S3.Prefix, AccessKey: c.S3.AccessKey, SecretKey: c.S3.SecretKey, ForcePathStyle: c.S3.ForcePathStyle,
+		Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if c.S3.Redirect {
+		return blobs3.Redirecting{Store: s}, nil
+	}
+	return s, nil
 }
 
 // Close closes the index. Callers must have stopped using the store.

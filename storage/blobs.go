@@ -83,6 +83,28 @@ func (s *Service) OpenBlob(ctx context.Context, repo string, d digest.Digest) (i
 	return r, info, nil
 }
 
+// BlobURL returns a URL from which a client may read a blob linked into
+// repo, when the blob store hands such URLs out (blob.Redirector), with
+// the blob's description; or "" when it does not, and the caller serves
+// the content through OpenBlob. The lookup leaves a seen mark, as
+// StatBlob's does: garbage collection spares the blob for its grace
+// period, longer than a client takes to follow the URL.
+func (s *Service) BlobURL(ctx context.Context, repo string, d digest.Digest) (string, BlobInfo, error) {
+	r, ok := s.blobs.(blob.Redirector)
+	if !ok {
+		return "", BlobInfo{}, nil
+	}
+	info, err := s.StatBlob(ctx, repo, d)
+	if err != nil {
+		return "", BlobInfo{}, err
+	}
+	url, err := r.RedirectURL(ctx, d)
+	if err != nil {
+		return "", BlobInfo{}, fmt.Errorf("redirect to content %s: %w", d, err)
+	}
+	return url, info, nil
+}
+
 // readContent opens the content of d. Every read of content goes through
 // it: content that is gone is ErrBlobUnknown.
 func (s *Service) readContent(ctx context.Context, d digest.Digest) (io.ReadSeekCloser, error) {

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding"
 	"errors"
 	"fmt"
 	"hash"
@@ -20,8 +21,10 @@ import (
 // under the session's id. Appends are all or nothing; the commit verifies
 // the digest, makes the content durable under it and, in one transaction,
 // records the blob, links it and ends the session. The running hash and
-// offset are kept in memory and rebuilt from the staged content when this
-// process has not seen the session (after a restart).
+// offset are kept in memory and rebuilt when this process has not seen the
+// session (after a restart, or on another replica): from the hash state a
+// blob store keeps with the content (blob.HashStater), or by reading the
+// staged content back.
 
 // UploadInfo describes an upload session.
 type UploadInfo struct {
@@ -165,10 +168,23 @@ func (s *Service) acquire(ctx context.Context, repo, id string) (*session, meta.
 	return sess, rec, st, nil
 }
 
-// rehash rebuilds the session's hash and offset from its staged content.
+// rehash rebuilds the session's hash and offset: from the hash state the
+// blob store keeps with the content when it does (blob.HashStater) and the
+// state is of the session's algorithm, else by reading the content back.
 func (s *Service) rehash(ctx context.Context, st blob.Staged, sess *session) error {
 	if !sess.alg.Available() {
 		return fmt.Errorf("%w: digest algorithm %q", ErrUnsupported, sess.alg)
+	}
+	if hs, ok := st.(blob.HashStater); ok {
+		size, state, err := hs.HashState(ctx)
+		if err != nil {
+			return fmt.Errorf("reopen upload: %w", err)
+		}
+		h := sess.alg.Hash()
+		if u, ok := h.(encoding.BinaryUnmarshaler); ok && len(state) > 0 && u.UnmarshalBinary(state) == nil {
+			sess.hash, sess.offset = h, size
+			return nil
+		}
 	}
 	r, err := st.Reader(ctx)
 	if err != nil {

@@ -44,7 +44,9 @@ blob are reported as incomplete, never deleted.
 
 The data directory is --data, else the one berth serve would use: the
 "data" setting of the YAML file named by --config (or BERTH_CONFIG),
-overridden by BERTH_DATA, else ./data.
+overridden by BERTH_DATA, else ./data. With a configuration whose blobs
+are in an S3 bucket (storage.blobs.s3), the blobs checked are the
+bucket's, and the quarantine is in the bucket.
 
 Exit status: 0 when there is no inconsistency (orphans alone are fine),
 1 when inconsistencies remain (after repair, with --repair), 2 when the
@@ -79,32 +81,47 @@ check cannot run, for instance because the server is using the store.`,
 // file named by configPath or BERTH_CONFIG, overridden by BERTH_DATA, else
 // ./data). The directory must exist.
 func resolveDataDir(dataFlag, configPath string) (string, error) {
+	dir, _, err := resolveStore(dataFlag, configPath)
+	return dir, err
+}
+
+// resolveStore is resolveDataDir with the storage settings of the
+// configuration file named by configPath or BERTH_CONFIG, if there is one:
+// where berth serve keeps the blobs.
+func resolveStore(dataFlag, configPath string) (string, registry.StorageConfig, error) {
+	if configPath == "" {
+		configPath = os.Getenv("BERTH_CONFIG")
+	}
+	var storage registry.StorageConfig
 	dir := dataFlag
-	if dir == "" {
-		if configPath == "" {
-			configPath = os.Getenv("BERTH_CONFIG")
-		}
+	if dir == "" || configPath != "" {
 		cfg, err := registry.LoadConfig(configPath, os.Getenv)
 		if err != nil {
-			return "", err
+			return "", storage, err
 		}
-		dir = cfg.Data
+		if err := cfg.Validate(); err != nil {
+			return "", storage, fmt.Errorf("invalid configuration: %w", err)
+		}
+		if dir == "" {
+			dir = cfg.Data
+		}
+		storage = cfg.Storage
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("data directory %s does not exist: use --data or --config to name the server's", dir)
+		return "", storage, fmt.Errorf("data directory %s does not exist: use --data or --config to name the server's", dir)
 	}
-	return dir, nil
+	return dir, storage, nil
 }
 
 // runFsck checks the store and prints the report to out. It returns the
 // exit status, with an error saying why when it is not 0.
 func runFsck(ctx context.Context, data, configPath string, opts fsck.Options, asJSON bool, out io.Writer) (int, error) {
-	dir, err := resolveDataDir(data, configPath)
+	dir, storage, err := resolveStore(data, configPath)
 	if err != nil {
 		return fsckFailed, err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	store, err := registry.OpenStore(ctx, dir, registry.StoreOptions{Logger: log, Offline: true})
+	store, err := registry.OpenStore(ctx, dir, registry.StoreOptions{Logger: log, Offline: true, Storage: storage})
 	if errors.Is(err, registry.ErrInUse) {
 		return fsckFailed, fmt.Errorf("%s: %w; is berth serve running? stop the server first", dir, err)
 	}

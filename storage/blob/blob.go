@@ -27,6 +27,12 @@ import (
 // ErrNotFound means the store has no such content or staged session.
 var ErrNotFound = errors.New("blob not found")
 
+// ErrUnavailable means the store cannot serve the request now but may
+// later: it is throttled, failing or out of reach. Callers answer with a
+// retry later (the API with 503 and Retry-After), never as if content were
+// missing.
+var ErrUnavailable = errors.New("blob store unavailable")
+
 // ErrSizeMismatch means an append did not carry the number of bytes its
 // caller said it would.
 var ErrSizeMismatch = errors.New("content length differs from the length declared")
@@ -116,6 +122,17 @@ type Entry struct {
 type Redirector interface {
 	// RedirectURL returns a URL from which d can be read for a while.
 	RedirectURL(ctx context.Context, d digest.Digest) (string, error)
+}
+
+// HashStater is implemented by staged content that keeps, with the
+// content, the state of the hash its appends were given, so that a process
+// that has not seen an upload session goes on hashing it without reading
+// its content back.
+type HashStater interface {
+	// HashState returns the size of the content staged and the state
+	// (encoding.BinaryMarshaler) of the hash the last append was given,
+	// after it; the state is empty when that append was given none.
+	HashState(ctx context.Context) (int64, []byte, error)
 }
 
 // Quarantiner is implemented by stores that can set corrupt content aside
