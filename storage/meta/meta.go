@@ -1,6 +1,7 @@
 // Package meta declares the index of a Berth store: the records that say
 // which content exists, which repository holds it, what tags name, how tags
-// moved, which uploads are open and which robot credentials exist, and the
+// moved, which uploads are open, which robot credentials exist and which
+// events wait for delivery to webhook endpoints (outbox.go), and the
 // transactions that read and change them.
 //
 // It is one of the two seams of the storage layer; the other, package blob,
@@ -68,6 +69,7 @@ type Tx interface {
 	SearchIndex
 	UploadIndex
 	RobotIndex
+	OutboxIndex
 }
 
 // Blob is the record of content present in the blob store.
