@@ -38,6 +38,9 @@ type StoreOptions struct {
 	Offline bool
 	// Core tunes the storage core (tag rules, search limit, sinks).
 	Core storage.Options
+	// Decorate, when set, wraps the index the storage core uses (the
+	// metrics count its changes); Store.Index stays the backend itself.
+	Decorate func(meta.Store) meta.Store
 }
 
 // ErrInUse means another process, normally a running server, holds the
@@ -79,7 +82,11 @@ func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, erro
 		core.Logger = log
 	}
 	log.DebugContext(ctx, "store opened", "dir", dir)
-	return &Store{Service: storage.New(index, blobs, core), Index: index, Blobs: blobs}, nil
+	var coreIndex meta.Store = index
+	if opts.Decorate != nil {
+		coreIndex = opts.Decorate(index)
+	}
+	return &Store{Service: storage.New(coreIndex, blobs, core), Index: index, Blobs: blobs}, nil
 }
 
 // Close closes the index. Callers must have stopped using the store.

@@ -103,6 +103,7 @@ BERTH_MAX_MANIFEST_BYTES, BERTH_MAX_PAGE_SIZE), then flags.`,
 				return err
 			}
 			v, c := buildInfo()
+			cfg.Build = registry.BuildInfo{Version: v, Commit: c}
 			log.Info("starting berth", "version", v, "commit", c)
 			srv, err := registry.New(cmd.Context(), cfg, log)
 			if err != nil {
