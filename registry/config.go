@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/ui"
 )
@@ -49,6 +50,9 @@ type Config struct {
 	Metrics MetricsConfig `yaml:"metrics"`
 	// Health tunes the readiness probe /readyz.
 	Health HealthConfig `yaml:"health"`
+	// Notifications sends events to webhook endpoints; see
+	// docs/operations.md.
+	Notifications notify.Config `yaml:"notifications"`
 
 	// Build says which Berth this is, for the metrics; set by the
 	// command, never read from a file.
@@ -228,6 +232,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Metrics.validate(c.Auth.Enabled(), c.Addr); err != nil {
+		return err
+	}
+	if err := c.Notifications.Validate(); err != nil {
 		return err
 	}
 	if c.HTTP.ShutdownDelay < 0 {

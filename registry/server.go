@@ -19,6 +19,7 @@ import (
 	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/metrics"
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/registry/glob"
 	"github.com/berth-registry/berth/registry/health"
@@ -39,6 +40,8 @@ type Server struct {
 	metricsHTTP *http.Server
 	metrics     *metrics.Metrics
 	health      *health.Checker
+	// notifier delivers the outbox to the webhook endpoints.
+	notifier *notify.Notifier
 	// users, keys and robots are set when authentication is on; Run
 	// watches users and keys for changes and reloads them on SIGHUP.
 	users  *auth.UserFile
@@ -66,18 +69,31 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// Every line logged with a request's context names its request.
 	log = slog.New(requestIDs{log.Handler()})
 	m := metrics.New(metrics.Options{Repositories: metricRepos, Version: cfg.Build.Version, Commit: cfg.Build.Commit})
-	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Decorate: m.Index,
-		Core: storage.Options{Tags: rules, Sinks: []storage.Sink{m.Sink()}}})
+	endpoints, err := notify.Compile(cfg.Notifications)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	// The notifier needs the store and the store its sinks: the sink
+	// reaches the notifier made just after, before anything is served.
+	var notifier *notify.Notifier
+	wake := storage.SinkFunc(func(ctx context.Context, e storage.Event) { notifier.Sink().Publish(ctx, e) })
+	core := storage.Options{Tags: rules, Sinks: []storage.Sink{m.Sink()}}
+	if endpoints.Len() > 0 {
+		core.Outbox = endpoints
+		core.Sinks = append(core.Sinks, wake)
+	}
+	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Decorate: m.Index, Core: core})
 	if err != nil {
 		return nil, err
 	}
+	notifier = notify.New(store.Index, endpoints, notify.Options{Logger: log, Observer: m})
 	start := time.Now()
 	if err := m.Count(ctx, store.Index); err != nil {
 		_ = store.Close()
 		return nil, err
 	}
 	log.DebugContext(ctx, "store counted for the metrics", "took", time.Since(start))
-	srv := &Server{cfg: cfg, log: log, store: store, metrics: m}
+	srv := &Server{cfg: cfg, log: log, store: store, metrics: m, notifier: notifier}
 	srv.health = health.New(cfg.Health.Timeout, log, storeProbes(store)...)
 	opts := distribution.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
@@ -199,6 +215,7 @@ func (s *Server) admin() http.Handler {
 	opts := admin.Options{
 		Collect: s.collect,
 		Retain:  s.retention.run,
+		Events:  s.notifier,
 		Grace:   s.cfg.GC.Grace,
 		Logger:  s.log,
 	}
@@ -282,6 +299,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		defer background(ctx, func(ctx context.Context) { s.watchAuth(ctx, hup) })()
 	}
 	defer background(ctx, s.expireUploads)()
+	defer background(ctx, s.notifier.Run)()
 	if every := s.cfg.Retention.Interval; every > 0 {
 		defer background(ctx, func(ctx context.Context) { s.retention.schedule(ctx, every) })()
 	}

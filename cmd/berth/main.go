@@ -11,6 +11,7 @@
 //	berth find [--annotation K=V]... [--label K=V]... [--repository R] [--tag T] [--json] ...
 //	berth retention [--dry-run] [--json] (through a running server's admin API)
 //	berth gc [--grace DURATION] [--dry-run] [--json] (through a running server's admin API)
+//	berth events list|retry|drop ... (webhook deliveries, through a running server's admin API)
 //	berth version
 package main
 
@@ -62,6 +63,7 @@ func newRootCommand() *cobra.Command {
 		newFindCommand(),
 		newRetentionCommand(),
 		newGCCommand(),
+		newEventsCommand(),
 	)
 	return root
 }
