@@ -48,7 +48,7 @@ type HealthConfig struct {
 
 // validate reports a setting that cannot work.
 func (m MetricsConfig) validate(authOn bool, mainAddr string) error {
-	if m.Addr != "" && m.Addr == mainAddr {
+	if m.Addr != "" && m.Addr == mainAddr && !strings.HasSuffix(m.Addr, ":0") {
 		return fmt.Errorf("metrics.addr %s: the main listener's address; leave it empty to serve /metrics there", m.Addr)
 	}
 	if m.Addr != "" {
