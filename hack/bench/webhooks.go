@@ -249,4 +249,6 @@ func webhookTable(results []webhookResult) table {
 	return t
 }
 
-func fmtDuration(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+func fmtDuration(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
