@@ -192,6 +192,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		c.Limits.MaxManifestBytes = n
 	}
+	if v := getenv("BERTH_LOG_ACCESS"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("BERTH_LOG_ACCESS=%q: want true or false", v)
+		}
+		c.Log.Access = b
+	}
 	if v := getenv("BERTH_MAX_PAGE_SIZE"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {

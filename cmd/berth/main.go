@@ -77,7 +77,7 @@ func newServeCommand() *cobra.Command {
 keeps its data under ./data. Settings come from the defaults, then the YAML
 file named by --config (or BERTH_CONFIG), then BERTH_* environment
 variables (BERTH_ADDR, BERTH_DATA, BERTH_LOG_LEVEL, BERTH_LOG_FORMAT,
-BERTH_MAX_MANIFEST_BYTES, BERTH_MAX_PAGE_SIZE), then flags.`,
+BERTH_LOG_ACCESS, BERTH_MAX_MANIFEST_BYTES, BERTH_MAX_PAGE_SIZE), then flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {

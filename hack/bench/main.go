@@ -1624,8 +1624,9 @@ func environWithout(prefixes ...string) []string {
 // and waits for its msg=listening log line.
 func startBerth(ctx context.Context, bin, dataDir string, args ...string) (*server, error) {
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", dataDir}, args...)...)
-	// BERTH_* variables of the caller's shell must not change the server.
-	cmd.Env = environWithout("BERTH_")
+	// BERTH_* variables of the caller's shell must not change the server;
+	// no access log, as the peer writes none.
+	cmd.Env = append(environWithout("BERTH_"), "BERTH_LOG_ACCESS=false")
 	listening := make(chan string, 1)
 	found := false // only the log reader goroutine touches it
 	s, err := startProcess(cmd, "berth", func(line string) {
