@@ -314,6 +314,7 @@ retention:
 		}
 	}
 	wantStore(mfs, "after the workload")
+	logScrape(t, "after the workload", a)
 	before := metricValue(mfs, "berth_store_blob_bytes")
 	srv.Stop()
 	srv = berthtest.Start(t, berthtest.WithArgs("--config", config), berthtest.WithDataDir(data))
@@ -326,7 +327,6 @@ retention:
 	if got := metricValue(after, "berth_upload_sessions"); got != 1 {
 		t.Errorf("after a restart berth_upload_sessions = %v, want 1", got)
 	}
-	logScrape(t, "after the workload", a)
 }
 
 // storeContent counts the distinct blobs of the manifests kept (each
