@@ -555,7 +555,8 @@ func TestRequestLogs(t *testing.T) {
 	for id, want := range map[string][]string{
 		"req-42.alpha": {"level=INFO", "method=GET", "route=/v2/", "status=200", "identity=user:alice", "client=127.0.0.1", "duration="},
 		made:           {"route=/v2/", "status=200"},
-		"req-manifest": {"method=GET", "route=/v2/{name}/manifests/{reference}", "repository=apps/web", "status=404", "identity=user:alice", "sent="},
+		"req-manifest": {"method=GET", "route=/v2/{name}/manifests/{reference}", "path=/v2/apps/web/manifests/latest ",
+			"repository=apps/web", "status=404", "identity=user:alice", "sent="},
 	} {
 		line, ok := lines[id]
 		if !ok {

@@ -201,6 +201,7 @@ func observe(log *slog.Logger, m *metrics.Metrics, route routeFunc, accessLog bo
 				slog.String("request_id", info.id),
 				slog.String("method", r.Method),
 				slog.String("route", name),
+				slog.String("path", r.URL.EscapedPath()),
 				slog.String("repository", repo),
 				slog.Int("status", status),
 				slog.Int64("received", received),
