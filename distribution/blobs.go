@@ -50,6 +50,12 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 
+// Satisfiable reports whether a Range header is well formed and names at
+// least one range inside content of size bytes: when it does not,
+// http.ServeContent would answer 416, and the caller answers with the
+// specification's error instead.
+func Satisfiable(header string, size int64) bool { return satisfiable(header, size) }
+
 // satisfiable reports whether a Range header is well formed and names at
 // least one range inside a blob of size bytes, which is when ServeContent
 // answers 206 rather than 416. It reads the header as ServeContent does

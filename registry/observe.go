@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/files"
 	"github.com/berth-registry/berth/metrics"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/registry/glob"
@@ -119,7 +120,7 @@ func infoFrom(ctx context.Context) *requestInfo {
 type routeFunc func(r *http.Request) (route, repo string)
 
 // router names requests by the route tables of the API, the admin API,
-// the web interface and the server's own endpoints: the route label of
+// the files, the web interface and the server's own endpoints: the route label of
 // the metrics and the route of the access log, never the raw path.
 type router struct {
 	api   *distribution.API
@@ -140,6 +141,15 @@ func (rt router) route(r *http.Request) (string, string) {
 			}
 		}
 		return auth.AdminPrefix, ""
+	case strings.HasPrefix(p, files.Prefix):
+		t, err := files.ParsePath(r.Method, r.URL.EscapedPath())
+		switch {
+		case err != nil:
+			return files.Prefix, ""
+		case t.File == "":
+			return files.Prefix + "{repository}/{version}/", t.Repo
+		}
+		return files.Prefix + "{repository}/{version}/{file}", t.Repo
 	case p == "/ui" || strings.HasPrefix(p, "/ui/"):
 		if rt.ui != nil {
 			return rt.ui.Route(r), ""

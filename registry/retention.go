@@ -40,6 +40,9 @@ type RetentionPolicy struct {
 	// DeleteUntaggedAfter deletes manifests nothing keeps once they were
 	// pushed longer ago.
 	DeleteUntaggedAfter time.Duration `yaml:"deleteUntaggedAfter"`
+	// KeepPulledWithin keeps the manifests pulled within it, by the pull
+	// record, and the tags naming them.
+	KeepPulledWithin time.Duration `yaml:"keepPulledWithin"`
 }
 
 // DefaultHistoryWindow is retention.historyWindow when not set.
@@ -68,6 +71,9 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		if p.DeleteUntaggedAfter < 0 {
 			return nil, fmt.Errorf("%s.deleteUntaggedAfter %s: must not be negative", at, p.DeleteUntaggedAfter)
 		}
+		if p.KeepPulledWithin < 0 {
+			return nil, fmt.Errorf("%s.keepPulledWithin %s: must not be negative", at, p.KeepPulledWithin)
+		}
 		repos, err := glob.CompileSet(at+".repositories", p.Repositories)
 		if err != nil {
 			return nil, err
@@ -79,6 +85,7 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		out = append(out, retention.Policy{
 			Repositories: repos, KeepLast: p.KeepLast, KeepTags: keep,
 			DeleteTagsOlderThan: p.DeleteTagsOlderThan, DeleteUntaggedAfter: p.DeleteUntaggedAfter,
+			KeepPulledWithin: p.KeepPulledWithin,
 		})
 	}
 	return out, nil

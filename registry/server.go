@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/files"
 	"github.com/berth-registry/berth/metrics"
 	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry/auth"
@@ -26,6 +27,7 @@ import (
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/blob"
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/pulls"
 	"github.com/berth-registry/berth/ui"
 )
 
@@ -50,6 +52,8 @@ type Server struct {
 	// retention applies the retention policies, on a schedule when
 	// retention.interval is set.
 	retention *retentionRunner
+	// pulls records who pulls what; Run writes its records.
+	pulls *pulls.Recorder
 }
 
 // New opens the store named by cfg and assembles the server. The caller
@@ -93,13 +97,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	log.DebugContext(ctx, "store counted for the metrics", "took", time.Since(start))
-	srv := &Server{cfg: cfg, log: log, store: store, metrics: m, notifier: notifier}
+	srv := &Server{cfg: cfg, log: log, store: store, metrics: m, notifier: notifier,
+		pulls: pulls.New(store.Service, pulls.Options{Logger: log})}
 	srv.health = health.New(cfg.Health.Timeout, log, storeProbes(store)...)
 	opts := distribution.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
 		MaxPageSize:          cfg.Limits.MaxPageSize,
 		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
 		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
+		Pulls:                srv.pulls,
 		Logger:               log,
 	}
 	policies, err := compileRetention(cfg.Retention)
@@ -124,7 +130,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// Without authentication the admin API is as open as the rest, except
 	// robot tokens, which need authentication.
 	routes.Handle(auth.AdminPrefix, adminAPI)
-	var handler http.Handler = withActor(routes)
+	fileHandler := files.New(store.Service, files.Options{
+		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
+		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
+		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
+		Pulls:                srv.pulls,
+		Logger:               log,
+	})
+	var handler http.Handler = withActor(underPrefix(files.Prefix, fileHandler, routes))
 	if authn != nil {
 		handler = authn.Wrap(handler)
 	}
@@ -133,7 +146,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.UI.Enabled {
 		// The web interface calls the API in-process, through the same
 		// handler clients reach, so its pages see what the visitor may.
-		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log})
+		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log, APIContext: distribution.Browsing})
 		if err != nil {
 			_ = store.Close()
 			return nil, err
@@ -300,6 +313,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	defer background(ctx, s.expireUploads)()
 	defer background(ctx, s.notifier.Run)()
+	// Stopped after the HTTP server, so that it writes the pulls of the
+	// last requests, and before the store closes.
+	defer background(ctx, s.pulls.Run)()
 	if every := s.cfg.Retention.Interval; every > 0 {
 		defer background(ctx, func(ctx context.Context) { s.retention.schedule(ctx, every) })()
 	}

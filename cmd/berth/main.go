@@ -11,12 +11,16 @@
 //	berth find [--annotation K=V]... [--label K=V]... [--repository R] [--tag T] [--json] ...
 //	berth retention [--dry-run] [--json] (through a running server's admin API)
 //	berth gc [--grace DURATION] [--dry-run] [--json] (through a running server's admin API)
+//	berth doctor REGISTRY[/REPOSITORY[:TAG]] [--json] (from a deploy target: can it pull?)
+//	berth which FILE|DIGEST [--json] (which artifacts hold this content, tagged how, now and before)
+//	berth pulls REPOSITORY [--actor KIND:NAME] [--json] (who last pulled what, from where, when)
 //	berth events list|retry|drop ... (webhook deliveries, through a running server's admin API)
 //	berth version
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -38,7 +42,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "berth:", err)
+		var silent *silentError
+		if !errors.As(err, &silent) {
+			fmt.Fprintln(os.Stderr, "berth:", err)
+		}
 		stop()
 		os.Exit(1)
 	}
@@ -63,6 +70,9 @@ func newRootCommand() *cobra.Command {
 		newFindCommand(),
 		newRetentionCommand(),
 		newGCCommand(),
+		newDoctorCommand(),
+		newWhichCommand(),
+		newPullsCommand(),
 		newEventsCommand(),
 	)
 	return root

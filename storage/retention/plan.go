@@ -28,6 +28,9 @@ import (
 //     tag goes only if it is beyond the newest KeepLast and older than
 //     DeleteTagsOlderThan (each rule keeps what it keeps). With neither
 //     set, no release tag goes.
+//   - Pulled manifests: with KeepPulledWithin set, every manifest pulled
+//     within it (its LastPulled) is kept, and so is every release tag
+//     naming one, whose history then counts as a kept tag's.
 //   - Rollback targets: every digest named (as previous or new digest) by
 //     a history entry of a kept tag no older than window is kept, and a
 //     release tag naming such a digest is kept too, whose history then
@@ -89,7 +92,16 @@ func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan
 
 	// Rollback targets: the recent history of kept tags, to a fixed
 	// point, since a tag kept for its digest brings its own history.
+	// Manifests pulled recently are kept from the start, and keep the
+	// tags naming them the same way.
 	strong := map[digest.Digest]bool{}
+	if p.KeepPulledWithin > 0 {
+		for d, m := range manifests {
+			if !m.LastPulled.IsZero() && now.Sub(m.LastPulled) <= p.KeepPulledWithin {
+				strong[d] = true
+			}
+		}
+	}
 	seen := map[string]bool{}
 	since := now.Add(-window)
 	for range len(release) + 1 {
