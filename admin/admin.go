@@ -1,8 +1,9 @@
 // Package admin serves Berth's administration API under /_berth/admin/:
-// robot credentials, retention runs and garbage collection. It holds no
-// state of its own: each endpoint calls an interface or function that
-// package registry wires to the owner of what it changes (registry/auth
-// for robots, storage/retention and storage/gc for the maintenance jobs).
+// robot credentials, retention runs, garbage collection and webhook
+// deliveries. It holds no state of its own: each endpoint calls an
+// interface or function that package registry wires to the owner of what
+// it changes (registry/auth for robots, storage/retention and storage/gc
+// for the maintenance jobs, notify for the deliveries).
 // The authentication middleware in front of it admits administrators only.
 package admin
 
@@ -32,6 +33,7 @@ import (
 //	POST   /_berth/admin/robots/{name}/rotate replace a robot's secret
 //	POST   /_berth/admin/retention?dryRun=    apply retention policies
 //	POST   /_berth/admin/gc                   collect garbage (gc.go)
+//	GET    /_berth/admin/events               webhook deliveries (events.go)
 //
 // Errors have the distribution API's form, {"errors":[{"code","message"}]}.
 const (
@@ -105,6 +107,8 @@ type Options struct {
 	// Collect and Retain run the maintenance jobs; nil answers 404.
 	Collect Collector
 	Retain  Retainer
+	// Events shows and replays webhook deliveries; nil answers 404.
+	Events Events
 	// Grace is the grace of a collection that names none.
 	Grace time.Duration
 	// Logger receives failures and a line per maintenance run; nil
@@ -147,6 +151,9 @@ func Handler(opts Options) http.Handler {
 	}
 	if a.Collect != nil {
 		r.HandleFunc(GCPath, a.collectGarbage).Methods(http.MethodPost)
+	}
+	if a.Events != nil {
+		a.eventsRoutes(r)
 	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		writeError(w, req, http.StatusNotFound, codeUnsupported, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))

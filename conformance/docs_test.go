@@ -1,13 +1,17 @@
 package conformance_test
 
 import (
+	"bytes"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/berth-registry/berth/conformance/internal/berthtest"
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry"
 )
 
@@ -47,7 +51,77 @@ func TestReadmeConfigIsTheDefault(t *testing.T) {
 	if len(got.Retention.Policies) == 0 {
 		got.Retention.Policies = nil
 	}
+	if len(got.Metrics.Repositories) == 0 {
+		got.Metrics.Repositories = nil
+	}
+	if len(got.Notifications.Endpoints) == 0 {
+		got.Notifications.Endpoints = nil
+	}
 	if want := registry.DefaultConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("the README's configuration block is not the default:\nREADME:  %+v\ndefault: %+v", got, want)
+	}
+}
+
+// TestOperationsReceiverExample builds the webhook receiver of
+// docs/operations.md and runs it on loopback: a request signed as Berth
+// signs is accepted, one with a wrong or no signature is refused.
+func TestOperationsReceiverExample(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(berthtest.RepoRoot(t), "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "<!-- receiver:")
+	if !ok {
+		t.Fatal("docs/operations.md has no receiver example")
+	}
+	_, code, ok := strings.Cut(rest, "```go\n")
+	if !ok {
+		t.Fatal("docs/operations.md: the receiver example is not a go block")
+	}
+	code, _, _ = strings.Cut(code, "```")
+	dir := t.TempDir()
+	writeTestFile(t, filepath.Join(dir, "main.go"), code)
+	writeTestFile(t, filepath.Join(dir, "go.mod"), "module receiver\n\ngo 1.22\n")
+	bin := filepath.Join(dir, "receiver")
+	if err := berthtest.GoBuild(dir, bin, ".", "GOFLAGS=-mod=mod", "GOWORK=off"); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "ADDR="+addr, "BERTH_WEBHOOK_SECRET=doc-secret")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	body := []byte(`{"specversion":"1.0","id":"e1"}`)
+	post := func(sig string) int {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/hook", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sig != "" {
+			req.Header.Set(notify.SignatureHeader, sig)
+		}
+		req.Header.Set(notify.EventIDHeader, "e1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	eventually(t, "the example receiver listening", func() bool { return post("") != 0 })
+	if got := post(notify.Sign([]byte("doc-secret"), body)); got != http.StatusNoContent {
+		t.Errorf("signed request: %d, want 204\n%s", got, out.String())
+	}
+	for _, bad := range []string{"", notify.Sign([]byte("other"), body), "sha256=00"} {
+		if got := post(bad); got != http.StatusUnauthorized {
+			t.Errorf("request signed %q: %d, want 401", bad, got)
+		}
 	}
 }

@@ -28,8 +28,8 @@ import (
 // answered, request by request, when it served the store. TestStoreFixture
 // serves a copy with the Berth under test and asks the same questions,
 // following each next-page Link as a client does; the answers must be the
-// same, byte for byte, but for what legitimately changes (Date, token
-// values, the server's port, search cursors, which are sealed with a key of
+// same, byte for byte, but for what legitimately changes (Date,
+// X-Request-Id, token values, the server's port, search cursors, which are sealed with a key of
 // the server process, and robots that expired since). Then it writes to
 // the store and checks it offline with fsck.
 
@@ -136,8 +136,9 @@ func (r fxRequest) String() string { return r.Method + " " + r.Path + " as " + r
 type fxObservation struct {
 	fxRequest
 	Status int `json:"status"`
-	// Header holds every response header but Date, with the server's
-	// address written {server}.
+	// Header holds every response header but Date and X-Request-Id (a
+	// new identifier per request), with the server's address written
+	// {server}.
 	Header map[string]string `json:"header,omitempty"`
 	// Length and Digest are those of the body as received.
 	Length int    `json:"length"`
@@ -191,7 +192,7 @@ func (o *fxObserver) observe(t *testing.T, r fxRequest) (fxObservation, string) 
 	r.Path = normaliseCursor(r.Path)
 	obs := fxObservation{fxRequest: r, Status: resp.StatusCode, Header: map[string]string{}, Length: len(body), Digest: digest.FromBytes(body).String()}
 	for k, v := range resp.Header {
-		if k != "Date" {
+		if k != "Date" && k != "X-Request-Id" {
 			obs.Header[k] = strings.ReplaceAll(strings.Join(v, ", "), o.base, "{server}")
 		}
 	}

@@ -2,9 +2,11 @@ package distribution
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -98,6 +100,8 @@ type API struct {
 	cursors *cursors
 	pulls   Pulls
 	log     *slog.Logger
+	// router is the route table, built once.
+	router *mux.Router
 }
 
 // New returns the API serving store.
@@ -118,13 +122,88 @@ func New(store Store, opts Options) *API {
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
+	a.router = a.routes()
 	return a
 }
 
-// Handler returns the route table. Repository names may contain slashes, so
+// Handler returns the API: its route table, behind the API version header.
+func (a *API) Handler() http.Handler { return apiVersion(a.router) }
+
+// Route names what r asks for, as metrics and request logs show it: the
+// template of the route it matches ("/v2/{name}/manifests/{reference}",
+// the regular expressions of variables left out) and the repository its
+// path names, unescaped; ok is false when no route matches r's path. A
+// route that matches the path but not the method still names it.
+func (a *API) Route(r *http.Request) (template, repo string, ok bool) {
+	template, vars, ok := MatchRoute(a.router, r)
+	if !ok {
+		return "", "", false
+	}
+	return template, UnescapeSegment(vars["name"]), true
+}
+
+// MatchRoute finds the route of router that r's path matches, under r's
+// method or, failing that, another: it returns the route's path template,
+// the regular expressions of its variables left out, and the variables.
+func MatchRoute(router *mux.Router, r *http.Request) (template string, vars map[string]string, ok bool) {
+	var m mux.RouteMatch
+	// With a MethodNotAllowedHandler, a method mismatch matches, without
+	// a route.
+	if !router.Match(r, &m) || m.Route == nil {
+		if !errors.Is(m.MatchErr, mux.ErrMethodMismatch) {
+			return "", nil, false
+		}
+		// The path is a route's: find it under a method it takes.
+		found := false
+		for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodPatch, http.MethodDelete} {
+			m = mux.RouteMatch{}
+			alt := r.Clone(r.Context())
+			alt.Method = method
+			if router.Match(alt, &m) && m.Route != nil {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return "", nil, false
+		}
+	}
+	tmpl, err := m.Route.GetPathTemplate()
+	if err != nil {
+		return "", nil, false
+	}
+	return plainTemplate(tmpl), m.Vars, true
+}
+
+// plainTemplate drops the regular expressions of a route template's
+// variables: "{name:.+}" becomes "{name}".
+func plainTemplate(t string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(t, "{")
+		if i < 0 {
+			b.WriteString(t)
+			return b.String()
+		}
+		j := strings.Index(t[i:], "}")
+		if j < 0 {
+			b.WriteString(t)
+			return b.String()
+		}
+		v := t[i : i+j+1]
+		if k := strings.Index(v, ":"); k >= 0 {
+			v = v[:k] + "}"
+		}
+		b.WriteString(t[:i])
+		b.WriteString(v)
+		t = t[i+j+1:]
+	}
+}
+
+// routes builds the route table. Repository names may contain slashes, so
 // each route captures the name greedily up to its resource keyword; the
 // name is then checked against the specification's grammar by the handler.
-func (a *API) Handler() http.Handler {
+func (a *API) routes() *mux.Router {
 	r := mux.NewRouter()
 	r.SkipClean(true) // a path with ".." is an invalid name, never a redirect
 	r.UseEncodedPath()
@@ -168,7 +247,7 @@ func (a *API) Handler() http.Handler {
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		a.writeError(w, req, newError(CodeUnsupported, nil, "method %s is not supported on %s", req.Method, req.URL.Path))
 	})
-	return apiVersion(r)
+	return r
 }
 
 // allowed asks the Access hook whether the caller may do action on repo,

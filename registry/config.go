@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/ui"
 )
@@ -47,6 +48,23 @@ type Config struct {
 	GC GCConfig `yaml:"gc"`
 	// UI is the web interface at /ui/; see docs/ui.md.
 	UI ui.Config `yaml:"ui"`
+	// Metrics configures the Prometheus metrics at /metrics; see
+	// docs/operations.md.
+	Metrics MetricsConfig `yaml:"metrics"`
+	// Health tunes the readiness probe /readyz.
+	Health HealthConfig `yaml:"health"`
+	// Notifications sends events to webhook endpoints; see
+	// docs/operations.md.
+	Notifications notify.Config `yaml:"notifications"`
+
+	// Build says which Berth this is, for the metrics; set by the
+	// command, never read from a file.
+	Build BuildInfo `yaml:"-"`
+}
+
+// BuildInfo is the version and commit of the running binary.
+type BuildInfo struct {
+	Version, Commit string
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -64,6 +82,9 @@ type LogConfig struct {
 	Level string `yaml:"level"`
 	// Format is text or json.
 	Format string `yaml:"format"`
+	// Access logs one line per request at info level (default true);
+	// false logs only requests that failed on the server's side.
+	Access bool `yaml:"access"`
 }
 
 // Limits bound request sizes.
@@ -92,6 +113,11 @@ type HTTPConfig struct {
 	// ShutdownTimeout bounds how long in-flight requests may run after a
 	// shutdown signal.
 	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
+	// ShutdownDelay is how long the server goes on serving after a
+	// shutdown signal, answering /readyz 503, before it stops accepting
+	// connections: time for a load balancer to stop sending it requests.
+	// Default 0.
+	ShutdownDelay time.Duration `yaml:"shutdownDelay"`
 }
 
 // DefaultConfig is the configuration of `berth serve` with nothing set:
@@ -100,7 +126,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:5000",
 		Data: "./data",
-		Log:  LogConfig{Level: "info", Format: "text"},
+		Log:  LogConfig{Level: "info", Format: "text", Access: true},
 		Limits: Limits{
 			MaxManifestBytes:     4 << 20,
 			MaxPageSize:          1000,
@@ -116,6 +142,8 @@ func DefaultConfig() Config {
 		Retention: RetentionConfig{HistoryWindow: DefaultHistoryWindow},
 		GC:        defaultGC(),
 		UI:        ui.DefaultConfig(),
+		Metrics:   MetricsConfig{Enabled: true},
+		Health:    HealthConfig{Timeout: 2 * time.Second},
 	}
 }
 
@@ -168,6 +196,13 @@ func (c *Config) applyEnv(getenv func(string) string) error {
 		}
 		c.Limits.MaxManifestBytes = n
 	}
+	if v := getenv("BERTH_LOG_ACCESS"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("BERTH_LOG_ACCESS=%q: want true or false", v)
+		}
+		c.Log.Access = b
+	}
 	if v := getenv("BERTH_MAX_PAGE_SIZE"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -210,6 +245,15 @@ func (c Config) Validate() error {
 	if err := c.UI.Validate(); err != nil {
 		return err
 	}
+	if err := c.Metrics.validate(c.Auth.Enabled(), c.Addr); err != nil {
+		return err
+	}
+	if err := c.Notifications.Validate(); err != nil {
+		return err
+	}
+	if c.HTTP.ShutdownDelay < 0 {
+		return fmt.Errorf("http.shutdownDelay %s: must not be negative", c.HTTP.ShutdownDelay)
+	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
 	}
@@ -228,6 +272,7 @@ func (c Config) Validate() error {
 		"http.bodyReadTimeout":     c.HTTP.BodyReadTimeout,
 		"http.idleTimeout":         c.HTTP.IdleTimeout,
 		"http.shutdownTimeout":     c.HTTP.ShutdownTimeout,
+		"health.timeout":           c.Health.Timeout,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("%s %s: must be positive", name, d)

@@ -50,9 +50,13 @@ func (g GCConfig) validate() error {
 
 // collect runs one garbage collection of the server's store.
 func (s *Server) collect(ctx context.Context, grace time.Duration, dryRun bool) (gc.Report, error) {
-	return gc.Collect(ctx, s.store.Service, gc.Options{
+	rep, err := gc.Collect(ctx, s.store.Service, gc.Options{
 		Grace: grace, UploadIdle: s.cfg.Limits.UploadIdleTimeout, DryRun: dryRun, Logger: s.log,
 	})
+	if !dryRun && s.metrics != nil {
+		s.metrics.GC(rep, err)
+	}
+	return rep, err
 }
 
 // collectGarbage runs a collection every gc.interval until ctx is done.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
@@ -49,21 +48,6 @@ func (s *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
 	return n, err
 }
 
-// logRequests logs every request at debug level, and failures at info.
-func logRequests(log *slog.Logger, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		level := slog.LevelDebug
-		if rec.status >= 500 {
-			level = slog.LevelWarn
-		}
-		log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path,
-			"status", rec.status, "bytes", rec.bytes, "duration", time.Since(start), "remote", r.RemoteAddr)
-	})
-}
-
 // recoverPanics turns a handler panic into a 500 with the specification's
 // error body, and logs it, instead of dropping the connection.
 func recoverPanics(log *slog.Logger, next http.Handler) http.Handler {
@@ -85,10 +69,13 @@ func recoverPanics(log *slog.Logger, next http.Handler) http.Handler {
 
 // withActor tells the store who makes each request, from the identity the
 // authentication middleware established (anonymous without one), so that
-// tag history names them.
+// tag history names them, and the access log line too.
 func withActor(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := auth.IdentityFrom(r.Context())
+		if info := infoFrom(r.Context()); info != nil {
+			info.identity = id.String()
+		}
 		a := storage.Actor{Kind: id.Kind.String(), Name: id.Name, Address: r.RemoteAddr}
 		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 			a.Address = host

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/berth-registry/berth/metrics"
 	"github.com/berth-registry/berth/registry/glob"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/retention"
@@ -96,6 +97,8 @@ type retentionRunner struct {
 	policies []retention.Policy
 	window   time.Duration
 	log      *slog.Logger
+	// metrics, if set, counts the runs.
+	metrics *metrics.Metrics
 }
 
 // run applies the policies once as the system actor "retention" and logs
@@ -103,6 +106,9 @@ type retentionRunner struct {
 func (r *retentionRunner) run(ctx context.Context, dryRun bool) (retention.Report, error) {
 	ctx = storage.WithActor(ctx, storage.Actor{Kind: storage.ActorSystem, Name: "retention"})
 	rep, err := retention.Apply(ctx, r.svc, r.policies, retention.Options{DryRun: dryRun, HistoryWindow: r.window})
+	if !dryRun && r.metrics != nil {
+		r.metrics.RetentionRun(err)
+	}
 	if err != nil {
 		return rep, err
 	}

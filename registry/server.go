@@ -13,11 +13,20 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+
 	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/files"
+	"github.com/berth-registry/berth/metrics"
+	"github.com/berth-registry/berth/notify"
 	"github.com/berth-registry/berth/registry/auth"
+	"github.com/berth-registry/berth/registry/glob"
+	"github.com/berth-registry/berth/registry/health"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/blob"
+	"github.com/berth-registry/berth/storage/meta"
 	"github.com/berth-registry/berth/storage/pulls"
 	"github.com/berth-registry/berth/ui"
 )
@@ -28,6 +37,13 @@ type Server struct {
 	log   *slog.Logger
 	store *Store
 	http  *http.Server
+	// metricsHTTP serves the metrics on a listener of their own, when
+	// metrics.addr is set.
+	metricsHTTP *http.Server
+	metrics     *metrics.Metrics
+	health      *health.Checker
+	// notifier delivers the outbox to the webhook endpoints.
+	notifier *notify.Notifier
 	// users, keys and robots are set when authentication is on; Run
 	// watches users and keys for changes and reloads them on SIGHUP.
 	users  *auth.UserFile
@@ -50,11 +66,40 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Core: storage.Options{Tags: rules}, Storage: cfg.Storage})
+	metricRepos, err := glob.CompileSet("metrics.repositories", cfg.Metrics.Repositories)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	// Every line logged with a request's context names its request.
+	log = slog.New(requestIDs{log.Handler()})
+	m := metrics.New(metrics.Options{Repositories: metricRepos, Version: cfg.Build.Version, Commit: cfg.Build.Commit})
+	endpoints, err := notify.Compile(cfg.Notifications)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	// The notifier needs the store and the store its sinks: the sink
+	// reaches the notifier made just after, before anything is served.
+	var notifier *notify.Notifier
+	wake := storage.SinkFunc(func(ctx context.Context, e storage.Event) { notifier.Sink().Publish(ctx, e) })
+	core := storage.Options{Tags: rules, Sinks: []storage.Sink{m.Sink()}}
+	if endpoints.Len() > 0 {
+		core.Outbox = endpoints
+		core.Sinks = append(core.Sinks, wake)
+	}
+	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Decorate: m.Index, Core: core, Storage: cfg.Storage})
 	if err != nil {
 		return nil, err
 	}
-	srv := &Server{cfg: cfg, log: log, store: store, pulls: pulls.New(store.Service, pulls.Options{Logger: log})}
+	notifier = notify.New(store.Index, endpoints, notify.Options{Logger: log, Observer: m})
+	start := time.Now()
+	if err := m.Count(ctx, store.Index); err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	log.DebugContext(ctx, "store counted for the metrics", "took", time.Since(start))
+	srv := &Server{cfg: cfg, log: log, store: store, metrics: m, notifier: notifier,
+		pulls: pulls.New(store.Service, pulls.Options{Logger: log})}
+	srv.health = health.New(cfg.Health.Timeout, log, storeProbes(store)...)
 	opts := distribution.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
 		MaxPageSize:          cfg.Limits.MaxPageSize,
@@ -68,20 +113,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		_ = store.Close()
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	srv.retention = &retentionRunner{svc: store.Service, policies: policies, window: cfg.Retention.HistoryWindow, log: log}
+	srv.retention = &retentionRunner{svc: store.Service, policies: policies, window: cfg.Retention.HistoryWindow, log: log, metrics: m}
 	var authn *auth.Authenticator
 	if cfg.Auth.Enabled() {
 		if authn, err = srv.openAuth(); err != nil {
 			_ = store.Close()
 			return nil, err
 		}
+		authn.SetObserver(m)
 		opts.Access = authn
 	}
+	api := distribution.New(store.Service, opts)
+	adminAPI := srv.admin()
 	routes := http.NewServeMux()
-	routes.Handle("/", distribution.New(store.Service, opts).Handler())
+	routes.Handle("/", api.Handler())
 	// Without authentication the admin API is as open as the rest, except
 	// robot tokens, which need authentication.
-	routes.Handle(auth.AdminPrefix, srv.admin())
+	routes.Handle(auth.AdminPrefix, adminAPI)
 	fileHandler := files.New(store.Service, files.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
 		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
@@ -93,6 +141,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if authn != nil {
 		handler = authn.Wrap(handler)
 	}
+	rt := router{api: api}
+	rt.admin, _ = adminAPI.(*mux.Router)
 	if cfg.UI.Enabled {
 		// The web interface calls the API in-process, through the same
 		// handler clients reach, so its pages see what the visitor may.
@@ -101,11 +151,29 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 			_ = store.Close()
 			return nil, err
 		}
-		handler = web
+		handler, rt.ui = web, web
 	}
-	handler = recoverPanics(log, logRequests(log, handler))
+	var scrape http.Handler
+	if cfg.Metrics.Enabled {
+		scrape = m.Handler()
+		if cfg.Metrics.needsAuth(authn != nil) {
+			scrape = authn.RequireAdmin(scrape)
+		}
+	}
+	front := handler
+	if cfg.Metrics.Addr == "" {
+		front = srv.ownEndpoints(handler, scrape)
+	} else if scrape != nil {
+		srv.metricsHTTP = &http.Server{
+			Handler:           observe(log, m, rt.route, cfg.Log.Access, recoverPanics(log, srv.ownEndpoints(http.NotFoundHandler(), scrape))),
+			ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+			IdleTimeout:       cfg.HTTP.IdleTimeout,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		front = srv.ownEndpoints(handler, nil)
+	}
 	srv.http = &http.Server{
-		Handler:           handler,
+		Handler:           observe(log, m, rt.route, cfg.Log.Access, recoverPanics(log, front)),
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -113,11 +181,54 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	return srv, nil
 }
 
+// ownEndpoints serves the health probes and, when scrape is not nil, the
+// metrics, in front of next: before authentication, which the probes never
+// need (the metrics handler asks for it itself when it must).
+func (s *Server) ownEndpoints(next, scrape http.Handler) http.Handler {
+	live, ready := s.health.Live(), s.health.ReadyHandler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == health.LivePath:
+			live.ServeHTTP(w, r)
+		case r.URL.Path == health.ReadyPath:
+			ready.ServeHTTP(w, r)
+		case r.URL.Path == metricsPath && scrape != nil:
+			scrape.ServeHTTP(w, r)
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// probeDigest is the digest readiness looks up in the index and the blob
+// store: whether it is there does not matter, only that they answer.
+var probeDigest = digest.FromString("berth readiness probe")
+
+// storeProbes checks that the index and the blob store answer, each
+// through its seam.
+func storeProbes(s *Store) []health.Probe {
+	return []health.Probe{
+		{Name: "index", Check: func(ctx context.Context) error {
+			return s.Index.View(ctx, func(tx meta.Tx) error {
+				_, _, err := tx.Blob(probeDigest)
+				return err
+			})
+		}},
+		{Name: "blobs", Check: func(ctx context.Context) error {
+			if _, err := s.Blobs.Stat(ctx, probeDigest); err != nil && !errors.Is(err, blob.ErrNotFound) {
+				return err
+			}
+			return nil
+		}},
+	}
+}
+
 // admin returns the admin API of the server's store and configuration.
 func (s *Server) admin() http.Handler {
 	opts := admin.Options{
 		Collect: s.collect,
 		Retain:  s.retention.run,
+		Events:  s.notifier,
 		Grace:   s.cfg.GC.Grace,
 		Logger:  s.log,
 	}
@@ -178,7 +289,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.WarnContext(ctx, "AUTHENTICATION OVER PLAIN HTTP: passwords and tokens cross the network in clear text; configure tls.certificate and tls.key",
 			"addr", ln.Addr().String())
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() {
 		if s.cfg.TLS.Enabled() {
 			// ServeTLS negotiates HTTP/2 as well as HTTP/1.1.
@@ -187,10 +298,21 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 		served <- s.http.Serve(ln)
 	}()
+	if s.metricsHTTP != nil {
+		mln, err := net.Listen("tcp", s.cfg.Metrics.Addr)
+		if err != nil {
+			_ = s.http.Close()
+			<-served
+			return fmt.Errorf("listen on metrics.addr %s: %w", s.cfg.Metrics.Addr, err)
+		}
+		s.log.InfoContext(ctx, "metrics listening", "addr", mln.Addr().String(), "scheme", "http")
+		go func() { served <- s.metricsHTTP.Serve(mln) }()
+	}
 	if hup != nil {
 		defer background(ctx, func(ctx context.Context) { s.watchAuth(ctx, hup) })()
 	}
 	defer background(ctx, s.expireUploads)()
+	defer background(ctx, s.notifier.Run)()
 	// Stopped after the HTTP server, so that it writes the pulls of the
 	// last requests, and before the store closes.
 	defer background(ctx, s.pulls.Run)()
@@ -205,14 +327,26 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	s.log.InfoContext(ctx, "shutting down", "timeout", s.cfg.HTTP.ShutdownTimeout)
+	// Not ready from now on, while still serving: a load balancer that
+	// probes /readyz stops sending requests before the listener closes.
+	s.health.Drain()
+	s.log.InfoContext(ctx, "shutting down", "delay", s.cfg.HTTP.ShutdownDelay, "timeout", s.cfg.HTTP.ShutdownTimeout)
+	if d := s.cfg.HTTP.ShutdownDelay; d > 0 {
+		time.Sleep(d)
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.HTTP.ShutdownTimeout)
 	defer cancel()
-	if err := s.http.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	servers := []*http.Server{s.http}
+	if s.metricsHTTP != nil {
+		servers = append(servers, s.metricsHTTP)
 	}
-	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
+	for _, hs := range servers {
+		if err := hs.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
 	}
 	s.log.InfoContext(ctx, "stopped")
 	return nil

@@ -42,6 +42,9 @@ type StoreOptions struct {
 	// Storage picks the backends; its zero value is the files under the
 	// data directory.
 	Storage StorageConfig
+	// Decorate, when set, wraps the index the storage core uses (the
+	// metrics count its changes); Store.Index stays the backend itself.
+	Decorate func(meta.Store) meta.Store
 }
 
 // ErrInUse means another process, normally a running server, holds the
@@ -84,7 +87,11 @@ func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, erro
 		core.Logger = log
 	}
 	log.DebugContext(ctx, "store opened", "dir", dir)
-	return &Store{Service: storage.New(index, blobs, core), Index: index, Blobs: blobs}, nil
+	var coreIndex meta.Store = index
+	if opts.Decorate != nil {
+		coreIndex = opts.Decorate(index)
+	}
+	return &Store{Service: storage.New(coreIndex, blobs, core), Index: index, Blobs: blobs}, nil
 }
 
 // openBlobs opens the blob store c names: the files under dir, or a bucket.

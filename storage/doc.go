@@ -24,7 +24,8 @@
 //     semantics (search.go).
 //   - Events (events.go): one Event per change, published to the sinks
 //     after the transaction that made it commits, never for a refused or
-//     rolled-back write.
+//     rolled-back write; with an Outbox, the deliveries of those events to
+//     webhook endpoints are written into the index in that transaction.
 //
 // Locking is narrow. An upload session is serialised by its own lock. A
 // digest's lock (meta.Store.LockDigests) is held from placing its content

@@ -2,9 +2,13 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage/meta"
 )
 
 // Event says that the store changed. The core publishes one per change, to
@@ -72,6 +76,61 @@ type SinkFunc func(ctx context.Context, e Event)
 
 // Publish calls f(ctx, e).
 func (f SinkFunc) Publish(ctx context.Context, e Event) { f(ctx, e) }
+
+// Outbox routes events to the endpoints that are to be told of them, for
+// delivery that survives a crash. Where a Sink hears of a change after its
+// commit, and may miss it if the process dies at once, the Outbox is asked
+// inside the change's transaction: for each event and each endpoint it
+// names, the core appends a meta.Delivery to the index's outbox, keyed by
+// the event's repository, with a fresh event identifier and the event's
+// JSON as payload (DecodeEvent reads it back). The change and its
+// deliveries commit together or not at all; a delivery worker (package
+// notify) sends them afterwards.
+type Outbox interface {
+	// Endpoints returns the names of the endpoints e goes to, none if
+	// none. It runs inside the transaction, perhaps more than once for
+	// one event, so it must be quick, must not block and must depend on
+	// e alone.
+	Endpoints(e Event) []string
+}
+
+// queueDeliveries appends a delivery of each event to each endpoint the
+// outbox routes it to, in the transaction that made the events.
+func (s *Service) queueDeliveries(tx meta.Tx, events []Event) error {
+	if s.outbox == nil {
+		return nil
+	}
+	for _, e := range events {
+		endpoints := s.outbox.Endpoints(e)
+		if len(endpoints) == 0 {
+			continue
+		}
+		payload, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode event for the outbox: %w", err)
+		}
+		id, err := newID()
+		if err != nil {
+			return err
+		}
+		for _, ep := range endpoints {
+			d := meta.Delivery{Endpoint: ep, Key: e.Repo, EventID: id, Payload: payload, Created: e.Time}
+			if _, err := tx.AppendDelivery(d); err != nil {
+				return fmt.Errorf("queue %s event for %s: %w", e.Action, ep, err)
+			}
+		}
+	}
+	return nil
+}
+
+// DecodeEvent reads back the event of a delivery the core queued.
+func DecodeEvent(d meta.Delivery) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(d.Payload, &e); err != nil {
+		return Event{}, fmt.Errorf("decode event of delivery %d: %w", d.Seq, err)
+	}
+	return e, nil
+}
 
 // publish hands committed events to every sink.
 func (s *Service) publish(ctx context.Context, events []Event) {

@@ -26,6 +26,11 @@ type Options struct {
 	SearchScanLimit int
 	// Sinks receive an Event for every change, after it commits.
 	Sinks []Sink
+	// Outbox, when set, routes the events of every change to the
+	// endpoints that are to be told of them: the core writes one delivery
+	// per event and endpoint into the index's outbox, in the transaction
+	// of the change (see Outbox).
+	Outbox Outbox
 }
 
 // Service is the storage core: the registry's content and its rules over
@@ -38,6 +43,7 @@ type Service struct {
 	// searchScan bounds the manifests one Search examines.
 	searchScan int
 	sinks      []Sink
+	outbox     Outbox
 	// sessions holds the live state of upload sessions; seen the marks
 	// that blob lookups leave for garbage collection.
 	sessions *sessionTable
@@ -52,7 +58,7 @@ func New(index meta.Store, blobs blob.Store, opts Options) *Service {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{index: index, blobs: blobs, log: log, tags: opts.Tags, searchScan: opts.SearchScanLimit,
-		sinks: opts.Sinks, sessions: newSessionTable(), seen: newSeenMarks()}
+		sinks: opts.Sinks, outbox: opts.Outbox, sessions: newSessionTable(), seen: newSeenMarks()}
 	if s.searchScan <= 0 {
 		s.searchScan = DefaultSearchScanLimit
 	}
@@ -86,9 +92,10 @@ type Tx struct {
 }
 
 // Update runs fn in a read-write transaction of the index and, once it has
-// committed, publishes the events fn queued. Like meta.Store.Update, fn
-// may run more than once; only the events and claims of the run that
-// committed count.
+// committed, publishes the events fn queued. With an Outbox, the events'
+// deliveries are written in the same transaction, after fn. Like
+// meta.Store.Update, fn may run more than once; only the events, claims
+// and deliveries of the run that committed count.
 func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
 	var tx *Tx
 	// Claims end with the transaction, even one that panics: a claim left
@@ -103,7 +110,10 @@ func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
 			tx.release()
 		}
 		tx = &Tx{Tx: mtx, ctx: ctx, s: s}
-		return fn(tx)
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return s.queueDeliveries(mtx, tx.events)
 	})
 	if err != nil {
 		return err

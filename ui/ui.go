@@ -123,6 +123,26 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Route names what r asks of the web interface, as metrics and request
+// logs show it: the pattern of the page it matches, without its method
+// ("/ui/r/{path...}"), or "" for a path outside /ui/.
+func (u *UI) Route(r *http.Request) string {
+	if r.URL.Path == "/ui" {
+		return "/ui"
+	}
+	if !strings.HasPrefix(r.URL.Path, "/ui/") {
+		return ""
+	}
+	_, pattern := u.routes.Handler(r)
+	if _, path, ok := strings.Cut(pattern, " "); ok {
+		pattern = path
+	}
+	if pattern == "" {
+		return "/ui/"
+	}
+	return pattern
+}
+
 // securityHeaders keeps the pages to their own origin: no script, style,
 // font or frame from elsewhere, no framing by another site.
 func securityHeaders(h http.Header) {

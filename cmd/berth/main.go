@@ -14,6 +14,7 @@
 //	berth doctor REGISTRY[/REPOSITORY[:TAG]] [--json] (from a deploy target: can it pull?)
 //	berth which FILE|DIGEST [--json] (which artifacts hold this content, tagged how, now and before)
 //	berth pulls REPOSITORY [--actor KIND:NAME] [--json] (who last pulled what, from where, when)
+//	berth events list|retry|drop ... (webhook deliveries, through a running server's admin API)
 //	berth version
 package main
 
@@ -72,6 +73,7 @@ func newRootCommand() *cobra.Command {
 		newDoctorCommand(),
 		newWhichCommand(),
 		newPullsCommand(),
+		newEventsCommand(),
 	)
 	return root
 }
@@ -85,7 +87,7 @@ func newServeCommand() *cobra.Command {
 keeps its data under ./data. Settings come from the defaults, then the YAML
 file named by --config (or BERTH_CONFIG), then BERTH_* environment
 variables (BERTH_ADDR, BERTH_DATA, BERTH_LOG_LEVEL, BERTH_LOG_FORMAT,
-BERTH_MAX_MANIFEST_BYTES, BERTH_MAX_PAGE_SIZE), then flags.`,
+BERTH_LOG_ACCESS, BERTH_MAX_MANIFEST_BYTES, BERTH_MAX_PAGE_SIZE), then flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configPath == "" {
@@ -113,6 +115,7 @@ BERTH_MAX_MANIFEST_BYTES, BERTH_MAX_PAGE_SIZE), then flags.`,
 				return err
 			}
 			v, c := buildInfo()
+			cfg.Build = registry.BuildInfo{Version: v, Commit: c}
 			log.Info("starting berth", "version", v, "commit", c)
 			srv, err := registry.New(cmd.Context(), cfg, log)
 			if err != nil {

@@ -137,6 +137,8 @@ type options struct {
 	Out    string // Markdown report file; empty: none
 	Quick  bool
 	Repeat int // rounds of the compared measurements
+	// WebhooksOnly skips everything but the webhook measurement.
+	WebhooksOnly bool
 }
 
 func main() {
@@ -147,6 +149,7 @@ func main() {
 	flag.StringVar(&o.Out, "out", "", "also write the results as Markdown to `FILE`")
 	flag.StringVar(&o.Peer, "peer", "", "also measure the registry binary at `PATH` (CNCF Distribution's \"registry\"),\nside by side with berth, and print the ratio berth/peer (default: berth alone)")
 	flag.IntVar(&o.Repeat, "repeat", 1, "measure blob push and pull and manifest PUT and GET `N` times on each server,\nalternating the servers, and print each figure's median and spread")
+	flag.BoolVar(&o.WebhooksOnly, "webhooks-only", false, "measure only manifest PUT latency with and without webhook endpoints")
 	flag.Parse()
 	if flag.NArg() > 0 || o.Repeat < 1 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q or -repeat %d below 1\n", flag.Args(), o.Repeat)
@@ -218,10 +221,12 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	lim.print(os.Stdout)
 
-	fmt.Println("bench: computing the digests of the blobs")
-	plan, err := planBlobs(ctx, cfg)
-	if err != nil {
-		return err
+	var plan [][]blobRun
+	if !o.WebhooksOnly {
+		fmt.Println("bench: computing the digests of the blobs")
+		if plan, err = planBlobs(ctx, cfg); err != nil {
+			return err
+		}
 	}
 	s := &session{cfg: cfg, lim: lim, plan: plan, dataDir: dataDir, keepData: o.Data != ""}
 	rep := report{Machine: m, Limits: lim, Config: cfg, Rounds: o.Repeat}
@@ -231,10 +236,16 @@ func run(ctx context.Context, o options) (err error) {
 	if o.Peer != "" {
 		rep.Peer = peerName + ": " + peerSettings
 	}
-	rep.Results, err = s.rounds(ctx, targets, o.Repeat)
+	if !o.WebhooksOnly {
+		rep.Results, err = s.rounds(ctx, targets, o.Repeat)
+	}
+	if err == nil {
+		fmt.Println("bench: manifest PUT latency with webhook endpoints")
+		rep.Webhooks, err = webhookRuns(ctx, berthBin, scratch, cfg)
+	}
 	rep.Machine.LoadEnd = loadAverage()
 	fmt.Printf("bench: load average at end: %s\n", rep.Machine.LoadEnd)
-	if len(rep.Results) > 0 {
+	if len(rep.Results) > 0 || len(rep.Webhooks) > 0 {
 		rep.print(os.Stdout)
 		if o.Out != "" {
 			if werr := os.WriteFile(o.Out, rep.markdown(), 0o644); werr != nil {
@@ -342,6 +353,9 @@ type report struct {
 	Peer    string        // how the peer is configured, if one is measured
 	Rounds  int           // -repeat
 	Results []roundResult // in the order the rounds ran
+	// Webhooks are berth's manifest PUT latencies with and without
+	// webhook endpoints (webhooks.go).
+	Webhooks []webhookResult
 }
 
 // firstRound is the first target's first round: every figure against this
@@ -378,6 +392,10 @@ func (r report) print(w io.Writer) {
 	mainTitle, cmpTitle := r.titles()
 	fmt.Fprintf(w, "\n%s:\n\n", mainTitle)
 	printTable(w, rowTable(r.firstRound()))
+	if len(r.Webhooks) > 0 {
+		fmt.Fprintf(w, "\n%s:\n\n", webhookTitle)
+		printTable(w, webhookTable(r.Webhooks))
+	}
 	if !r.compared() {
 		return
 	}
@@ -409,6 +427,10 @@ func (r report) markdown() []byte {
 	mainTitle, cmpTitle := r.titles()
 	fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(mainTitle))
 	markdownTable(&b, rowTable(r.firstRound()))
+	if len(r.Webhooks) > 0 {
+		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(webhookTitle))
+		markdownTable(&b, webhookTable(r.Webhooks))
+	}
 	if r.compared() {
 		if r.Peer != "" {
 			fmt.Fprintf(&b, "\n%s\n", r.Peer)
@@ -1598,12 +1620,13 @@ func environWithout(prefixes ...string) []string {
 	return env
 }
 
-// startBerth runs "berth serve --addr 127.0.0.1:0 --data dataDir" and waits
-// for its msg=listening log line.
-func startBerth(ctx context.Context, bin, dataDir string) (*server, error) {
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", dataDir)
-	// BERTH_* variables of the caller's shell must not change the server.
-	cmd.Env = environWithout("BERTH_")
+// startBerth runs "berth serve --addr 127.0.0.1:0 --data dataDir" with args
+// and waits for its msg=listening log line.
+func startBerth(ctx context.Context, bin, dataDir string, args ...string) (*server, error) {
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", dataDir}, args...)...)
+	// BERTH_* variables of the caller's shell must not change the server;
+	// no access log, as the peer writes none.
+	cmd.Env = append(environWithout("BERTH_"), "BERTH_LOG_ACCESS=false")
 	listening := make(chan string, 1)
 	found := false // only the log reader goroutine touches it
 	s, err := startProcess(cmd, "berth", func(line string) {

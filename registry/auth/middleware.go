@@ -29,6 +29,36 @@ type Authenticator struct {
 	limiter *failureLimiter
 	log     *slog.Logger
 	now     func() time.Time
+	obs     Observer
+}
+
+// Observer hears of logins and tokens, for metrics. Its methods must not
+// block.
+type Observer interface {
+	// LoginFailed: a user name, password or robot secret was wrong.
+	LoginFailed()
+	// LoginRateLimited: a login was refused unchecked, with 429, for too
+	// many failures.
+	LoginRateLimited()
+	// TokenIssued: the token service issued a token to a subject of kind
+	// (user, robot or anonymous), a refresh token when refresh is set.
+	TokenIssued(kind string, refresh bool)
+}
+
+// nopObserver is the Observer of an Authenticator nobody observes.
+type nopObserver struct{}
+
+func (nopObserver) LoginFailed()             {}
+func (nopObserver) LoginRateLimited()        {}
+func (nopObserver) TokenIssued(string, bool) {}
+
+// SetObserver makes o hear of logins and tokens. Call it before the
+// Authenticator serves.
+func (a *Authenticator) SetObserver(o Observer) {
+	if o == nil {
+		o = nopObserver{}
+	}
+	a.obs = o
 }
 
 // New builds an Authenticator for cfg (with defaults applied). robots may
@@ -48,6 +78,7 @@ func New(cfg Config, users *UserFile, keys *KeyRing, robots RobotVerifier, log *
 		limiter: newFailureLimiter(cfg.Login.MaxFailures, cfg.Login.Window),
 		log:     log,
 		now:     time.Now,
+		obs:     nopObserver{},
 	}, nil
 }
 
@@ -188,62 +219,77 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r) // not an API path: the API answers 404
 			return
 		}
-		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-		now := a.now()
-		id, claims, present, err := a.authenticate(w, r, now)
-		if errors.Is(err, errLoginsLimited) {
-			return // refused by the login rate limit; answered
-		}
-		if err != nil {
-			// Why goes to the log; the caller learns only that its
-			// credentials did not do (not, say, that a user is gone).
-			a.log.InfoContext(r.Context(), "authentication failed", "reason", err, "remote", clientIP(r))
-			a.challenge(w, r, nd, "invalid_token", "authentication failed")
-			return
-		}
-		// The API version check, the catalog, metadata search and the
-		// admin API answer differently per caller, so a caller without
-		// credentials is asked for them first; an anonymous token is an
-		// answer.
-		if !present && (nd.login || nd.admin || nd.scope.Type == "registry") {
-			a.challenge(w, r, nd, "", "authentication required: log in first")
-			return
-		}
-		switch {
-		case nd.login || nd.admin:
-			if nd.admin && !a.policy.IsAdmin(id.Identity) {
-				a.log.InfoContext(r.Context(), "access denied: not an administrator", "identity", id.String(), "remote", clientIP(r))
-				writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, "administrators only", nil)
-				return
-			}
-		case !a.permits(id.Identity, claims, nd.scope):
-			switch {
-			case !present:
-				// No credentials at all: the client is to log in, or
-				// fetch an anonymous token, and try again. As RFC 6750
-				// asks, the challenge carries no error code.
-				a.challenge(w, r, nd, "", "authentication required")
-			case id.Kind == Anonymous:
-				// An anonymous token, which the token service gave all
-				// it could: asking again without logging in cannot help.
-				// insufficient_scope makes clients give up at once with
-				// their usual wording ("pull access denied ... may
-				// require 'docker login'", "denied: requested access to
-				// the resource is denied") instead of retrying.
-				a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
-				a.challenge(w, r, nd, "insufficient_scope", "authentication required")
-			case claims != nil && a.policyPermits(id.Identity, nd.scope):
-				// The caller may, but its token does not say so: it asks
-				// the token service again for this scope.
-				a.challenge(w, r, nd, "insufficient_scope", "token does not cover "+nd.scope.String())
-			default:
-				a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
-				writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, distribution.CodeDenied.Message, nd.detail())
-			}
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, caller{id: id.Identity, claims: claims})))
+		a.guard(w, r, nd, next)
 	})
+}
+
+// RequireAdmin returns next behind the same authentication, admitting
+// administrators only, as the admin API does: for endpoints outside the
+// API, such as the metrics.
+func (a *Authenticator) RequireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.guard(w, r, need{admin: true}, next)
+	})
+}
+
+// guard authenticates the caller of r and lets it through to next if it
+// may do what nd says; otherwise it answers.
+func (a *Authenticator) guard(w http.ResponseWriter, r *http.Request, nd need, next http.Handler) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	now := a.now()
+	id, claims, present, err := a.authenticate(w, r, now)
+	if errors.Is(err, errLoginsLimited) {
+		return // refused by the login rate limit; answered
+	}
+	if err != nil {
+		// Why goes to the log; the caller learns only that its
+		// credentials did not do (not, say, that a user is gone).
+		a.log.InfoContext(r.Context(), "authentication failed", "reason", err, "remote", clientIP(r))
+		a.challenge(w, r, nd, "invalid_token", "authentication failed")
+		return
+	}
+	// The API version check, the catalog, metadata search and the
+	// admin API answer differently per caller, so a caller without
+	// credentials is asked for them first; an anonymous token is an
+	// answer.
+	if !present && (nd.login || nd.admin || nd.scope.Type == "registry") {
+		a.challenge(w, r, nd, "", "authentication required: log in first")
+		return
+	}
+	switch {
+	case nd.login || nd.admin:
+		if nd.admin && !a.policy.IsAdmin(id.Identity) {
+			a.log.InfoContext(r.Context(), "access denied: not an administrator", "identity", id.String(), "remote", clientIP(r))
+			writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, "administrators only", nil)
+			return
+		}
+	case !a.permits(id.Identity, claims, nd.scope):
+		switch {
+		case !present:
+			// No credentials at all: the client is to log in, or
+			// fetch an anonymous token, and try again. As RFC 6750
+			// asks, the challenge carries no error code.
+			a.challenge(w, r, nd, "", "authentication required")
+		case id.Kind == Anonymous:
+			// An anonymous token, which the token service gave all
+			// it could: asking again without logging in cannot help.
+			// insufficient_scope makes clients give up at once with
+			// their usual wording ("pull access denied ... may
+			// require 'docker login'", "denied: requested access to
+			// the resource is denied") instead of retrying.
+			a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
+			a.challenge(w, r, nd, "insufficient_scope", "authentication required")
+		case claims != nil && a.policyPermits(id.Identity, nd.scope):
+			// The caller may, but its token does not say so: it asks
+			// the token service again for this scope.
+			a.challenge(w, r, nd, "insufficient_scope", "token does not cover "+nd.scope.String())
+		default:
+			a.log.InfoContext(r.Context(), "access denied", "identity", id.String(), "scope", nd.scope.String(), "remote", clientIP(r))
+			writeAuthDetail(w, r, http.StatusForbidden, distribution.CodeDenied, distribution.CodeDenied.Message, nd.detail())
+		}
+		return
+	}
+	next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, caller{id: id.Identity, claims: claims})))
 }
 
 // permits reports whether the request may go ahead: the rules allow it

@@ -132,6 +132,10 @@ func (a *Authenticator) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	a.obs.TokenIssued(id.Kind.String(), false)
+	if resp.RefreshToken != "" {
+		a.obs.TokenIssued(id.Kind.String(), true)
+	}
 	a.log.InfoContext(r.Context(), "token issued", "identity", id.String(), "scope", resp.Scope, "remote", clientIP(r))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -162,12 +166,14 @@ func (a *Authenticator) checkPassword(w http.ResponseWriter, r *http.Request, us
 	key := limiterKey(user, clientIP(r))
 	if ok, wait := a.limiter.begin(now, key); !ok {
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+		a.obs.LoginRateLimited()
 		a.log.WarnContext(r.Context(), "login refused: too many failures", "user", user, "remote", clientIP(r))
 		writeAuthError(w, r, http.StatusTooManyRequests, distribution.CodeTooManyRequests, "too many failed logins; retry later")
 		return checked{}, errLoginsLimited
 	}
 	id, err := a.authenticatePassword(r.Context(), user, pass, now)
 	if err != nil {
+		a.obs.LoginFailed()
 		a.log.InfoContext(r.Context(), "login failed", "user", user, "remote", clientIP(r), "reason", err)
 		return checked{}, errBadCredentials
 	}

@@ -1,8 +1,8 @@
 // Package meta declares the index of a Berth store: the records that say
 // which content exists, which repository holds it, what tags name, how tags
-// moved, which uploads are open, which robot credentials exist and who
-// last pulled each manifest, and the transactions that read and change
-// them.
+// moved, which uploads are open, which robot credentials exist, who last
+// pulled each manifest and which events wait for delivery to webhook
+// endpoints (outbox.go), and the transactions that read and change them.
 //
 // It is one of the two seams of the storage layer; the other, package blob,
 // holds the bytes. Backends implement Store (storage/meta/bolt is the
@@ -71,6 +71,7 @@ type Tx interface {
 	RobotIndex
 	HistoryIndex
 	PullIndex
+	OutboxIndex
 }
 
 // Blob is the record of content present in the blob store.

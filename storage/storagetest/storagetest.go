@@ -105,6 +105,11 @@ var tests = []suiteTest{
 	{"EventsOfRetentionAndGC", testEventsOfRetentionAndGC},
 	{"NoEventsForRefusedWrites", testNoEventsForRefusedWrites},
 	{"RetriedUpdatePublishesOnce", testRetriedUpdatePublishesOnce},
+	// The outbox (outbox.go).
+	{"OutboxHoldsTheEventsOfEachChange", testOutboxHoldsTheEventsOfEachChange},
+	{"OutboxNothingForRefusedWrites", testOutboxNothingForRefusedWrites},
+	{"OutboxRetriedUpdateQueuesOnce", testOutboxRetriedUpdateQueuesOnce},
+	{"OutboxFailureFailsTheChange", testOutboxFailureFailsTheChange},
 }
 
 // Run runs the suite over the backends b opens, each test in a subtest of

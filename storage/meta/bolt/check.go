@@ -123,7 +123,7 @@ type checker struct {
 }
 
 func (c *checker) run() error {
-	for _, step := range []func() error{c.blobs, c.repos, c.uses, c.tagged, c.search, c.robots, c.uploads, c.history, c.pulls} {
+	for _, step := range []func() error{c.blobs, c.repos, c.uses, c.tagged, c.search, c.robots, c.uploads, c.history, c.pulls, c.outbox} {
 		if err := step(); err != nil {
 			return err
 		}
@@ -411,6 +411,23 @@ func (c *checker) uploads() error {
 			c.bad(meta.Finding{Detail: fmt.Sprintf("uploads/ record of %q: %v", k, err)})
 		} else if !validUploadID(string(k)) {
 			c.bad(meta.Finding{Repo: rec.Repo, Detail: fmt.Sprintf("uploads/ key %q cannot name a session", k)})
+		}
+	})
+}
+
+// outbox checks that every delivery and dead letter decodes.
+func (c *checker) outbox() error {
+	err := c.each(c.tx.Bucket(bucketOutbox), func(k, v []byte) {
+		if d, err := decodeDelivery(k, v); err != nil {
+			c.bad(meta.Finding{Repo: d.Key, Detail: err.Error()})
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return c.each(c.tx.Bucket(bucketDeadLetters), func(k, v []byte) {
+		if d, err := decodeDeadLetter(k, v); err != nil {
+			c.bad(meta.Finding{Repo: d.Key, Detail: err.Error()})
 		}
 	})
 }

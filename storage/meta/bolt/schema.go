@@ -71,6 +71,28 @@ package bolt
 // The pulls of a repository, and of one digest in it, are each a prefix of
 // keys. An anonymous actor has an empty name.
 //
+// The outbox of webhook deliveries and the dead letters (outbox.go):
+//
+//	outbox/                         bucket; its sequence numbers deliveries
+//	  <endpoint> 0x00 <key> 0x00 <seq, 8 bytes big-endian>
+//	                                -> deliveryRecord {eventID, payload (the
+//	                                   event's JSON, as the core wrote it),
+//	                                   created, attempts, nextAttempt,
+//	                                   lastError, holder, leaseUntil}
+//	deadLetters/                    bucket
+//	  <seq, 8 bytes big-endian>     -> deliveryRecord, with its endpoint and
+//	                                   key, and died
+//
+// The deliveries of one endpoint and key (a repository) are a run of keys
+// in Seq order, so the head of each, the one delivery of its key that may be
+// attempted, is one Seek away from the previous head. Endpoint names hold
+// no NUL byte and keys none either, so every key splits unambiguously. The
+// sequence is the bucket's, and bbolt commits one transaction at a time, so
+// Seq grows in commit order. Both buckets are new since schema "2" was
+// introduced and Open creates them when missing, without changing the
+// version: an older Berth of schema "2" ignores them (it neither reads nor
+// checks them), and the deliveries wait there for a Berth that knows them.
+//
 // # Invariants the storage core keeps
 //
 // This package enforces no registry rule; the core, above meta.Tx, keeps
@@ -197,11 +219,15 @@ var (
 
 	bucketPulls = []byte("pulls")
 
+	bucketOutbox      = []byte("outbox")
+	bucketDeadLetters = []byte("deadLetters")
+
 	keySchema = []byte("schema")
 
 	// topBuckets are created by Open in every store.
 	topBuckets = [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketHistory,
-		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketPulls}
+		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketPulls,
+		bucketOutbox, bucketDeadLetters}
 	// repoBuckets are created in every repository bucket.
 	repoBuckets = [][]byte{bucketLinks, bucketManifests, bucketTags, bucketReferrers}
 )

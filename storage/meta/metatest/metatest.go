@@ -1,7 +1,7 @@
 // Package metatest is the behavioural suite of Berth's index backends: it
 // owns the tests of the meta.Store contract (every Tx method's documented
-// behaviour, the derived indexes, transactions, group commit as callers
-// see it, digest locks, durability across a restart). Every meta backend
+// behaviour, the derived indexes, the outbox, transactions, group commit
+// as callers see it, digest locks, durability across a restart). Every meta backend
 // runs it from its own tests, so that each new backend inherits every test:
 //
 //	func TestSuite(t *testing.T) {
@@ -81,6 +81,7 @@ func Run(t *testing.T, b Backend) {
 		{"LockDigestsNoDeadlock", testLockNoDeadlock},
 		{"LockDigestsCancel", testLockCancel},
 	}
+	tests = append(tests, outboxTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &handle{b: b}
