@@ -61,6 +61,23 @@ package bolt
 // and every key in robotSecrets/ is the hash of the robot it names; PutRobot
 // replaces the key in the transaction that changes the hash.
 //
+// The pull-through cache's records (meta.CacheIndex), created by Open in a
+// store that lacks the bucket, without a change of schema version:
+//
+//	cache/                          bucket
+//	  "m" <repository> 0x00 <digest>
+//	                                -> cachedRecord {upstream, cached,
+//	                                   pulled}: the manifest was recorded
+//	                                   from that upstream
+//	  "t" <repository> 0x00 <tag>   -> tagCheckRecord {upstream, checked,
+//	                                   digest}: the tag's last check
+//	                                   against its upstream
+//
+// Nothing is derived from these records, nor are they derived from others.
+// A Berth from before the cache ignores the bucket: a manifest it deletes
+// leaves a cache record of nothing, which the cache ignores and fsck
+// reports (stale-cache) and removes.
+//
 // # Invariants the storage core keeps
 //
 // This package enforces no registry rule; the core, above meta.Tx, keeps
@@ -180,11 +197,13 @@ var (
 	bucketRobots       = []byte("robots")
 	bucketRobotSecrets = []byte("robotSecrets")
 
+	bucketCache = []byte("cache")
+
 	keySchema = []byte("schema")
 
 	// topBuckets are created by Open in every store.
 	topBuckets = [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketHistory,
-		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets}
+		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketCache}
 	// repoBuckets are created in every repository bucket.
 	repoBuckets = [][]byte{bucketLinks, bucketManifests, bucketTags, bucketReferrers}
 )

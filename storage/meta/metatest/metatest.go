@@ -66,6 +66,7 @@ func Run(t *testing.T, b Backend) {
 		{"SearchAfterChanges", testSearchAfterChanges},
 		{"Uploads", testUploads},
 		{"Robots", testRobots},
+		{"Cache", testCache},
 		{"ReadOnly", testReadOnly},
 		{"WalkErrors", testWalkErrors},
 		{"Model", testModel},
