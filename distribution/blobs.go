@@ -2,6 +2,7 @@ package distribution
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage"
 )
 
 // blobTarget reads and checks the repository and digest of a blob request.
@@ -23,19 +26,35 @@ func blobTarget(r *http.Request) (string, digest.Digest, error) {
 
 // getBlob serves GET and HEAD of a blob, with Range support. The file is
 // handed to http.ServeContent, which streams it (with sendfile where the
-// platform has it) and answers conditional and range requests.
+// platform has it) and answers conditional and range requests. A HEAD
+// only looks the blob up: it opens no content (which, through the
+// pull-through cache, would fetch it).
 func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	repo, d, err := blobTarget(r)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	f, info, err := a.store.OpenBlob(r.Context(), repo, d)
+	var f io.ReadSeeker
+	var info storage.BlobInfo
+	if r.Method == http.MethodHead {
+		info, err = a.store.StatBlob(r.Context(), repo, d)
+		// ServeContent reads no byte of a HEAD's content (but for a
+		// multi-range answer, which it writes nowhere): it only needs
+		// the length.
+		f = io.NewSectionReader(zeros{}, 0, info.Size)
+	} else {
+		var rc io.ReadSeekCloser
+		rc, info, err = a.store.OpenBlob(r.Context(), repo, d)
+		if err == nil {
+			defer rc.Close()
+			f = rc
+		}
+	}
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	defer f.Close()
 	if rng := r.Header.Get("Range"); rng != "" && !satisfiable(rng, info.Size) {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
 		a.writeError(w, r, newError(CodeSizeInvalid, map[string]string{"range": rng},
@@ -48,6 +67,14 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	h.Set("ETag", `"`+string(d)+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
 	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// zeros reads as zero bytes, the content of a HEAD answer.
+type zeros struct{}
+
+func (zeros) ReadAt(p []byte, _ int64) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // satisfiable reports whether a Range header is well formed and names at

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/ui"
 )
@@ -44,6 +45,9 @@ type Config struct {
 	GC GCConfig `yaml:"gc"`
 	// UI is the web interface at /ui/; see docs/ui.md.
 	UI ui.Config `yaml:"ui"`
+	// Proxy makes Berth a pull-through cache of upstream registries; see
+	// docs/mirror.md.
+	Proxy proxy.Config `yaml:"proxy"`
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -201,6 +205,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.UI.Validate(); err != nil {
+		return err
+	}
+	if err := c.Proxy.Validate(); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

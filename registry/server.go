@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/ui"
@@ -72,14 +74,33 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		opts.Access = authn
 	}
+	// With upstreams configured, the API serves the pull-through cache,
+	// which wraps the core.
+	var api distribution.Store = store.Service
+	var cache *proxy.Cache
+	if len(cfg.Proxy.Upstreams) > 0 {
+		v, _ := buildVersion()
+		cache, err = proxy.New(store.Service, cfg.Proxy, proxy.Options{Logger: log,
+			MaxManifestBytes: cfg.Limits.MaxManifestBytes, UserAgent: "berth/" + v})
+		if err != nil {
+			_ = store.Close()
+			return nil, fmt.Errorf("invalid configuration: %w", err)
+		}
+		api = cache
+	}
 	routes := http.NewServeMux()
-	routes.Handle("/", distribution.New(store.Service, opts).Handler())
+	routes.Handle("/", distribution.New(api, opts).Handler())
 	// Without authentication the admin API is as open as the rest, except
 	// robot tokens, which need authentication.
 	routes.Handle(auth.AdminPrefix, srv.admin())
 	var handler http.Handler = withActor(routes)
 	if authn != nil {
 		handler = authn.Wrap(handler)
+	}
+	if cache != nil {
+		// Before authentication, so that access rules see the names the
+		// store uses.
+		handler = cache.Route(handler)
 	}
 	if cfg.UI.Enabled {
 		// The web interface calls the API in-process, through the same
@@ -286,4 +307,14 @@ func insecureAuth(cfg Config, addr net.Addr) bool {
 	tcp, ok := addr.(*net.TCPAddr)
 	loopback := ok && tcp.IP.IsLoopback()
 	return cfg.Auth.Enabled() && !cfg.TLS.Enabled() && !loopback
+}
+
+// buildVersion is the module version the binary was built from, for the
+// User-Agent of Berth's requests to other registries.
+func buildVersion() (string, bool) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
+		return "dev", false
+	}
+	return bi.Main.Version, true
 }
