@@ -250,7 +250,9 @@ type UnreachableError struct {
 	Err  error
 }
 
-func (e *UnreachableError) Error() string { return fmt.Sprintf("registry %s unreachable: %v", e.Host, e.Err) }
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("registry %s unreachable: %v", e.Host, e.Err)
+}
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
