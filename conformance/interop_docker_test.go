@@ -58,7 +58,7 @@ func startDockerd(t *testing.T, extra ...string) *dockerEngine {
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "docker.pid"),
 		"--config-file", filepath.Join(dir, "daemon.json"),
-		"--host", "unix://"+sock,
+		"--host", "unix://" + sock,
 		"--storage-driver", "vfs",
 		"--bridge", "none",
 		"--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
