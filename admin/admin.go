@@ -32,6 +32,7 @@ import (
 //	POST   /_berth/admin/robots/{name}/rotate replace a robot's secret
 //	POST   /_berth/admin/retention?dryRun=    apply retention policies
 //	POST   /_berth/admin/gc                   collect garbage (gc.go)
+//	POST   /_berth/admin/import?prefix=       import an offline bundle (bundle.go)
 //
 // Errors have the distribution API's form, {"errors":[{"code","message"}]}.
 const (
@@ -105,6 +106,8 @@ type Options struct {
 	// Collect and Retain run the maintenance jobs; nil answers 404.
 	Collect Collector
 	Retain  Retainer
+	// Import imports offline bundles; nil answers 404.
+	Import Importer
 	// Grace is the grace of a collection that names none.
 	Grace time.Duration
 	// Logger receives failures and a line per maintenance run; nil
@@ -147,6 +150,9 @@ func Handler(opts Options) http.Handler {
 	}
 	if a.Collect != nil {
 		r.HandleFunc(GCPath, a.collectGarbage).Methods(http.MethodPost)
+	}
+	if a.Import != nil {
+		r.HandleFunc(ImportPath, a.importBundle).Methods(http.MethodPost)
 	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		writeError(w, req, http.StatusNotFound, codeUnsupported, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))

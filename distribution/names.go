@@ -25,6 +25,11 @@ func validName(name string) bool {
 	return len(name) <= maxNameLength && nameRE.MatchString(name)
 }
 
+// ValidName reports whether name is a valid repository name, for the
+// packages that take names from elsewhere than a request (an imported
+// bundle).
+func ValidName(name string) bool { return validName(name) }
+
 // validTag reports whether tag is a valid tag.
 func validTag(tag string) bool { return tagRE.MatchString(tag) }
 

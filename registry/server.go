@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/admin"
+	"github.com/berth-registry/berth/bundle"
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
@@ -127,6 +129,7 @@ func (s *Server) admin() http.Handler {
 	opts := admin.Options{
 		Collect: s.collect,
 		Retain:  s.retention.run,
+		Import:  s.importBundle,
 		Grace:   s.cfg.GC.Grace,
 		Logger:  s.log,
 	}
@@ -317,4 +320,10 @@ func buildVersion() (string, bool) {
 		return "dev", false
 	}
 	return bi.Main.Version, true
+}
+
+// importBundle imports an offline bundle into the server's store.
+func (s *Server) importBundle(ctx context.Context, r io.Reader, prefix string) (bundle.ImportReport, error) {
+	return bundle.Import(storage.WithActor(ctx, storage.ActorFrom(ctx)), s.store.Service, r, bundle.ImportOptions{
+		Prefix: prefix, Valid: distribution.ValidName})
 }

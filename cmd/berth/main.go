@@ -11,6 +11,8 @@
 //	berth find [--annotation K=V]... [--label K=V]... [--repository R] [--tag T] [--json] ...
 //	berth retention [--dry-run] [--json] (through a running server's admin API)
 //	berth gc [--grace DURATION] [--dry-run] [--json] (through a running server's admin API)
+//	berth export REPOSITORY:TAG... -o BUNDLE.tar (from a running server's API)
+//	berth import BUNDLE.tar [--prefix NAMESPACE] (through a running server's admin API)
 //	berth version
 package main
 
@@ -62,6 +64,8 @@ func newRootCommand() *cobra.Command {
 		newFindCommand(),
 		newRetentionCommand(),
 		newGCCommand(),
+		newExportCommand(),
+		newImportCommand(),
 	)
 	return root
 }
