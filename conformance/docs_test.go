@@ -47,6 +47,9 @@ func TestReadmeConfigIsTheDefault(t *testing.T) {
 	if len(got.Retention.Policies) == 0 {
 		got.Retention.Policies = nil
 	}
+	if len(got.Proxy.Upstreams) == 0 {
+		got.Proxy.Upstreams = nil
+	}
 	if want := registry.DefaultConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("the README's configuration block is not the default:\nREADME:  %+v\ndefault: %+v", got, want)
 	}
