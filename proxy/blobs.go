@@ -43,8 +43,10 @@ type fill struct {
 	sf      *storage.Fill // set before size is known
 	size    int64         // -1 until the upstream said
 	written int64
-	// verified is set once the content hashed to its digest and was
-	// committed; err once the fill failed. Either ends it.
+	// hashed is set once the content hashed to its digest: clients may
+	// then read its last byte; verified once it was committed too; err
+	// once the fill failed. verified or err ends it.
+	hashed   bool
 	verified bool
 	err      error
 }
@@ -68,7 +70,7 @@ func (f *fill) state() (readable, size int64, verified bool, err error, changed 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	readable = f.written
-	if !f.verified && f.size >= 0 && readable >= f.size {
+	if !f.hashed && f.size >= 0 && readable >= f.size {
 		readable = f.size - 1
 	}
 	return readable, f.size, f.verified, f.err, f.changed
@@ -279,9 +281,13 @@ func (c *Cache) runFill(ctx context.Context, f *fill, u *upstream, repo, name st
 	if !sf.Verified() {
 		return fmt.Errorf("%w: upstream %s: blob %s does not hash to its digest", errBadUpstream, u.name, d)
 	}
-	if resp.ContentLength < 0 {
-		f.update(func() { f.size = sf.Size() })
-	}
+	// Verified: clients may have the last byte while it is made durable.
+	f.update(func() {
+		f.hashed = true
+		if resp.ContentLength < 0 {
+			f.size = sf.Size()
+		}
+	})
 	if _, err := sf.Commit(ctx, repo); err != nil {
 		return err
 	}
@@ -309,8 +315,8 @@ type follower struct {
 // Read implements io.Reader.
 func (fr *follower) Read(p []byte) (int, error) {
 	for {
-		readable, size, verified, err, changed := fr.f.state()
-		if verified && fr.off >= size {
+		readable, size, _, err, changed := fr.f.state()
+		if size >= 0 && fr.off >= size && readable >= size {
 			return 0, io.EOF
 		}
 		if fr.off < readable {
@@ -365,8 +371,25 @@ func (fr *follower) readAt(p []byte) (int, error) {
 // reopen switches to the committed content once the fill is verified;
 // before, the error stands.
 func (fr *follower) reopen(cause error) error {
-	if _, _, verified, _, _ := fr.f.state(); !verified {
-		return cause
+	for {
+		fr.f.mu.Lock()
+		hashed := fr.f.hashed
+		fr.f.mu.Unlock()
+		_, _, verified, err, changed := fr.f.state()
+		if verified {
+			break
+		}
+		if !hashed || err != nil {
+			// Before the content is whole and verified, a read that
+			// fails is the fill's failure.
+			return cause
+		}
+		// Being committed: the staged content moves into the store.
+		select {
+		case <-changed:
+		case <-fr.ctx.Done():
+			return fr.ctx.Err()
+		}
 	}
 	r, _, err := fr.c.Service.OpenBlob(fr.ctx, fr.repo, fr.d)
 	if err != nil {

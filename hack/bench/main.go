@@ -85,6 +85,7 @@ type config struct {
 	PageSize     int           // n of the listing requests
 	SetupConc    int           // concurrency of the tag and repository setup
 	Samples      int           // timed requests per latency figure
+	MirrorSize   int64         // the single layer of the image pulled through the mirror
 }
 
 func fullConfig() config {
@@ -101,6 +102,7 @@ func fullConfig() config {
 		PageSize:     1000,
 		SetupConc:    16,
 		Samples:      20,
+		MirrorSize:   1 * gib,
 	}
 }
 
@@ -118,6 +120,7 @@ func quickConfig() config {
 		PageSize:     50,
 		SetupConc:    8,
 		Samples:      10,
+		MirrorSize:   64 * mib,
 	}
 }
 
@@ -137,6 +140,9 @@ type options struct {
 	Out    string // Markdown report file; empty: none
 	Quick  bool
 	Repeat int // rounds of the compared measurements
+	// MirrorOnly measures only the pull-through cache against a direct
+	// pull, at the full size even with -quick.
+	MirrorOnly bool
 }
 
 func main() {
@@ -146,6 +152,7 @@ func main() {
 	flag.BoolVar(&o.Quick, "quick", false, "small sizes and counts, for a smoke run")
 	flag.StringVar(&o.Out, "out", "", "also write the results as Markdown to `FILE`")
 	flag.StringVar(&o.Peer, "peer", "", "also measure the registry binary at `PATH` (CNCF Distribution's \"registry\"),\nside by side with berth, and print the ratio berth/peer (default: berth alone)")
+	flag.BoolVar(&o.MirrorOnly, "mirror-only", false, "measure only the pull through the pull-through cache against a direct pull")
 	flag.IntVar(&o.Repeat, "repeat", 1, "measure blob push and pull and manifest PUT and GET `N` times on each server,\nalternating the servers, and print each figure's median and spread")
 	flag.Parse()
 	if flag.NArg() > 0 || o.Repeat < 1 {
@@ -211,6 +218,15 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	m.print(os.Stdout)
 
+	if o.MirrorOnly {
+		rows, err := mirrorBench(ctx, berthBin, scratch, fullConfig().MirrorSize, o.Repeat)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n%s:\n\n", mirrorTitle)
+		printTable(os.Stdout, rowTable(rows))
+		return nil
+	}
 	fmt.Println("bench: measuring the machine's limits")
 	lim, err := measureLimits(ctx, dataDir, cfg.LimitBytes)
 	if err != nil {
@@ -232,6 +248,13 @@ func run(ctx context.Context, o options) (err error) {
 		rep.Peer = peerName + ": " + peerSettings
 	}
 	rep.Results, err = s.rounds(ctx, targets, o.Repeat)
+	if err == nil {
+		fmt.Println("bench: a cold pull through the pull-through cache against a direct pull")
+		var mrows []row
+		if mrows, err = mirrorBench(ctx, berthBin, scratch, cfg.MirrorSize, o.Repeat); err == nil {
+			rep.Mirror = mrows
+		}
+	}
 	rep.Machine.LoadEnd = loadAverage()
 	fmt.Printf("bench: load average at end: %s\n", rep.Machine.LoadEnd)
 	if len(rep.Results) > 0 {
@@ -342,6 +365,9 @@ type report struct {
 	Peer    string        // how the peer is configured, if one is measured
 	Rounds  int           // -repeat
 	Results []roundResult // in the order the rounds ran
+	// Mirror compares a cold pull through the pull-through cache with a
+	// direct pull from its upstream.
+	Mirror []row
 }
 
 // firstRound is the first target's first round: every figure against this
@@ -378,6 +404,10 @@ func (r report) print(w io.Writer) {
 	mainTitle, cmpTitle := r.titles()
 	fmt.Fprintf(w, "\n%s:\n\n", mainTitle)
 	printTable(w, rowTable(r.firstRound()))
+	if len(r.Mirror) > 0 {
+		fmt.Fprintf(w, "\n%s:\n\n", mirrorTitle)
+		printTable(w, rowTable(r.Mirror))
+	}
 	if !r.compared() {
 		return
 	}
@@ -409,6 +439,10 @@ func (r report) markdown() []byte {
 	mainTitle, cmpTitle := r.titles()
 	fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(mainTitle))
 	markdownTable(&b, rowTable(r.firstRound()))
+	if len(r.Mirror) > 0 {
+		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(mirrorTitle))
+		markdownTable(&b, rowTable(r.Mirror))
+	}
 	if r.compared() {
 		if r.Peer != "" {
 			fmt.Fprintf(&b, "\n%s\n", r.Peer)
@@ -1600,8 +1634,8 @@ func environWithout(prefixes ...string) []string {
 
 // startBerth runs "berth serve --addr 127.0.0.1:0 --data dataDir" and waits
 // for its msg=listening log line.
-func startBerth(ctx context.Context, bin, dataDir string) (*server, error) {
-	cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--data", dataDir)
+func startBerth(ctx context.Context, bin, dataDir string, extra ...string) (*server, error) {
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", dataDir}, extra...)...)
 	// BERTH_* variables of the caller's shell must not change the server.
 	cmd.Env = environWithout("BERTH_")
 	listening := make(chan string, 1)
