@@ -66,14 +66,22 @@ func (f *fill) update(fn func()) {
 // and how, and the channel that the next change closes. The last byte is
 // readable only once the content is verified, so that no client ever
 // receives the whole of content that does not hash to its digest.
-func (f *fill) state() (readable, size int64, verified bool, err error, changed <-chan struct{}) {
+func (f *fill) state() fillState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	readable = f.written
-	if !f.hashed && f.size >= 0 && readable >= f.size {
-		readable = f.size - 1
+	st := fillState{readable: f.written, size: f.size, hashed: f.hashed, verified: f.verified, err: f.err, changed: f.changed}
+	if !f.hashed && f.size >= 0 && st.readable >= f.size {
+		st.readable = f.size - 1
 	}
-	return readable, f.size, f.verified, f.err, f.changed
+	return st
+}
+
+// fillState is a fill's state at one moment, as readers see it.
+type fillState struct {
+	readable, size   int64
+	hashed, verified bool
+	err              error
+	changed          <-chan struct{}
 }
 
 // StatBlob answers for a blob of a namespace from the store, a fill in
@@ -91,9 +99,9 @@ func (c *Cache) StatBlob(ctx context.Context, repo string, d digest.Digest) (sto
 	f := c.fills[fillKey{repo, d}]
 	c.mu.Unlock()
 	if f != nil {
-		if _, size, _, ferr, _ := f.state(); ferr == nil && size >= 0 {
+		if st := f.state(); st.err == nil && st.size >= 0 {
 			note(ctx, "berth; fwd=miss; collapsed")
-			return storage.BlobInfo{Digest: d, Size: size}, nil
+			return storage.BlobInfo{Digest: d, Size: st.size}, nil
 		}
 	}
 	resp, err := u.request(ctx, http.MethodHead, u.remoteName(rest), "/blobs/"+string(d), nil)
@@ -128,20 +136,20 @@ func (c *Cache) OpenBlob(ctx context.Context, repo string, d digest.Digest) (io.
 	}
 	// Wait until the upstream has answered with the length.
 	for {
-		_, size, verified, ferr, changed := f.state()
+		st := f.state()
 		switch {
-		case ferr != nil:
-			if errors.Is(ferr, errMounted) {
+		case st.err != nil:
+			if errors.Is(st.err, errMounted) {
 				return c.Service.OpenBlob(ctx, repo, d)
 			}
-			return nil, storage.BlobInfo{}, clientError(u, "blob", ferr)
-		case verified:
+			return nil, storage.BlobInfo{}, clientError(u, "blob", st.err)
+		case st.verified:
 			return c.Service.OpenBlob(ctx, repo, d)
-		case size >= 0:
-			return &follower{c: c, f: f, ctx: ctx, repo: repo, d: d}, storage.BlobInfo{Digest: d, Size: size}, nil
+		case st.size >= 0:
+			return &follower{c: c, f: f, ctx: ctx, repo: repo, d: d}, storage.BlobInfo{Digest: d, Size: st.size}, nil
 		}
 		select {
-		case <-changed:
+		case <-st.changed:
 		case <-ctx.Done():
 			return nil, storage.BlobInfo{}, ctx.Err()
 		}
@@ -315,20 +323,20 @@ type follower struct {
 // Read implements io.Reader.
 func (fr *follower) Read(p []byte) (int, error) {
 	for {
-		readable, size, _, err, changed := fr.f.state()
-		if size >= 0 && fr.off >= size && readable >= size {
+		st := fr.f.state()
+		if st.size >= 0 && fr.off >= st.size && st.readable >= st.size {
 			return 0, io.EOF
 		}
-		if fr.off < readable {
+		if fr.off < st.readable {
 			n := int64(len(p))
-			n = min(n, readable-fr.off)
+			n = min(n, st.readable-fr.off)
 			return fr.readAt(p[:n])
 		}
-		if err != nil {
-			return 0, err
+		if st.err != nil {
+			return 0, st.err
 		}
 		select {
-		case <-changed:
+		case <-st.changed:
 		case <-fr.ctx.Done():
 			return 0, fr.ctx.Err()
 		}
@@ -372,21 +380,18 @@ func (fr *follower) readAt(p []byte) (int, error) {
 // before, the error stands.
 func (fr *follower) reopen(cause error) error {
 	for {
-		fr.f.mu.Lock()
-		hashed := fr.f.hashed
-		fr.f.mu.Unlock()
-		_, _, verified, err, changed := fr.f.state()
-		if verified {
+		st := fr.f.state()
+		if st.verified {
 			break
 		}
-		if !hashed || err != nil {
+		if !st.hashed || st.err != nil {
 			// Before the content is whole and verified, a read that
 			// fails is the fill's failure.
 			return cause
 		}
 		// Being committed: the staged content moves into the store.
 		select {
-		case <-changed:
+		case <-st.changed:
 		case <-fr.ctx.Done():
 			return fr.ctx.Err()
 		}
@@ -405,7 +410,7 @@ func (fr *follower) reopen(cause error) error {
 
 // Seek implements io.Seeker within the blob's announced length.
 func (fr *follower) Seek(offset int64, whence int) (int64, error) {
-	_, size, _, _, _ := fr.f.state()
+	size := fr.f.state().size
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:

@@ -120,7 +120,7 @@ func pullImage(ctx context.Context, c *client, repo string) (pullTimes, error) {
 		return pullTimes{}, err
 	}
 	var m struct {
-		Config struct{ Digest string } `json:"config"`
+		Config struct{ Digest string }   `json:"config"`
 		Layers []struct{ Digest string } `json:"layers"`
 	}
 	err = json.NewDecoder(resp.Body).Decode(&m)
