@@ -39,6 +39,9 @@ type RetentionPolicy struct {
 	// DeleteUntaggedAfter deletes manifests nothing keeps once they were
 	// pushed longer ago.
 	DeleteUntaggedAfter time.Duration `yaml:"deleteUntaggedAfter"`
+	// EvictUnpulledAfter evicts the pull-through cache's manifests that no
+	// client pulled for longer, with their tags.
+	EvictUnpulledAfter time.Duration `yaml:"evictUnpulledAfter"`
 }
 
 // DefaultHistoryWindow is retention.historyWindow when not set.
@@ -67,6 +70,9 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		if p.DeleteUntaggedAfter < 0 {
 			return nil, fmt.Errorf("%s.deleteUntaggedAfter %s: must not be negative", at, p.DeleteUntaggedAfter)
 		}
+		if p.EvictUnpulledAfter < 0 {
+			return nil, fmt.Errorf("%s.evictUnpulledAfter %s: must not be negative", at, p.EvictUnpulledAfter)
+		}
 		repos, err := glob.CompileSet(at+".repositories", p.Repositories)
 		if err != nil {
 			return nil, err
@@ -78,6 +84,7 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		out = append(out, retention.Policy{
 			Repositories: repos, KeepLast: p.KeepLast, KeepTags: keep,
 			DeleteTagsOlderThan: p.DeleteTagsOlderThan, DeleteUntaggedAfter: p.DeleteUntaggedAfter,
+			EvictUnpulledAfter: p.EvictUnpulledAfter,
 		})
 	}
 	return out, nil
