@@ -1,7 +1,8 @@
 // Package meta declares the index of a Berth store: the records that say
 // which content exists, which repository holds it, what tags name, how tags
-// moved, which uploads are open and which robot credentials exist, and the
-// transactions that read and change them.
+// moved, which uploads are open and which robot credentials exist, what
+// the pull-through cache and replication (sync.go) record of their work,
+// and the transactions that read and change them.
 //
 // It is one of the two seams of the storage layer; the other, package blob,
 // holds the bytes. Backends implement Store (storage/meta/bolt is the
@@ -69,6 +70,7 @@ type Tx interface {
 	UploadIndex
 	RobotIndex
 	CacheIndex
+	SyncIndex
 }
 
 // Blob is the record of content present in the blob store.

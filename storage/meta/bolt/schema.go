@@ -78,6 +78,22 @@ package bolt
 // leaves a cache record of nothing, which the cache ignores and fsck
 // reports (stale-cache) and removes.
 //
+// Replication's records (meta.SyncIndex), created by Open in a store that
+// lacks the bucket, without a change of schema version:
+//
+//	sync/                           bucket
+//	  "r" <rule> 0x00               -> syncRunRecord {started, finished,
+//	                                   error, tags, manifests, blobs,
+//	                                   bytes}: the rule's last run
+//	  "t" <rule> 0x00 <repository> 0x00 <tag>
+//	                                -> syncedTagRecord {digest,
+//	                                   fingerprint, synced}: what a push
+//	                                   rule last delivered of the tag
+//
+// Nothing is derived from these records, nor are they derived from others.
+// A Berth from before replication ignores the bucket; what it changes
+// meanwhile differs from the records, so the rules deliver it again.
+//
 // # Invariants the storage core keeps
 //
 // This package enforces no registry rule; the core, above meta.Tx, keeps
@@ -198,12 +214,13 @@ var (
 	bucketRobotSecrets = []byte("robotSecrets")
 
 	bucketCache = []byte("cache")
+	bucketSync  = []byte("sync")
 
 	keySchema = []byte("schema")
 
 	// topBuckets are created by Open in every store.
 	topBuckets = [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketHistory,
-		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketCache}
+		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketCache, bucketSync}
 	// repoBuckets are created in every repository bucket.
 	repoBuckets = [][]byte{bucketLinks, bucketManifests, bucketTags, bucketReferrers}
 )

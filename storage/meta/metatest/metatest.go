@@ -67,6 +67,7 @@ func Run(t *testing.T, b Backend) {
 		{"Uploads", testUploads},
 		{"Robots", testRobots},
 		{"Cache", testCache},
+		{"Sync", testSync},
 		{"ReadOnly", testReadOnly},
 		{"WalkErrors", testWalkErrors},
 		{"Model", testModel},
