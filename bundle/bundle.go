@@ -2,7 +2,8 @@
 // (a tar of oci-layout, index.json and blobs/<alg>/<hex>) that carry
 // images across a network boundary. Export writes one from a registry,
 // with every platform of an index and the referrers (signatures, SBOMs,
-// attestations, by the referrers API and by cosign's tags); Import reads
+// attestations, by the referrers API and by cosign's tags), copying
+// through package transfer into the archive as a target; Import reads
 // one into the storage core, verifying every digest, idempotently, and
 // records the tags it sets as import moves.
 //
@@ -29,12 +30,6 @@ const layoutFile = `{"imageLayoutVersion":"1.0.0"}`
 // blobPath is the path of d in the archive.
 func blobPath(d digest.Digest) string {
 	return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded()
-}
-
-// signatureTags are the tags cosign attaches to manifest d.
-func signatureTags(d digest.Digest) []string {
-	base := string(d.Algorithm()) + "-" + d.Encoded()
-	return []string{base + ".sig", base + ".att", base + ".sbom"}
 }
 
 // splitRef splits repository:tag or repository@digest.

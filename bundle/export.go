@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -12,15 +11,10 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/content"
-	"oras.land/oras-go/v2/errdef"
 	orasremote "oras.land/oras-go/v2/registry/remote"
 
-	"github.com/berth-registry/berth/storage/manifest"
+	"github.com/berth-registry/berth/transfer"
 )
-
-// maxManifest bounds a manifest read into memory.
-const maxManifest = 4 << 20
 
 // Source opens the repositories Export reads; *remote.Registry is one.
 type Source interface {
@@ -38,193 +32,167 @@ type ExportReport struct {
 	Bytes     int64 `json:"bytes"`
 }
 
-// exporter is one Export in progress.
-type exporter struct {
-	ctx     context.Context
-	src     Source
+// archive is the image layout archive an Export writes.
+type archive struct {
 	tw      *tar.Writer
 	written map[digest.Digest]bool
 	entries []ocispec.Descriptor
 	listed  map[string]bool
-	rep     ExportReport
+	// tags maps repository:tag to the digest listed under it.
+	tags map[string]digest.Digest
+	rep  ExportReport
 }
 
 // Export writes to w an OCI image layout archive of the images refs name
 // (repository:tag or repository@digest) in src, with everything they
-// reference and refer to. Every byte is verified against its digest as it
-// is copied; on error what was written is incomplete.
+// reference and refer to, copied through package transfer. Every byte is
+// verified against its digest as it is copied; on error what was written
+// is incomplete.
 func Export(ctx context.Context, src Source, refs []string, w io.Writer) (ExportReport, error) {
-	e := &exporter{ctx: ctx, src: src, tw: tar.NewWriter(w), written: map[digest.Digest]bool{}, listed: map[string]bool{}}
-	e.rep.Tags = []string{}
-	if err := e.file("oci-layout", []byte(layoutFile)); err != nil {
-		return e.rep, err
+	a := &archive{tw: tar.NewWriter(w), written: map[digest.Digest]bool{}, listed: map[string]bool{}, tags: map[string]digest.Digest{}}
+	a.rep.Tags = []string{}
+	if err := a.file("oci-layout", []byte(layoutFile)); err != nil {
+		return a.rep, err
 	}
+	copiers := map[string]*transfer.Copier{}
 	for _, ref := range refs {
 		name, reference, ok := splitRef(ref)
 		if !ok {
-			return e.rep, fmt.Errorf("reference %q: want repository:tag or repository@digest", ref)
+			return a.rep, fmt.Errorf("reference %q: want repository:tag or repository@digest", ref)
 		}
 		repo, err := src.Repository(name)
 		if err != nil {
-			return e.rep, err
+			return a.rep, err
 		}
-		desc, err := repo.Resolve(ctx, reference)
+		from := transfer.Remote{Repo: repo}
+		c := copiers[name]
+		if c == nil {
+			c = transfer.New(from, &layoutRepo{a: a, name: name}, transfer.Options{MaxManifestBytes: maxManifest})
+			copiers[name] = c
+		}
+		desc, err := from.Resolve(ctx, reference)
 		if err != nil {
-			return e.rep, fmt.Errorf("resolve %s: %w", ref, err)
+			return a.rep, fmt.Errorf("resolve %s: %w", ref, err)
 		}
-		tag := ""
+		var tags []string
 		if digest.Digest(reference).Validate() != nil {
-			tag = reference
+			tags = []string{reference}
 		}
-		if err := e.manifest(repo, name, desc, tag); err != nil {
-			return e.rep, fmt.Errorf("export %s: %w", ref, err)
+		if _, err := c.Copy(ctx, desc, tags...); err != nil {
+			return a.rep, fmt.Errorf("export %s: %w", ref, err)
 		}
 	}
-	index, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: e.entries})
+	index, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: a.entries})
 	if err != nil {
-		return e.rep, err
+		return a.rep, err
 	}
-	if err := e.file("index.json", index); err != nil {
-		return e.rep, err
+	if err := a.file("index.json", index); err != nil {
+		return a.rep, err
 	}
-	return e.rep, e.tw.Close()
+	return a.rep, a.tw.Close()
 }
 
+// maxManifest bounds a manifest read into memory.
+const maxManifest = 4 << 20
+
 // list adds desc to index.json for repo, under tag when set.
-func (e *exporter) list(repo string, desc ocispec.Descriptor, tag string) {
+func (a *archive) list(repo string, desc ocispec.Descriptor, tag string) {
 	key := repo + "@" + string(desc.Digest) + ":" + tag
-	if e.listed[key] {
+	if a.listed[key] {
 		return
 	}
-	e.listed[key] = true
+	a.listed[key] = true
 	entry := ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size, ArtifactType: desc.ArtifactType,
 		Annotations: map[string]string{RepositoryAnnotation: repo}}
 	if tag != "" {
 		entry.Annotations[ocispec.AnnotationRefName] = repo + ":" + tag
-		e.rep.Tags = append(e.rep.Tags, repo+":"+tag)
+		a.rep.Tags = append(a.rep.Tags, repo+":"+tag)
+		a.tags[repo+":"+tag] = desc.Digest
 	}
-	e.entries = append(e.entries, entry)
-}
-
-// manifest writes manifest desc of repo with what it references and what
-// refers to it, and lists it (the roots and referrers) in index.json.
-func (e *exporter) manifest(repo *orasremote.Repository, name string, desc ocispec.Descriptor, tag string) error {
-	if tag != "" {
-		e.list(name, desc, tag)
-	}
-	if e.written[desc.Digest] {
-		return nil
-	}
-	rc, err := repo.Fetch(e.ctx, desc)
-	if err != nil {
-		return fmt.Errorf("fetch manifest %s: %w", desc.Digest, err)
-	}
-	body, err := content.ReadAll(rc, desc)
-	rc.Close()
-	if err != nil {
-		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
-	}
-	m, err := manifest.Parse(desc.MediaType, body)
-	if err != nil {
-		return fmt.Errorf("manifest %s: %w", desc.Digest, err)
-	}
-	for _, child := range m.Manifests {
-		if err := e.manifest(repo, name, child, ""); err != nil {
-			return err
-		}
-	}
-	for _, b := range m.Blobs {
-		if err := e.blob(repo, b); err != nil {
-			return err
-		}
-	}
-	if err := e.write(desc.Digest, int64(len(body)), bytesReader(body)); err != nil {
-		return err
-	}
-	e.rep.Manifests++
-	if tag == "" && len(m.Manifests) == 0 && m.Subject == nil {
-		// A child of an index: reached through it.
-	} else if tag == "" {
-		e.list(name, desc, "")
-	}
-	// Referrers, through the API or its tag fallback, then cosign's tags.
-	var refs []ocispec.Descriptor
-	err = repo.Referrers(e.ctx, desc, "", func(page []ocispec.Descriptor) error {
-		refs = append(refs, page...)
-		return nil
-	})
-	if err != nil && !errors.Is(err, errdef.ErrNotFound) {
-		return fmt.Errorf("referrers of %s: %w", desc.Digest, err)
-	}
-	for _, r := range refs {
-		if err := e.manifest(repo, name, r, ""); err != nil {
-			return err
-		}
-		e.list(name, r, "")
-	}
-	for _, sig := range signatureTags(desc.Digest) {
-		sd, err := repo.Resolve(e.ctx, sig)
-		if errors.Is(err, errdef.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("resolve %s: %w", sig, err)
-		}
-		if err := e.manifest(repo, name, sd, sig); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// blob copies a blob into the archive, once.
-func (e *exporter) blob(repo *orasremote.Repository, desc ocispec.Descriptor) error {
-	if e.written[desc.Digest] {
-		return nil
-	}
-	rc, err := repo.Blobs().Fetch(e.ctx, desc)
-	if err != nil {
-		return fmt.Errorf("fetch blob %s: %w", desc.Digest, err)
-	}
-	defer rc.Close()
-	vr := content.NewVerifyReader(rc, desc)
-	if err := e.write(desc.Digest, desc.Size, vr); err != nil {
-		return err
-	}
-	if err := vr.Verify(); err != nil {
-		return fmt.Errorf("blob %s: %w", desc.Digest, err)
-	}
-	e.rep.Blobs++
-	return nil
+	a.entries = append(a.entries, entry)
 }
 
 // write adds content of d, of size bytes, to the archive.
-func (e *exporter) write(d digest.Digest, size int64, r io.Reader) error {
-	if e.written[d] {
+func (a *archive) write(d digest.Digest, size int64, r io.Reader) error {
+	if a.written[d] {
 		return nil
 	}
-	if err := e.tw.WriteHeader(header(blobPath(d), size)); err != nil {
+	if err := a.tw.WriteHeader(header(blobPath(d), size)); err != nil {
 		return err
 	}
-	if n, err := io.Copy(e.tw, r); err != nil {
+	if n, err := io.Copy(a.tw, r); err != nil {
 		return fmt.Errorf("copy %s: %w", d, err)
 	} else if n != size {
 		return fmt.Errorf("copy %s: %d bytes, %d expected", d, n, size)
 	}
-	e.written[d] = true
-	e.rep.Bytes += size
+	a.written[d] = true
+	a.rep.Bytes += size
 	return nil
 }
 
 // file adds a small file to the archive.
-func (e *exporter) file(name string, b []byte) error {
-	if err := e.tw.WriteHeader(header(name, int64(len(b)))); err != nil {
+func (a *archive) file(name string, b []byte) error {
+	if err := a.tw.WriteHeader(header(name, int64(len(b)))); err != nil {
 		return err
 	}
-	_, err := e.tw.Write(b)
+	_, err := a.tw.Write(b)
 	return err
 }
 
 func header(name string, size int64) *tar.Header {
 	return &tar.Header{Name: name, Size: size, Mode: 0o644, Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
 }
+
+// layoutRepo is one repository of the archive, as the target of a copy:
+// content goes under blobs/ once, whatever the repository; tags and
+// listings go to index.json under the repository's name.
+type layoutRepo struct {
+	a    *archive
+	name string
+}
+
+var (
+	_ transfer.Target = (*layoutRepo)(nil)
+	_ transfer.Lister = (*layoutRepo)(nil)
+)
+
+func (l *layoutRepo) HasManifest(_ context.Context, desc ocispec.Descriptor) (bool, error) {
+	return l.a.written[desc.Digest], nil
+}
+
+func (l *layoutRepo) HasBlob(_ context.Context, desc ocispec.Descriptor) (bool, error) {
+	return l.a.written[desc.Digest], nil
+}
+
+// PushBlob writes the blob; the copy verifies it once read.
+func (l *layoutRepo) PushBlob(_ context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	if err := l.a.write(desc.Digest, desc.Size, r); err != nil {
+		return err
+	}
+	l.a.rep.Blobs++
+	return nil
+}
+
+func (l *layoutRepo) PushManifest(_ context.Context, desc ocispec.Descriptor, body []byte) error {
+	if err := l.a.write(desc.Digest, int64(len(body)), bytesReader(body)); err != nil {
+		return err
+	}
+	l.a.rep.Manifests++
+	return nil
+}
+
+func (l *layoutRepo) Resolve(_ context.Context, reference string) (ocispec.Descriptor, error) {
+	if d, ok := l.a.tags[l.name+":"+reference]; ok {
+		return ocispec.Descriptor{Digest: d}, nil
+	}
+	return ocispec.Descriptor{}, fmt.Errorf("%w: %s:%s in the bundle", transfer.ErrNotFound, l.name, reference)
+}
+
+// Tag lists the manifest under its repository and tag.
+func (l *layoutRepo) Tag(_ context.Context, desc ocispec.Descriptor, tag string) error {
+	l.a.list(l.name, desc, tag)
+	return nil
+}
+
+// List lists the manifest under its repository, untagged.
+func (l *layoutRepo) List(desc ocispec.Descriptor) { l.a.list(l.name, desc, "") }

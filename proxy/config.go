@@ -86,3 +86,15 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Namespaced reports whether repo is under the namespace of one of the
+// upstreams, where the cache alone writes.
+func (c Config) Namespaced(repo string) bool {
+	for _, u := range c.Upstreams {
+		ns := strings.Trim(u.Namespace, "/")
+		if ns != "" && strings.HasPrefix(repo, ns+"/") {
+			return true
+		}
+	}
+	return false
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
+	"github.com/berth-registry/berth/replication"
 	"github.com/berth-registry/berth/ui"
 )
 
@@ -48,6 +49,9 @@ type Config struct {
 	// Proxy makes Berth a pull-through cache of upstream registries; see
 	// docs/mirror.md.
 	Proxy proxy.Config `yaml:"proxy"`
+	// Sync replicates images from and to other registries; see
+	// docs/sync.md.
+	Sync replication.Config `yaml:"sync"`
 }
 
 // TLSConfig names the server's certificate and key, PEM files.
@@ -208,6 +212,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Proxy.Validate(); err != nil {
+		return err
+	}
+	if err := c.Sync.Validate(); err != nil {
 		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
+	"github.com/berth-registry/berth/replication"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/ui"
 )
@@ -38,6 +39,8 @@ type Server struct {
 	// retention applies the retention policies, on a schedule when
 	// retention.interval is set.
 	retention *retentionRunner
+	// sync runs the replication rules, when there are some.
+	sync *replication.Replicator
 }
 
 // New opens the store named by cfg and assembles the server. The caller
@@ -50,11 +53,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Core: storage.Options{Tags: rules}})
+	v, _ := buildVersion()
+	core := storage.Options{Tags: rules}
+	var repl *replication.Replicator
+	if len(cfg.Sync.Rules) > 0 {
+		// The replicator hears of every change, for its push rules.
+		repl, err = replication.New(cfg.Sync, replication.Options{Logger: log, UserAgent: "berth/" + v,
+			Reserved: cfg.Proxy.Namespaced, MaxManifestBytes: cfg.Limits.MaxManifestBytes})
+		if err != nil {
+			return nil, fmt.Errorf("invalid configuration: %w", err)
+		}
+		core.Sinks = append(core.Sinks, repl)
+	}
+	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Core: core})
 	if err != nil {
 		return nil, err
 	}
 	srv := &Server{cfg: cfg, log: log, store: store}
+	if repl != nil {
+		repl.Bind(store.Service)
+		srv.sync = repl
+	}
 	opts := distribution.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
 		MaxPageSize:          cfg.Limits.MaxPageSize,
@@ -81,7 +100,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	var api distribution.Store = store.Service
 	var cache *proxy.Cache
 	if len(cfg.Proxy.Upstreams) > 0 {
-		v, _ := buildVersion()
 		cache, err = proxy.New(store.Service, cfg.Proxy, proxy.Options{Logger: log,
 			MaxManifestBytes: cfg.Limits.MaxManifestBytes, UserAgent: "berth/" + v})
 		if err != nil {
@@ -135,6 +153,9 @@ func (s *Server) admin() http.Handler {
 	}
 	if s.robots != nil { // a nil *auth.Robots must not become a non-nil interface
 		opts.Robots = s.robots
+	}
+	if s.sync != nil {
+		opts.Sync = s.sync
 	}
 	return admin.Handler(opts)
 }
@@ -208,6 +229,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	if s.cfg.GC.Interval > 0 {
 		defer background(ctx, s.collectGarbage)()
+	}
+	if s.sync != nil {
+		defer background(ctx, s.sync.Serve)()
 	}
 	select {
 	case err := <-served:

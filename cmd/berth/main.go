@@ -13,6 +13,7 @@
 //	berth gc [--grace DURATION] [--dry-run] [--json] (through a running server's admin API)
 //	berth export REPOSITORY:TAG... -o BUNDLE.tar (from a running server's API)
 //	berth import BUNDLE.tar [--prefix NAMESPACE] (through a running server's admin API)
+//	berth sync run RULE | berth sync status (through a running server's admin API)
 //	berth version
 package main
 
@@ -66,6 +67,7 @@ func newRootCommand() *cobra.Command {
 		newGCCommand(),
 		newExportCommand(),
 		newImportCommand(),
+		newSyncCommand(),
 	)
 	return root
 }
