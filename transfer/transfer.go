@@ -169,6 +169,12 @@ func (c *Copier) manifest(ctx context.Context, desc ocispec.Descriptor, depth in
 	if err != nil {
 		return nil, fmt.Errorf("fetch manifest %s: %w", desc.Digest, err)
 	}
+	if err := desc.Digest.Validate(); err != nil {
+		return nil, fmt.Errorf("manifest %q: %w", desc.Digest, err)
+	}
+	if int64(len(body)) != desc.Size || desc.Digest.Algorithm().FromBytes(body) != desc.Digest {
+		return nil, fmt.Errorf("manifest %s: %w: the source's body (%d bytes) does not match its descriptor", desc.Digest, content.ErrMismatchedDigest, len(body))
+	}
 	m, err := manifest.Parse(desc.MediaType, body)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
