@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/manifest"
+	"github.com/berth-registry/berth/storage/meta"
 )
 
 // maxIndex bounds the index.json read into memory.
@@ -69,7 +70,9 @@ type importer struct {
 // verified against its name as it is read; then each entry of index.json
 // is recorded in its repository (opts.Prefix first), children before their
 // index and blobs linked before the manifests that reference them, and its
-// tag moved with storage.MoveImport. Content already present is recorded
+// tag moved with storage.MoveImport. Everything is checked before anything
+// is recorded: a bundle that lacks what it lists, or would move an
+// immutable tag, changes nothing. Content already present is recorded
 // again at no cost and tags already in place do not move, so importing a
 // bundle twice changes nothing the second time. Nothing staged outlives
 // the import.
@@ -123,9 +126,28 @@ func Import(ctx context.Context, svc *storage.Service, r io.Reader, opts ImportO
 	if err := json.Unmarshal(index, &idx); err != nil {
 		return im.rep, fmt.Errorf("%w: index.json: %w", ErrBundleInvalid, err)
 	}
+	// Everything is checked before anything is recorded, so that a bundle
+	// refused for what it holds leaves nothing behind.
+	entries := slices.Clone(idx.Manifests)
+	for _, e := range entries {
+		repo, tag, err := entryName(e, opts.Prefix)
+		if err != nil {
+			return im.rep, err
+		}
+		if opts.Valid != nil && !opts.Valid(repo) {
+			return im.rep, fmt.Errorf("%w: repository name %q is invalid", ErrBundleInvalid, repo)
+		}
+		if err := im.check(e, 0); err != nil {
+			return im.rep, fmt.Errorf("%s@%s: %w", repo, e.Digest, err)
+		}
+		if tag != "" && svc.Immutable(repo, tag) {
+			if cur, err := svc.StatManifest(ctx, repo, tag); err == nil && cur.Digest != e.Digest {
+				return im.rep, fmt.Errorf("tag %s:%s: %w: it names %s and may not move", repo, tag, storage.ErrTagImmutable, cur.Digest)
+			}
+		}
+	}
 	// Referrers after what they refer to: their subject must be there for
 	// the referrers API (it need not, but this keeps the order of a push).
-	entries := slices.Clone(idx.Manifests)
 	for pass := range 2 {
 		for _, e := range entries {
 			repo, tag, err := entryName(e, opts.Prefix)
@@ -215,6 +237,48 @@ func (im *importer) stage(name string, size int64, r io.Reader) error {
 		return fmt.Errorf("%w: %s does not hash to its name", ErrBundleInvalid, name)
 	}
 	im.rep.Bytes += size
+	return nil
+}
+
+// check checks that the bundle holds manifest desc and what it
+// references, recursively, but for blobs the registry holds already.
+func (im *importer) check(desc ocispec.Descriptor, depth int) error {
+	if depth > 8 {
+		return fmt.Errorf("%w: indexes nested deeper than 8", ErrBundleInvalid)
+	}
+	body, err := im.read(desc)
+	if err != nil {
+		return err
+	}
+	m, err := manifest.Parse(desc.MediaType, body)
+	if err != nil {
+		return fmt.Errorf("%w: manifest %s: %w", ErrBundleInvalid, desc.Digest, err)
+	}
+	for _, child := range m.Manifests {
+		if err := im.check(child, depth+1); err != nil {
+			return err
+		}
+	}
+	for _, b := range m.Blobs {
+		if f := im.fills[b.Digest]; f != nil {
+			if f.Size() != b.Size {
+				return fmt.Errorf("%w: blob %s has %d bytes, its descriptor says %d", ErrBundleInvalid, b.Digest, f.Size(), b.Size)
+			}
+			continue
+		}
+		var have bool
+		err := im.svc.View(im.ctx, func(tx meta.Tx) error {
+			_, ok, err := tx.Blob(b.Digest)
+			have = ok
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if !have {
+			return fmt.Errorf("%w: blob %s is neither in the bundle nor in the registry", ErrBundleInvalid, b.Digest)
+		}
+	}
 	return nil
 }
 
