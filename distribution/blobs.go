@@ -3,6 +3,7 @@ package distribution
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -66,7 +67,46 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("ETag", `"`+string(d)+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
+	if s, ok := f.(Streamer); ok && s.Streaming() && wholeGet(r) {
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Content-Length", strconv.FormatInt(info.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		if _, err := s.WriteTo(w); err != nil {
+			// The answer has begun: the client sees a short body.
+			lvl := slog.LevelWarn
+			if r.Context().Err() != nil {
+				lvl = slog.LevelDebug // the client went away
+			}
+			a.log.Log(r.Context(), lvl, "blob answer cut short", "repository", repo, "digest", d, "error", err)
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
 	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// Streamer is a blob reader whose content may still be arriving (the
+// pull-through cache's fills): a GET of the whole blob hands the answer to
+// its WriteTo, which writes what arrives in large pieces and sends what is
+// on disk with the connection's ReadFrom (sendfile), instead of
+// ServeContent's small reads.
+type Streamer interface {
+	io.WriterTo
+	// Streaming reports whether WriteTo should serve the answer.
+	Streaming() bool
+}
+
+// wholeGet reports whether r asks for the whole blob without conditions.
+func wholeGet(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	for _, k := range []string{"Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range"} {
+		if r.Header.Get(k) != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // zeros reads as zero bytes, the content of a HEAD answer.

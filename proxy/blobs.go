@@ -1,12 +1,12 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -17,11 +17,22 @@ import (
 	"github.com/berth-registry/berth/storage/meta"
 )
 
-// Fill sizes: the first append is small, so that clients get their first
-// bytes at once, and they grow to a size that keeps appends few.
+// A fill is a pipeline of three stages that overlap: a reader takes the
+// upstream's body into a ring of chunks in memory, a writer appends each
+// chunk to the staged content (written to disk and hashed), and every
+// client asking for the blob follows: from the ring what is still there,
+// from the staged file what left it, as soon as it arrives. The reader
+// waits for the writer only when the ring is full of chunks not yet
+// written, so the memory of a fill is bounded by the ring.
 const (
-	firstChunk = 64 << 10
-	maxChunk   = 4 << 20
+	// chunkSize is the size of a chunk of the ring, and of the writer's
+	// appends.
+	chunkSize = 1 << 20
+	// ringChunks is how many chunks a fill keeps in memory.
+	ringChunks = 8
+	// minRead is the least a read of the upstream waits for, but the
+	// first, which goes to clients at once.
+	minRead = 128 << 10
 	// stallTimeout ends a fill whose upstream sent nothing for that long.
 	stallTimeout = 2 * time.Minute
 	// fillRetries is how many times a fill whose upstream connection broke
@@ -35,14 +46,40 @@ type fillKey struct {
 	d    digest.Digest
 }
 
+// chunk is a piece of the blob in memory, from off; its bytes below the
+// fill's received count do not change while it is in the ring, nor while
+// a client writes them out (pins counts those): only then is its buffer
+// used again.
+type chunk struct {
+	off     int64
+	buf     []byte
+	pins    int
+	evicted bool
+}
+
+// span is bytes of a pinned chunk.
+type span struct {
+	c *chunk
+	b []byte
+}
+
+func (c *chunk) end() int64 { return c.off + int64(len(c.buf)) }
+
 // fill is one blob being fetched from an upstream into the store, which
 // every client asking for it meanwhile reads as it grows.
 type fill struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every change
-	sf      *storage.Fill // set before size is known
+	sf      *storage.Fill // set with size
 	size    int64         // -1 until the upstream said
-	written int64
+	// received counts the bytes the upstream sent, in order; written the
+	// bytes appended to the staged content; the ring holds the received
+	// bytes from ring[0].off on.
+	received int64
+	written  int64
+	eof      bool // the upstream sent everything
+	ring     []*chunk
+	free     []*chunk // evicted, unpinned: buffers to use again
 	// hashed is set once the content hashed to its digest: clients may
 	// then read its last byte; verified once it was committed too; err
 	// once the fill failed. verified or err ends it.
@@ -62,26 +99,84 @@ func (f *fill) update(fn func()) {
 	f.mu.Unlock()
 }
 
-// state returns what readers may read, the size, whether the fill ended
-// and how, and the channel that the next change closes. The last byte is
-// readable only once the content is verified, so that no client ever
-// receives the whole of content that does not hash to its digest.
-func (f *fill) state() fillState {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	st := fillState{readable: f.written, size: f.size, hashed: f.hashed, verified: f.verified, err: f.err, changed: f.changed}
+// fillState is a fill's state at one moment, as clients see it.
+type fillState struct {
+	// readable is how far clients may read: the received bytes, but for
+	// the last byte until the content is verified, so that no client ever
+	// receives the whole of content that does not hash to its digest.
+	readable, size, written int64
+	// ringStart is the first byte in memory; below, the staged file.
+	ringStart        int64
+	hashed, verified bool
+	err              error
+	changed          <-chan struct{}
+}
+
+// stateLocked returns the state; f.mu is held.
+func (f *fill) stateLocked() fillState {
+	st := fillState{readable: f.received, size: f.size, written: f.written, hashed: f.hashed, verified: f.verified,
+		err: f.err, changed: f.changed, ringStart: f.received}
+	if len(f.ring) > 0 {
+		st.ringStart = f.ring[0].off
+	}
 	if !f.hashed && f.size >= 0 && st.readable >= f.size {
 		st.readable = f.size - 1
 	}
 	return st
 }
 
-// fillState is a fill's state at one moment, as readers see it.
-type fillState struct {
-	readable, size   int64
-	hashed, verified bool
-	err              error
-	changed          <-chan struct{}
+func (f *fill) state() fillState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stateLocked()
+}
+
+// pin returns the bytes of the ring from off to at most limit, as spans
+// of chunks pinned until unpin, and the state under the same lock; none
+// when off is not in the ring.
+func (f *fill) pin(off, limit int64) ([]span, fillState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.stateLocked()
+	limit = min(limit, st.readable)
+	var out []span
+	for _, c := range f.ring {
+		if off >= limit {
+			break
+		}
+		if off < c.off || off >= c.end() {
+			continue
+		}
+		to := min(c.end(), limit)
+		c.pins++
+		out = append(out, span{c, c.buf[off-c.off : to-c.off]})
+		off = to
+	}
+	return out, st
+}
+
+// unpin releases spans; an evicted chunk no one pins is used again.
+func (f *fill) unpin(spans []span) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, sp := range spans {
+		sp.c.pins--
+		if sp.c.evicted && sp.c.pins == 0 && len(f.free) < ringChunks {
+			f.free = append(f.free, sp.c)
+		}
+	}
+}
+
+// copyAt copies the bytes of the ring at off into p, and returns how
+// many and the state under the same lock.
+func (f *fill) copyAt(p []byte, off int64) (int, fillState) {
+	spans, st := f.pin(off, off+int64(len(p)))
+	n := 0
+	for _, sp := range spans {
+		n += copy(p[n:], sp.b)
+	}
+	f.unpin(spans)
+	return n, st
 }
 
 // StatBlob answers for a blob of a namespace from the store, a fill in
@@ -189,8 +284,8 @@ func (c *Cache) join(u *upstream, repo, rest string, d digest.Digest) (*fill, bo
 // runFill fetches d from the upstream into the store and links it into
 // repo. It returns nil once the content is verified and committed.
 func (c *Cache) runFill(ctx context.Context, f *fill, u *upstream, repo, name string, d digest.Digest) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	// Content the store holds for another repository is linked, not
 	// fetched again, once the upstream says this repository has it.
 	var have bool
@@ -216,75 +311,32 @@ func (c *Cache) runFill(ctx context.Context, f *fill, u *upstream, repo, name st
 	if err != nil {
 		return err
 	}
-	body := resp.Body
-	defer func() { body.Close() }()
 	sf, err := c.StartFill(ctx, d)
 	if err != nil {
+		resp.Body.Close()
 		return err
 	}
 	defer func() { _ = sf.Cancel(context.WithoutCancel(ctx)) }() // after a commit, nothing to cancel
 	f.update(func() { f.sf, f.size = sf, resp.ContentLength })
 
-	// A watchdog ends a fill whose upstream stalls.
-	progress := make(chan struct{}, 1)
-	go func() {
-		t := time.NewTimer(stallTimeout)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-progress:
-				t.Reset(stallTimeout)
-			case <-t.C:
-				cancel()
-				return
-			}
-		}
-	}()
-	buf := make([]byte, maxChunk)
-	chunk, retries := firstChunk, 0
-	for {
-		n, rerr := io.ReadFull(body, buf[:chunk])
-		if n > 0 {
-			if _, err := sf.Append(ctx, bytes.NewReader(buf[:n]), int64(n)); err != nil {
-				return err
-			}
-			f.update(func() { f.written += int64(n) })
-			select {
-			case progress <- struct{}{}:
-			default:
-			}
-			chunk = min(chunk*2, maxChunk)
-		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			if resp.ContentLength < 0 || sf.Size() >= resp.ContentLength {
-				break
-			}
-			rerr = io.ErrUnexpectedEOF
-		}
-		if rerr != nil {
-			// The connection broke: ask for the rest.
-			if ctx.Err() != nil || retries == fillRetries || resp.ContentLength < 0 {
-				return &remote.UnreachableError{Host: u.reg.Host(), Err: fmt.Errorf("blob %s after %d bytes: %w", d, sf.Size(), rerr)}
-			}
-			retries++
-			body.Close()
-			r2, err := u.request(ctx, http.MethodGet, name, "/blobs/"+string(d),
-				http.Header{"Range": {fmt.Sprintf("bytes=%d-", sf.Size())}})
-			if err != nil {
-				return err
-			}
-			if r2.StatusCode != http.StatusPartialContent {
-				r2.Body.Close()
-				return fmt.Errorf("%w: upstream %s answered %d to a range request", errBadUpstream, u.name, r2.StatusCode)
-			}
-			body = r2.Body
-			c.log.InfoContext(ctx, "upstream connection broke; fetching the rest", "upstream", u.name, "digest", d, "offset", sf.Size())
-		}
+	// The writer appends what the reader brings in; its end, or its
+	// failure, ends the fill's transfer.
+	written := make(chan error, 1)
+	go func() { written <- c.writeFill(ctx, f, sf) }()
+	rerr := c.readFill(ctx, f, u, name, d, resp)
+	if rerr != nil {
+		cancel(rerr)
+		f.update(func() {}) // wake the writer to see the cancellation
 	}
-	if resp.ContentLength >= 0 && sf.Size() != resp.ContentLength {
-		return fmt.Errorf("%w: upstream %s sent %d bytes of blob %s, announced %d", errBadUpstream, u.name, sf.Size(), d, resp.ContentLength)
+	werr := <-written
+	if rerr != nil {
+		return rerr
+	}
+	if werr != nil {
+		return werr
+	}
+	if f.size >= 0 && sf.Size() != f.size {
+		return fmt.Errorf("%w: upstream %s sent %d bytes of blob %s, announced %d", errBadUpstream, u.name, sf.Size(), d, f.size)
 	}
 	if !sf.Verified() {
 		return fmt.Errorf("%w: upstream %s: blob %s does not hash to its digest", errBadUpstream, u.name, d)
@@ -292,21 +344,193 @@ func (c *Cache) runFill(ctx context.Context, f *fill, u *upstream, repo, name st
 	// Verified: clients may have the last byte while it is made durable.
 	f.update(func() {
 		f.hashed = true
-		if resp.ContentLength < 0 {
-			f.size = sf.Size()
-		}
+		f.size = sf.Size()
 	})
 	if _, err := sf.Commit(ctx, repo); err != nil {
 		return err
 	}
-	f.update(func() { f.verified = true })
+	f.update(func() { f.verified = true; f.ring = nil })
 	c.log.InfoContext(ctx, "blob fetched from upstream", "upstream", u.name, "repo", repo, "digest", d,
 		"bytes", sf.Size(), "duration", time.Since(start))
 	return nil
 }
 
-// follower reads a fill as it grows: what is written is read back from
-// the staged content; past it, Read waits.
+// readFill reads the upstream's body into the ring until its end. A
+// connection that breaks is resumed with a Range request; an upstream
+// that sends nothing for stallTimeout is given up.
+func (c *Cache) readFill(ctx context.Context, f *fill, u *upstream, name string, d digest.Digest, resp *http.Response) error {
+	body := resp.Body
+	defer func() { body.Close() }()
+	size := resp.ContentLength
+	// A watchdog ends a read that stalls.
+	progress := make(chan struct{}, 1)
+	stalled := make(chan struct{})
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		t := time.NewTimer(stallTimeout)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-progress:
+				t.Reset(stallTimeout)
+			case <-t.C:
+				close(stalled)
+				body.Close()
+				return
+			}
+		}
+	}()
+	retries, first := 0, true
+	for {
+		cur, err := f.room(ctx)
+		if err != nil {
+			return err
+		}
+		// The first read goes out at once; later ones gather at least
+		// minRead (or what is left), for fewer wake-ups.
+		free := cur.buf[len(cur.buf):cap(cur.buf)]
+		want := 1
+		if !first {
+			want = min(minRead, len(free))
+			if size >= 0 {
+				f.mu.Lock()
+				want = int(min(int64(want), max(size-f.received, 1)))
+				f.mu.Unlock()
+			}
+		}
+		n, rerr := io.ReadAtLeast(body, free, want)
+		if n > 0 {
+			first = false
+			f.update(func() {
+				cur.buf = cur.buf[:len(cur.buf)+n]
+				f.received += int64(n)
+			})
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
+		}
+		if rerr == nil {
+			continue
+		}
+		f.mu.Lock()
+		got := f.received
+		f.mu.Unlock()
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			if size < 0 || got >= size {
+				f.update(func() { f.eof = true })
+				return nil
+			}
+			rerr = io.ErrUnexpectedEOF
+		}
+		select {
+		case <-stalled:
+			rerr = fmt.Errorf("nothing received for %s", stallTimeout)
+		default:
+		}
+		// The connection broke: ask for the rest.
+		if ctx.Err() != nil || retries == fillRetries || size < 0 {
+			return &remote.UnreachableError{Host: u.reg.Host(), Err: fmt.Errorf("blob %s after %d bytes: %w", d, got, rerr)}
+		}
+		retries++
+		body.Close()
+		r2, err := u.request(ctx, http.MethodGet, name, "/blobs/"+string(d), http.Header{"Range": {fmt.Sprintf("bytes=%d-", got)}})
+		if err != nil {
+			return err
+		}
+		if r2.StatusCode != http.StatusPartialContent {
+			r2.Body.Close()
+			return fmt.Errorf("%w: upstream %s answered %d to a range request", errBadUpstream, u.name, r2.StatusCode)
+		}
+		body = r2.Body
+		c.log.InfoContext(ctx, "upstream connection broke; fetching the rest", "upstream", u.name, "digest", d, "offset", got)
+	}
+}
+
+// room returns the chunk the reader appends to next: the last of the
+// ring while it has room, else a new one, once the ring has room for it
+// (its oldest chunk written out).
+func (f *fill) room(ctx context.Context) (*chunk, error) {
+	for {
+		f.mu.Lock()
+		if n := len(f.ring); n > 0 && len(f.ring[n-1].buf) < cap(f.ring[n-1].buf) {
+			cur := f.ring[n-1]
+			f.mu.Unlock()
+			return cur, nil
+		}
+		if len(f.ring) < ringChunks || f.ring[0].end() <= f.written {
+			var cur *chunk
+			if len(f.ring) >= ringChunks {
+				old := f.ring[0]
+				f.ring[0] = nil
+				f.ring = f.ring[1:]
+				old.evicted = true
+				if old.pins == 0 {
+					cur = old
+				}
+			}
+			if cur == nil && len(f.free) > 0 {
+				cur = f.free[len(f.free)-1]
+				f.free = f.free[:len(f.free)-1]
+			}
+			if cur == nil {
+				cur = &chunk{buf: make([]byte, 0, chunkSize)}
+			}
+			cur.off, cur.buf, cur.evicted = f.received, cur.buf[:0], false
+			f.ring = append(f.ring, cur)
+			f.mu.Unlock()
+			return cur, nil
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// writeFill appends the received bytes to the staged content, a chunk at
+// a time (the last one once the upstream sent everything), until all are
+// written.
+func (c *Cache) writeFill(ctx context.Context, f *fill, sf *storage.Fill) error {
+	for {
+		f.mu.Lock()
+		var piece []byte
+		for _, ch := range f.ring {
+			if f.written >= ch.off && f.written < ch.end() && (len(ch.buf) == cap(ch.buf) || f.eof) {
+				piece = ch.buf[f.written-ch.off:]
+				break
+			}
+		}
+		done := f.eof && f.written == f.received
+		changed := f.changed
+		f.mu.Unlock()
+		switch {
+		case done:
+			return nil
+		case piece != nil:
+			if err := sf.AppendBytes(ctx, piece); err != nil {
+				return err
+			}
+			f.update(func() { f.written += int64(len(piece)) })
+			continue
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// follower reads a fill as it grows: from the ring what is in memory,
+// from the staged content what left it, and once the fill is committed,
+// from the store.
 type follower struct {
 	c    *Cache
 	f    *fill
@@ -314,87 +538,198 @@ type follower struct {
 	repo string
 	d    digest.Digest
 	off  int64
-	r    io.ReadCloser
-	// done, once the fill is verified and the reader of the staged content
-	// failed, is the committed content.
-	done io.ReadSeekCloser
+	// staged reads the staged content; done, once the fill is verified
+	// and committed, is the committed content.
+	staged *os.File
+	done   io.ReadSeekCloser
 }
 
-// Read implements io.Reader.
-func (fr *follower) Read(p []byte) (int, error) {
+// Streaming tells the distribution API to hand a whole-blob answer to
+// WriteTo: the content is still arriving.
+func (fr *follower) Streaming() bool { return true }
+
+// next waits until the fill has bytes for the follower's offset (or an
+// end), and returns the state then.
+func (fr *follower) next() (fillState, error) {
 	for {
 		st := fr.f.state()
-		if st.size >= 0 && fr.off >= st.size && st.readable >= st.size {
-			return 0, io.EOF
-		}
-		if fr.off < st.readable {
-			n := int64(len(p))
-			n = min(n, st.readable-fr.off)
-			return fr.readAt(p[:n])
-		}
-		if st.err != nil {
-			return 0, st.err
+		switch {
+		case st.verified:
+			return st, nil
+		case st.size >= 0 && fr.off >= st.size && st.readable >= st.size:
+			return st, io.EOF
+		case fr.off < st.readable:
+			return st, nil
+		case st.err != nil:
+			return st, st.err
 		}
 		select {
 		case <-st.changed:
 		case <-fr.ctx.Done():
-			return 0, fr.ctx.Err()
+			return st, fr.ctx.Err()
 		}
 	}
 }
 
-// readAt reads at the follower's offset from the staged content or, once
-// committed, from the store.
-func (fr *follower) readAt(p []byte) (int, error) {
+// Read implements io.Reader.
+func (fr *follower) Read(p []byte) (int, error) {
 	if fr.done != nil {
 		n, err := fr.done.Read(p)
 		fr.off += int64(n)
 		return n, err
 	}
-	if fr.r == nil {
-		fr.f.mu.Lock()
-		sf := fr.f.sf
-		fr.f.mu.Unlock()
-		r, err := sf.Reader(fr.ctx)
-		if err != nil {
-			return 0, fr.reopen(err)
+	st, err := fr.next()
+	if err != nil {
+		return 0, err
+	}
+	if st.verified {
+		if err := fr.committed(); err != nil {
+			return 0, err
 		}
-		fr.r = r
+		return fr.Read(p)
 	}
-	ra, ok := fr.r.(io.ReaderAt)
-	if !ok {
-		return 0, fr.reopen(errors.New("staged content cannot be read at an offset"))
+	limit := min(int64(len(p)), st.readable-fr.off)
+	n, st := fr.f.copyAt(p[:limit], fr.off)
+	if n > 0 {
+		fr.off += int64(n)
+		return n, nil
 	}
-	n, err := ra.ReadAt(p, fr.off)
+	// Below the ring: in the staged file.
+	n = int(min(limit, st.written-fr.off))
+	if n <= 0 {
+		return 0, fmt.Errorf("blob %s: offset %d is neither in memory nor written", fr.d, fr.off)
+	}
+	if err := fr.openStaged(); err != nil {
+		return 0, err
+	}
+	n, err = fr.staged.ReadAt(p[:n], fr.off)
 	fr.off += int64(n)
 	if n > 0 {
 		return n, nil
 	}
-	if err == nil || errors.Is(err, io.EOF) {
-		err = io.ErrUnexpectedEOF
-	}
-	return 0, fr.reopen(err)
+	return 0, fr.stagedGone(err)
 }
 
-// reopen switches to the committed content once the fill is verified;
-// before, the error stands.
-func (fr *follower) reopen(cause error) error {
+// WriteTo implements io.WriterTo: what is in memory is written to w as
+// it is, what is on disk (the staged content, then the committed blob)
+// with w's ReadFrom, which sends files with sendfile.
+func (fr *follower) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	rf, _ := w.(io.ReaderFrom)
+	for {
+		if fr.done != nil {
+			n, err := copyFile(w, rf, fr.done)
+			fr.off += n
+			return total + n, err
+		}
+		st, err := fr.next()
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		if st.verified {
+			if err := fr.committed(); err != nil {
+				return total, err
+			}
+			continue
+		}
+		spans, st := fr.f.pin(fr.off, st.readable)
+		if len(spans) > 0 {
+			var err error
+			for _, sp := range spans {
+				var n int
+				n, err = w.Write(sp.b)
+				fr.off += int64(n)
+				total += int64(n)
+				if err != nil {
+					break
+				}
+			}
+			fr.f.unpin(spans)
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		// Below the ring (the state is the one pin saw): in the staged
+		// file.
+		if fr.off >= st.written {
+			return total, fmt.Errorf("blob %s: offset %d is neither in memory nor written", fr.d, fr.off)
+		}
+		if err := fr.openStaged(); err != nil {
+			return total, err
+		}
+		if _, err := fr.staged.Seek(fr.off, io.SeekStart); err != nil {
+			return total, err
+		}
+		n, err := copyFile(w, rf, &io.LimitedReader{R: fr.staged, N: min(st.written, st.readable) - fr.off})
+		fr.off += n
+		total += n
+		if err != nil {
+			return total, fr.stagedGone(err)
+		}
+	}
+}
+
+// copyFile copies r to w, through rf when there is one: net/http sends
+// an *os.File, or a limited one, with sendfile.
+func copyFile(w io.Writer, rf io.ReaderFrom, r io.Reader) (int64, error) {
+	if rf != nil {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(w, r)
+}
+
+// openStaged opens the staged content for reading, once.
+func (fr *follower) openStaged() error {
+	if fr.staged != nil {
+		return nil
+	}
+	fr.f.mu.Lock()
+	sf := fr.f.sf
+	fr.f.mu.Unlock()
+	r, err := sf.Reader(fr.ctx)
+	if err != nil {
+		return fr.stagedGone(err)
+	}
+	file, ok := r.(*os.File)
+	if !ok {
+		_ = r.Close()
+		return fr.stagedGone(errors.New("staged content cannot be read at an offset"))
+	}
+	fr.staged = file
+	return nil
+}
+
+// stagedGone handles a read of the staged content that failed: once the
+// fill is committed the staged content has moved into the store, which is
+// read from then on; before, the failure is the follower's.
+func (fr *follower) stagedGone(cause error) error {
 	for {
 		st := fr.f.state()
 		if st.verified {
-			break
+			return fr.committed()
 		}
 		if !st.hashed || st.err != nil {
-			// Before the content is whole and verified, a read that
-			// fails is the fill's failure.
+			if cause == nil || errors.Is(cause, io.EOF) {
+				cause = io.ErrUnexpectedEOF
+			}
 			return cause
 		}
-		// Being committed: the staged content moves into the store.
 		select {
 		case <-st.changed:
 		case <-fr.ctx.Done():
 			return fr.ctx.Err()
 		}
+	}
+}
+
+// committed switches to the committed content, at the follower's offset.
+func (fr *follower) committed() error {
+	if fr.done != nil {
+		return nil
 	}
 	r, _, err := fr.c.Service.OpenBlob(fr.ctx, fr.repo, fr.d)
 	if err != nil {
@@ -433,8 +768,8 @@ func (fr *follower) Seek(offset int64, whence int) (int64, error) {
 // Close implements io.Closer.
 func (fr *follower) Close() error {
 	var err error
-	if fr.r != nil {
-		err = fr.r.Close()
+	if fr.staged != nil {
+		err = fr.staged.Close()
 	}
 	if fr.done != nil {
 		err = errors.Join(err, fr.done.Close())

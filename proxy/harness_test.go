@@ -80,8 +80,14 @@ func startUpstream(t *testing.T) *upstream {
 			return
 		}
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-			u.serveBlob(w, r, gate)
-			return
+			_, ds, _ := strings.Cut(r.URL.Path, "/blobs/")
+			u.mu.Lock()
+			bad := u.corrupt[digest.Digest(ds)]
+			u.mu.Unlock()
+			if gate != nil || bad {
+				u.serveBlob(w, r, gate)
+				return
+			}
 		}
 		api.ServeHTTP(w, r)
 	}))

@@ -73,7 +73,7 @@ func mirrorBench(ctx context.Context, bin, scratch string, size int64, rounds in
 		t, err := pullImage(ctx, newClient(m.url), "hub/"+repo)
 		serr := m.stop()
 		if err != nil {
-			return nil, fmt.Errorf("pull through the mirror: %w", err)
+			return nil, fmt.Errorf("pull through the mirror: %w\nthe mirror's log:\n%s", err, m.logTail())
 		}
 		if serr != nil {
 			return nil, serr

@@ -2,6 +2,7 @@ package storagetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"testing"
@@ -176,5 +177,43 @@ func testFillDigestMismatchLeavesNothing(t *testing.T, b Backends) {
 	wantNoContent(t, s)
 	if _, err := s.StartFill(ctx(), "sha256:nothex"); !errors.Is(err, storage.ErrDigestMismatch) {
 		t.Fatalf("fill of an invalid digest: %v", err)
+	}
+}
+
+// AppendBytes appends in-memory pieces, hashed while they are written; one
+// that fails (its context ended) changes neither the content nor the hash,
+// and the fill goes on to verify and commit.
+func testFillAppendBytes(t *testing.T, b Backends) {
+	s := open(t, b)
+	body := randomBytes(t, 3<<20+17)
+	d := digest.FromBytes(body)
+	f, err := s.StartFill(ctx(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.AppendBytes(ctx(), body[:1<<20]); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx())
+	cancel()
+	if err := f.AppendBytes(cancelled, body[1<<20:2<<20]); err == nil {
+		t.Fatal("an append with an ended context succeeded")
+	}
+	if f.Size() != 1<<20 {
+		t.Fatalf("size after a failed append: %d; want %d", f.Size(), 1<<20)
+	}
+	for _, piece := range [][]byte{body[1<<20 : 2<<20], body[2<<20:]} {
+		if err := f.AppendBytes(ctx(), piece); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !f.Verified() {
+		t.Fatal("the whole content appended in pieces does not verify: the failed append left the hash changed")
+	}
+	if _, err := f.Commit(ctx(), "r"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBlob(t, s, "r", d); !bytes.Equal(got, body) {
+		t.Fatal("the committed content differs")
 	}
 }

@@ -79,6 +79,7 @@ var tests = []suiteTest{
 	// The pull-through cache's manifests and fills (cache.go).
 	{"CachedManifestPendingFromUpstream", testCachedManifestPendingFromUpstream},
 	{"FillDigestMismatchLeavesNothing", testFillDigestMismatchLeavesNothing},
+	{"FillAppendBytes", testFillAppendBytes},
 	// Reads and locks (reads.go).
 	{"ReadsDoNotWaitForDigestLocks", testReadsDoNotWaitForDigestLocks},
 	{"ReadsDoNotWaitForAnOpenUpdate", testReadsDoNotWaitForAnOpenUpdate},
