@@ -70,7 +70,7 @@ func (c *chunk) end() int64 { return c.off + int64(len(c.buf)) }
 type fill struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced at every change
-	sf      *storage.Fill // set with size
+	sf      *storage.Fill // set once the upstream answered
 	size    int64         // -1 until the upstream said
 	// received counts the bytes the upstream sent, in order; written the
 	// bytes appended to the staged content; the ring holds the received
@@ -307,17 +307,34 @@ func (c *Cache) runFill(ctx context.Context, f *fill, u *upstream, repo, name st
 		}
 	}
 	start := time.Now()
+	// The staged content is created while the upstream answers; clients
+	// may follow as soon as it has, from memory.
+	type started struct {
+		sf  *storage.Fill
+		err error
+	}
+	staging := make(chan started, 1)
+	go func() {
+		sf, err := c.StartFill(ctx, d)
+		staging <- started{sf, err}
+	}()
 	resp, err := u.request(ctx, http.MethodGet, name, "/blobs/"+string(d), nil)
+	if err == nil {
+		f.update(func() { f.size = resp.ContentLength })
+	}
+	st := <-staging
+	if st.sf != nil {
+		defer func() { _ = st.sf.Cancel(context.WithoutCancel(ctx)) }() // after a commit, nothing to cancel
+	}
 	if err != nil {
 		return err
 	}
-	sf, err := c.StartFill(ctx, d)
-	if err != nil {
+	if st.err != nil {
 		resp.Body.Close()
-		return err
+		return st.err
 	}
-	defer func() { _ = sf.Cancel(context.WithoutCancel(ctx)) }() // after a commit, nothing to cancel
-	f.update(func() { f.sf, f.size = sf, resp.ContentLength })
+	sf := st.sf
+	f.update(func() { f.sf = sf })
 
 	// The writer appends what the reader brings in; its end, or its
 	// failure, ends the fill's transfer.

@@ -36,6 +36,12 @@ type UpstreamConfig struct {
 	// TagTTL is how long a tag checked against the upstream is trusted
 	// before it is checked again with a HEAD; zero checks on every pull.
 	TagTTL time.Duration `yaml:"tagTTL"`
+	// Prefetch makes a GET of an image manifest start fetching its config
+	// and layers the cache lacks at once, before the client asks for
+	// them: their first bytes are then in memory when it does. It costs
+	// upstream traffic for layers a client already has and never asks
+	// for.
+	Prefetch bool `yaml:"prefetch"`
 	// Default makes this upstream serve repository names outside every
 	// namespace that the registry does not hold (Docker's registry-mirrors
 	// asks for library/alpine). At most one upstream is the default.

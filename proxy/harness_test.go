@@ -226,9 +226,18 @@ func (c *clock) advance(d time.Duration) {
 // upstream, also for ns=docker.io), with tagTTL ttl.
 func startMirror(t *testing.T, u *upstream, ttl time.Duration) *mirror {
 	t.Helper()
+	return startMirrorWith(t, u, func(uc *proxy.UpstreamConfig) { uc.TagTTL = ttl })
+}
+
+// startMirrorWith starts a cache of u whose upstream's configuration edit
+// changes.
+func startMirrorWith(t *testing.T, u *upstream, edit func(*proxy.UpstreamConfig)) *mirror {
+	t.Helper()
 	m := &mirror{svc: openStore(t), clock: &clock{now: time.Now()}}
-	cfg := proxy.Config{Upstreams: []proxy.UpstreamConfig{{Name: "up", Config: remote.Config{URL: u.srv.URL}, Namespace: "hub",
-		Hosts: []string{"docker.io"}, TagTTL: ttl, Default: true}}}
+	uc := proxy.UpstreamConfig{Name: "up", Config: remote.Config{URL: u.srv.URL}, Namespace: "hub",
+		Hosts: []string{"docker.io"}, Default: true}
+	edit(&uc)
+	cfg := proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}}
 	var err error
 	m.cache, err = proxy.New(m.svc, cfg, proxy.Options{Now: m.clock.Now})
 	if err != nil {

@@ -38,8 +38,30 @@ func (c *Cache) GetManifest(ctx context.Context, repo, reference string) (storag
 	info, body, err := c.Service.GetManifest(ctx, repo, reference)
 	if err == nil {
 		c.markPulled(ctx, u, repo, info.Digest)
+		if u.prefetch {
+			c.prefetch(ctx, u, repo, rest, info.MediaType, body)
+		}
 	}
 	return info, body, err
+}
+
+// prefetch starts the fills of the config and layers of an image manifest
+// that repo lacks, before the client asks for them (which it is about to):
+// it then reads their first bytes from memory. An index is left alone: a
+// client pulls one platform of it.
+func (c *Cache) prefetch(ctx context.Context, u *upstream, repo, rest, mediaType string, body []byte) {
+	if manifest.IsIndex(mediaType) {
+		return
+	}
+	m, err := manifest.Parse(mediaType, body)
+	if err != nil || len(m.Manifests) > 0 {
+		return
+	}
+	for _, b := range m.Blobs {
+		if _, err := c.Service.StatBlob(ctx, repo, b.Digest); errors.Is(err, storage.ErrBlobUnknown) {
+			c.join(u, repo, rest, b.Digest)
+		}
+	}
 }
 
 // manifestOf makes sure the store holds the manifest reference names in

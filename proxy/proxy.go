@@ -15,10 +15,13 @@
 //     recorded through the core as the cache's (storage.PutOptions.
 //     Upstream): what they reference is pending until a client asks.
 //   - Blobs (blobs.go): one upstream GET per missing blob, however many
-//     clients ask at once, written through a storage.Fill that every
-//     client reads as it grows; a client that goes away does not stop it;
-//     the digest is verified before the content becomes visible, and the
-//     last byte is held back from clients until it is.
+//     clients ask at once, a pipeline that reads the upstream into a ring
+//     of chunks in memory while it writes and hashes them into a
+//     storage.Fill, and that every client follows as it grows; a client
+//     that goes away does not stop it; the digest is verified before the
+//     content becomes visible, and the last byte is held back from
+//     clients until it is. With prefetch, the GET of an image manifest
+//     starts the fills of its config and layers.
 //   - Failures: an upstream that is unreachable, failing, limiting (429)
 //     or refusing Berth's credentials leaves what is cached served, with a
 //     Cache-Status header and a log line saying so; what was never cached
@@ -110,7 +113,7 @@ func New(svc *storage.Service, cfg Config, opts Options) (*Cache, error) {
 			return nil, fmt.Errorf("proxy upstream %s: %w", uc.Name, err)
 		}
 		u := &upstream{name: uc.Name, ns: strings.Trim(uc.Namespace, "/"), remoteNS: strings.Trim(uc.RemoteNamespace, "/"),
-			ttl: uc.TagTTL, reg: reg, def: uc.Default}
+			ttl: uc.TagTTL, reg: reg, def: uc.Default, prefetch: uc.Prefetch}
 		u.hosts = append([]string{u.ns, reg.Host()}, uc.Hosts...)
 		c.ups = append(c.ups, u)
 		c.byName[u.name] = u

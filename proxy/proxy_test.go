@@ -373,3 +373,40 @@ func waitStored(t *testing.T, m *mirror, repo string, d digest.Digest) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPrefetch: with prefetch, the GET of an image manifest fetches its
+// config and layers, once, before any client asks; without it, a manifest
+// GET fetches no blob, and a HEAD never prefetches.
+func TestPrefetch(t *testing.T) {
+	u := startUpstream(t)
+	plain := startMirror(t, u, time.Hour)
+	img := u.push(t, "team/app", "v1", 2<<20)
+	if a := plain.do(t, "GET", "/v2/hub/team/app/manifests/v1"); a.status != 200 {
+		t.Fatalf("manifest: %d", a.status)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := u.count("GET", "/v2/team/app/blobs/"+string(img.ld)); n != 0 {
+		t.Errorf("without prefetch a manifest GET fetched the layer %d times", n)
+	}
+
+	m := startMirrorWith(t, u, func(uc *proxy.UpstreamConfig) { uc.Prefetch = true })
+	if a := m.do(t, "HEAD", "/v2/hub/team/app/manifests/v1"); a.status != 200 {
+		t.Fatalf("HEAD of the manifest: %d", a.status)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := u.count("GET", "/v2/team/app/blobs/"+string(img.ld)); n != 0 {
+		t.Errorf("a HEAD prefetched the layer (%d GETs)", n)
+	}
+	if a := m.do(t, "GET", "/v2/hub/team/app/manifests/v1"); a.status != 200 {
+		t.Fatalf("manifest: %d", a.status)
+	}
+	waitStored(t, m, "hub/team/app", img.ld)
+	waitStored(t, m, "hub/team/app", img.config.Digest)
+	a := m.do(t, "GET", "/v2/hub/team/app/blobs/"+string(img.ld))
+	if !bytes.Equal(a.body, img.layer) || a.hdr.Get("Cache-Status") != "berth; hit" {
+		t.Errorf("the prefetched layer: %d bytes, Cache-Status %q", len(a.body), a.hdr.Get("Cache-Status"))
+	}
+	if n := u.count("GET", "/v2/team/app/blobs/"+string(img.ld)); n != 1 {
+		t.Errorf("the layer was fetched %d times; want once", n)
+	}
+}

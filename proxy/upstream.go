@@ -26,6 +26,7 @@ type upstream struct {
 	ttl      time.Duration
 	reg      *remote.Registry
 	def      bool
+	prefetch bool
 }
 
 // remoteName is the upstream's name of the repository whose name under

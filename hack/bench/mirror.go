@@ -23,9 +23,10 @@ const (
 const mirrorTitle = "cold pull of a single-layer image through the pull-through cache, against a direct pull from its upstream (median of the rounds)"
 
 // mirrorBench starts an upstream berth holding an image of one layer of
-// size bytes, then, rounds times, pulls it directly from the upstream and
-// through a new mirror with an empty cache, and returns the time to the
-// layer's first byte and the pull's total time, mirror against direct.
+// size bytes, then, rounds times, pulls it directly from the upstream,
+// through a new mirror with an empty cache, and through another with
+// prefetch on, and returns the time to the layer's first byte and the
+// pull's total time of each mirror against the direct pull.
 func mirrorBench(ctx context.Context, bin, scratch string, size int64, rounds int) ([]row, error) {
 	up, err := startBerth(ctx, bin, filepath.Join(scratch, "mirror-upstream"))
 	if err != nil {
@@ -53,35 +54,44 @@ func mirrorBench(ctx context.Context, bin, scratch string, size int64, rounds in
 	if err := c.putManifest(ctx, repo, "v1", body); err != nil {
 		return nil, err
 	}
-	var direct, mirror []pullTimes
+	var direct, mirror, prefetch []pullTimes
+	through := func(r int, name, extra string) (pullTimes, error) {
+		dir := filepath.Join(scratch, fmt.Sprintf("mirror-%s-%d", name, r))
+		cfg := filepath.Join(scratch, fmt.Sprintf("mirror-%s-%d.yaml", name, r))
+		conf := fmt.Sprintf("proxy:\n  upstreams:\n    - name: up\n      url: %s\n      namespace: hub\n%s", up.url, extra)
+		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+			return pullTimes{}, err
+		}
+		m, err := startBerth(ctx, bin, dir, "--config", cfg)
+		if err != nil {
+			return pullTimes{}, err
+		}
+		t, err := pullImage(ctx, newClient(m.url), "hub/"+repo)
+		serr := m.stop()
+		if err != nil {
+			return t, fmt.Errorf("pull through the mirror (%s): %w\nthe mirror's log:\n%s", name, err, m.logTail())
+		}
+		_ = os.RemoveAll(dir)
+		return t, serr
+	}
 	for r := range max(rounds, 1) {
 		d, err := pullImage(ctx, newClient(up.url), repo)
 		if err != nil {
 			return nil, fmt.Errorf("direct pull: %w", err)
 		}
 		direct = append(direct, d)
-		dir := filepath.Join(scratch, fmt.Sprintf("mirror-%d", r))
-		cfg := filepath.Join(scratch, fmt.Sprintf("mirror-%d.yaml", r))
-		conf := fmt.Sprintf("proxy:\n  upstreams:\n    - name: up\n      url: %s\n      namespace: hub\n", up.url)
-		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
-			return nil, err
-		}
-		m, err := startBerth(ctx, bin, dir, "--config", cfg)
+		t, err := through(r, "plain", "")
 		if err != nil {
 			return nil, err
-		}
-		t, err := pullImage(ctx, newClient(m.url), "hub/"+repo)
-		serr := m.stop()
-		if err != nil {
-			return nil, fmt.Errorf("pull through the mirror: %w\nthe mirror's log:\n%s", err, m.logTail())
-		}
-		if serr != nil {
-			return nil, serr
 		}
 		mirror = append(mirror, t)
-		_ = os.RemoveAll(dir)
-		fmt.Printf("bench: round %d: direct first byte %s total %s; mirror first byte %s total %s\n", r+1,
-			d.firstByte, d.total, t.firstByte, t.total)
+		p, err := through(r, "prefetch", "      prefetch: true\n")
+		if err != nil {
+			return nil, err
+		}
+		prefetch = append(prefetch, p)
+		fmt.Printf("bench: round %d: first byte / total: direct %s / %s; mirror %s / %s; mirror with prefetch %s / %s\n", r+1,
+			d.firstByte, d.total, t.firstByte, t.total, p.firstByte, p.total)
 	}
 	med := func(ts []pullTimes, f func(pullTimes) time.Duration) float64 {
 		v := make([]float64, 0, len(ts))
@@ -101,6 +111,8 @@ func mirrorBench(ctx context.Context, bin, scratch string, size int64, rounds in
 	return []row{
 		mk("cold pull "+sizeName(size)+", time to the layer's first byte", med(mirror, first), med(direct, first), mirrorFirstByteTarget),
 		mk("cold pull "+sizeName(size)+", total", med(mirror, total), med(direct, total), mirrorTotalTarget),
+		mk("cold pull "+sizeName(size)+" with prefetch, time to the layer's first byte", med(prefetch, first), med(direct, first), mirrorFirstByteTarget),
+		mk("cold pull "+sizeName(size)+" with prefetch, total", med(prefetch, total), med(direct, total), mirrorTotalTarget),
 	}, nil
 }
 
