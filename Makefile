@@ -26,7 +26,8 @@ OCI_CONFORMANCE_PKG := github.com/opencontainers/distribution-spec/conformance
 # packages. crictl drives containerd's CRI plugin as the kubelet does;
 # buildx is the docker command's plugin for "imagetools" (about two minutes
 # to build from cold). chromium, with a font for its screenshots, is the
-# browser the web interface tests drive.
+# browser the web interface tests drive. curl and wget upload and download
+# files over plain HTTP as build machines and deploy targets do.
 CRANE_VERSION := v0.22.1
 ORAS_VERSION := v1.3.6
 REGCTL_VERSION := v0.11.7
@@ -43,7 +44,7 @@ GO_CLIENTS := \
 	crictl=sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION) \
 	buildx=github.com/docker/buildx/cmd/buildx@$(BUILDX_VERSION)
 CLIENT_STAMPS := $(foreach c,$(GO_CLIENTS),$(TOOLS)/.stamp-$(subst /,_,$(subst =,-,$(c))))
-DEBIAN_CLIENTS := skopeo containerd podman docker.io chromium fonts-dejavu-core
+DEBIAN_CLIENTS := skopeo containerd podman docker.io chromium fonts-dejavu-core curl wget
 
 # The registry "make bench" measures side by side with berth, pinned and
 # installed the same way as the clients, by "make bench" alone.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"os"
@@ -129,8 +130,16 @@ func (c *authClient) do(t *testing.T, method, path string, body []byte, header .
 	if c.basic || resp.StatusCode != http.StatusUnauthorized {
 		return resp, b
 	}
+	// The file paths challenge in Basic first, for curl and browsers,
+	// then in Bearer: a token client takes the Bearer one.
+	challenge := resp.Header.Get("WWW-Authenticate")
+	for _, c := range resp.Header.Values("WWW-Authenticate") {
+		if strings.HasPrefix(c, "Bearer ") {
+			challenge = c
+		}
+	}
 	params := map[string]string{}
-	for _, m := range challengeParam.FindAllStringSubmatch(resp.Header.Get("WWW-Authenticate"), -1) {
+	for _, m := range challengeParam.FindAllStringSubmatch(challenge, -1) {
 		params[m[1]] = m[2]
 	}
 	if params["realm"] == "" {
@@ -213,6 +222,9 @@ func seed(t *testing.T, admin *authClient, repo, tag string) repoContent {
 	c.referrerDigest = digest.FromBytes(c.referrer)
 	resp, body = admin.do(t, http.MethodPut, "/v2/"+repo+"/manifests/"+c.referrerDigest.String(), c.referrer, ct...)
 	mustStatus(t, "seed referrer", resp, body, http.StatusCreated)
+	// A version of files, uploaded as curl does.
+	resp, body = admin.do(t, http.MethodPut, "/artifacts/"+repo+"/files-1/seed.txt", []byte("seed file of "+repo))
+	mustStatus(t, "seed file", resp, body, http.StatusCreated)
 	c.disposable = imageManifest(c.config, [][]byte{c.blob}, "disposable", "")
 	c.disposableDigst = digest.FromBytes(c.disposable)
 	resp, body = admin.do(t, http.MethodPut, "/v2/"+repo+"/manifests/"+c.disposableDigst.String(), c.disposable, ct...)
@@ -281,10 +293,10 @@ func TestAccessMatrix(t *testing.T) {
 				var want []string
 				for _, who := range []string{"admin", "anonymous", "ci", "reader", "writer"} {
 					if slices.Contains(allowed[who][repo], "push") {
-						want = append(want, "by-"+who, "promoted-by-"+who)
+						want = append(want, "by-"+who, "promoted-by-"+who, "file-by-"+who)
 					}
 				}
-				want = append(want, "v1")
+				want = append(want, "v1", "files-1")
 				slices.Sort(want)
 				if !slices.Equal(tl.Tags, want) {
 					t.Errorf("%s tags after the matrix: %v, want %v", repo, tl.Tags, want)
@@ -372,6 +384,24 @@ func checkRepo(t *testing.T, c *authClient, who, repo string, rc repoContent, ac
 		[]byte(`{"repository":"`+repo+`","reference":"v1"}`), "Content-Type", "application/json")
 	c.extra = nil
 	expect("promote", can("push") && can("pull"), http.StatusCreated, r, b)
+	// Files over plain HTTP: download needs pull, upload push, as for the
+	// API; the pull record needs push.
+	r, b = c.do(t, http.MethodGet, "/artifacts/"+repo+"/files-1/seed.txt", nil)
+	expect("file GET", can("pull"), http.StatusOK, r, b)
+	if can("pull") && string(b) != "seed file of "+repo {
+		t.Errorf("%s file GET %s: wrong content %q", who, repo, b)
+	}
+	r, b = c.do(t, http.MethodHead, "/artifacts/"+repo+"/files-1/seed.txt", nil)
+	expect("HEAD file", can("pull"), http.StatusOK, r, b)
+	r, b = c.do(t, http.MethodGet, "/artifacts/"+repo+"/files-1/", nil)
+	expect("file listing", can("pull"), http.StatusOK, r, b)
+	r, b = c.do(t, http.MethodPut, "/artifacts/"+repo+"/file-by-"+who+"/f.txt", []byte("put by "+who))
+	expect("file PUT", can("push"), http.StatusCreated, r, b)
+	form, ct := multipartFile(t, "g.txt", []byte("posted by "+who))
+	r, b = c.do(t, http.MethodPost, "/artifacts/"+repo+"/file-by-"+who, form, "Content-Type", ct)
+	expect("file POST", can("push"), http.StatusCreated, r, b)
+	r, b = c.do(t, http.MethodGet, "/v2/"+repo+"/_berth/pulls", nil)
+	expect("pull record", can("push"), http.StatusOK, r, b)
 	// Manifest DELETE; only the first caller allowed to delete finds it.
 	r, b = c.do(t, http.MethodDelete, "/v2/"+repo+"/manifests/"+rc.disposableDigst.String(), nil)
 	if can("delete") {
@@ -381,6 +411,21 @@ func checkRepo(t *testing.T, c *authClient, who, repo string, rc repoContent, ac
 	} else {
 		expect("manifest DELETE", false, 0, r, b)
 	}
+}
+
+// multipartFile is a multipart form of one file field, and its
+// Content-Type.
+func multipartFile(t *testing.T, name string, data []byte) ([]byte, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	fw, err := w.CreateFormFile("file", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = fw.Write(data)
+	_ = w.Close()
+	return buf.Bytes(), w.FormDataContentType()
 }
 
 // checkCatalog checks that the catalog and the repository summaries list

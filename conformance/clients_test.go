@@ -37,7 +37,8 @@ type client struct {
 
 // allClients are every tool the interoperability suite needs. The Go-built
 // ones are installed into bin/tools by "make clients"; skopeo, containerd
-// (ctr), podman and dockerd (docker.io) come from Debian packages.
+// (ctr), podman, dockerd (docker.io), curl and wget come from Debian
+// packages.
 func allClients() []client {
 	return []client{
 		{"crane", []string{"version"}},
@@ -52,6 +53,8 @@ func allClients() []client {
 		{"dockerd", []string{"--version"}},
 		{"crictl", nil},
 		{"buildx", nil},
+		{"curl", []string{"--version"}},
+		{"wget", []string{"--version"}},
 	}
 }
 

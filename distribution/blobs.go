@@ -85,6 +85,12 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 
+// Satisfiable reports whether a Range header is well formed and names at
+// least one range inside content of size bytes: when it does not,
+// http.ServeContent would answer 416, and the caller answers with the
+// specification's error instead.
+func Satisfiable(header string, size int64) bool { return satisfiable(header, size) }
+
 // Streamer is a blob reader whose content may still be arriving (the
 // pull-through cache's fills): a GET of the whole blob hands the answer to
 // its WriteTo, which writes what arrives in large pieces and sends what is

@@ -79,6 +79,11 @@ type errorEntry struct {
 	Detail  any    `json:"detail,omitempty"`
 }
 
+// AsError turns any error of the store (or an *Error) into the response the
+// specification names for it, as the API answers it: an internal failure
+// becomes UNKNOWN without its cause.
+func AsError(err error) *Error { return asError(err) }
+
 // asError turns any error from a handler or the store into the response the
 // specification names for it.
 func asError(err error) *Error {

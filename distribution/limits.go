@@ -30,11 +30,19 @@ func (a *API) limitUploads(next http.HandlerFunc) http.HandlerFunc {
 // every read: a client that keeps sending is never cut off, however large
 // its body, while one that stalls for longer than the timeout is.
 func (a *API) guardBody(next http.HandlerFunc) http.HandlerFunc {
-	if a.bodyTimeout <= 0 {
+	return GuardBody(a.bodyTimeout, next)
+}
+
+// GuardBody gives the request body of next a read deadline that moves
+// forward with every read, as the API's uploads have: a body that stalls
+// for longer than timeout fails with a 408 BLOB_UPLOAD_INVALID error. A
+// timeout of zero or less guards nothing.
+func GuardBody(timeout time.Duration, next http.HandlerFunc) http.HandlerFunc {
+	if timeout <= 0 {
 		return next
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		r.Body = &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: a.bodyTimeout}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: timeout}
 		next(w, r)
 	}
 }

@@ -58,6 +58,11 @@ func (a *API) getManifest(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", fmt.Sprint(info.Size))
 	h.Set("Docker-Content-Digest", string(info.Digest))
 	h.Set("ETag", `"`+string(info.Digest)+`"`)
+	if r.Method == http.MethodGet {
+		// A pull, even one the client answers from its cache; a HEAD
+		// only asks whether the tag moved.
+		a.record(r, repo, info.Digest)
+	}
 	if match := r.Header.Get("If-None-Match"); match != "" && strings.Contains(match, string(info.Digest)) {
 		w.WriteHeader(http.StatusNotModified)
 		return

@@ -25,13 +25,19 @@ func validName(name string) bool {
 	return len(name) <= maxNameLength && nameRE.MatchString(name)
 }
 
-// ValidName reports whether name is a valid repository name, for the
-// packages that take names from elsewhere than a request (an imported
-// bundle).
-func ValidName(name string) bool { return validName(name) }
-
 // validTag reports whether tag is a valid tag.
 func validTag(tag string) bool { return tagRE.MatchString(tag) }
+
+// ValidName reports whether name is a repository name the specification
+// allows (and at most 255 bytes long), as the API checks it.
+func ValidName(name string) bool { return validName(name) }
+
+// ValidTag reports whether tag is a tag the specification allows:
+// [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}.
+func ValidTag(tag string) bool { return validTag(tag) }
+
+// TagGrammar is the grammar of tags, for messages.
+const TagGrammar = "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"
 
 // pathVar returns a route variable, unescaped with UnescapeSegment.
 func pathVar(r *http.Request, key string) string { return UnescapeSegment(mux.Vars(r)[key]) }

@@ -41,6 +41,8 @@ type Store interface {
 
 	Search(ctx context.Context, q storage.Query) ([]storage.SearchResult, string, error)
 
+	Holders(ctx context.Context, q storage.HolderQuery) ([]storage.Holder, string, error)
+
 	TagHistory(ctx context.Context, repo, tag string, before uint64, n int) ([]storage.TagMove, bool, error)
 	RollbackTag(ctx context.Context, repo, tag string, to digest.Digest) (storage.TagMove, error)
 	Promote(ctx context.Context, srcRepo, srcRef, dstRepo, dstTag string) (storage.TagMove, digest.Digest, error)
@@ -76,6 +78,9 @@ type Options struct {
 	// BodyReadTimeout is the longest a request body may stall between two
 	// reads; zero means no limit.
 	BodyReadTimeout time.Duration
+	// Pulls keeps the pull record: every manifest GET is recorded there,
+	// and GET /v2/<name>/_berth/pulls reads it. Nil records nothing.
+	Pulls Pulls
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
 }
@@ -90,13 +95,14 @@ type API struct {
 	bodyTimeout time.Duration
 	// cursors seals the cursors of search pages.
 	cursors *cursors
+	pulls   Pulls
 	log     *slog.Logger
 }
 
 // New returns the API serving store.
 func New(store Store, opts Options) *API {
 	a := &API{store: store, access: opts.Access, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize,
-		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, cursors: newCursors()}
+		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, cursors: newCursors(), pulls: opts.Pulls}
 	slots := opts.MaxConcurrentUploads
 	if slots <= 0 {
 		slots = 64
@@ -152,6 +158,8 @@ func (a *API) Handler() http.Handler {
 	r.HandleFunc(name+"/_berth/tags/{tag}/history", a.tagHistory).Methods(http.MethodGet)
 	r.HandleFunc(name+"/_berth/tags/{tag}/rollback", a.guardBody(a.rollbackTag)).Methods(http.MethodPost)
 	r.HandleFunc(name+"/_berth/tags/{tag}/promote", a.guardBody(a.promoteTag)).Methods(http.MethodPost)
+	// Who pulled what; see pulls.go.
+	r.HandleFunc(name+PullsSuffix, a.listPulls).Methods(http.MethodGet)
 
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		a.writeError(w, req, newError(CodeUnsupported, nil, "no such endpoint: %s %s", req.Method, req.URL.Path).withStatus(http.StatusNotFound))

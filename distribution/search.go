@@ -3,6 +3,7 @@ package distribution
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,8 +41,13 @@ type searchList struct {
 //	                        a tag, a type, or an annotation or label)
 //
 // The store answers every filter but digest and text, which are applied to
-// its results here.
+// its results here. content=DIGEST asks another question: see
+// searchContent.
 func (a *API) search(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Has("content") {
+		a.searchContent(w, r)
+		return
+	}
 	q, f, err := a.searchQuery(r)
 	if err != nil {
 		a.writeError(w, r, err)
@@ -89,6 +95,59 @@ rounds:
 		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, SearchPath, v.Encode()))
 	}
 	writeJSON(w, "application/json", searchList{Results: results})
+}
+
+// holderList is the body of a content search answer.
+type holderList struct {
+	Results []storage.Holder `json:"results"`
+}
+
+// searchContent answers GET /v2/_berth/search?content=DIGEST: the
+// artifacts holding that content (as a file or layer, a config, a
+// manifest, or through an index) in the repositories the caller may pull,
+// each with the tags naming it now and the spans during which tags named
+// it before. Pages run with n and a sealed last as for the other
+// searches. No other filter combines with content.
+func (a *API) searchContent(w http.ResponseWriter, r *http.Request) {
+	last, n, err := a.pageRequest(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	v := r.URL.Query()
+	for k := range v {
+		if k != "content" && k != "n" && k != "last" {
+			a.writeError(w, r, newError(CodeUnsupported, map[string]string{"parameter": k},
+				"%s: content= takes no other filter (only n and last)", k).withStatus(http.StatusBadRequest))
+			return
+		}
+	}
+	d, err := parseDigest(v.Get("content"))
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	q := storage.HolderQuery{Digest: d, N: n, Visible: func(repo string) bool { return a.allowed(r, repo, "pull") }}
+	if last != "" {
+		pos, ok := a.cursors.open(last)
+		repo, _, cut := strings.Cut(pos, "@")
+		if !ok || !cut || !validName(repo) {
+			a.writeError(w, r, newError(CodeUnsupported, map[string]string{"last": last},
+				"last: %q is not a cursor from a previous page of this server's answers", last).withStatus(http.StatusBadRequest))
+			return
+		}
+		q.Last = pos
+	}
+	holders, next, err := a.store.Holders(r.Context(), q)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if next != "" {
+		nv := url.Values{"content": {string(d)}, "n": {strconv.Itoa(n)}, "last": {a.cursors.seal(next)}}
+		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, SearchPath, nv.Encode()))
+	}
+	writeJSON(w, "application/json", holderList{Results: holders})
 }
 
 // resultFilter holds the search filters applied to the store's results.

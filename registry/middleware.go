@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/berth-registry/berth/registry/auth"
@@ -93,5 +94,19 @@ func withActor(next http.Handler) http.Handler {
 			a.Address = host
 		}
 		next.ServeHTTP(w, r.WithContext(storage.WithActor(r.Context(), a)))
+	})
+}
+
+// underPrefix sends the requests whose path starts with prefix to h and
+// the others to rest. It takes the place of a ServeMux pattern for the
+// file paths, which a ServeMux would clean and redirect: a path with ".."
+// must reach the handler, which refuses it with a clear error.
+func underPrefix(prefix string, h, rest http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, prefix) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
 	})
 }

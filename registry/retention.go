@@ -39,6 +39,9 @@ type RetentionPolicy struct {
 	// DeleteUntaggedAfter deletes manifests nothing keeps once they were
 	// pushed longer ago.
 	DeleteUntaggedAfter time.Duration `yaml:"deleteUntaggedAfter"`
+	// KeepPulledWithin keeps the manifests pulled within it, by the pull
+	// record, and the tags naming them.
+	KeepPulledWithin time.Duration `yaml:"keepPulledWithin"`
 	// EvictUnpulledAfter evicts the pull-through cache's manifests that no
 	// client pulled for longer, with their tags.
 	EvictUnpulledAfter time.Duration `yaml:"evictUnpulledAfter"`
@@ -70,6 +73,9 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		if p.DeleteUntaggedAfter < 0 {
 			return nil, fmt.Errorf("%s.deleteUntaggedAfter %s: must not be negative", at, p.DeleteUntaggedAfter)
 		}
+		if p.KeepPulledWithin < 0 {
+			return nil, fmt.Errorf("%s.keepPulledWithin %s: must not be negative", at, p.KeepPulledWithin)
+		}
 		if p.EvictUnpulledAfter < 0 {
 			return nil, fmt.Errorf("%s.evictUnpulledAfter %s: must not be negative", at, p.EvictUnpulledAfter)
 		}
@@ -84,6 +90,7 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		out = append(out, retention.Policy{
 			Repositories: repos, KeepLast: p.KeepLast, KeepTags: keep,
 			DeleteTagsOlderThan: p.DeleteTagsOlderThan, DeleteUntaggedAfter: p.DeleteUntaggedAfter,
+			KeepPulledWithin:   p.KeepPulledWithin,
 			EvictUnpulledAfter: p.EvictUnpulledAfter,
 		})
 	}

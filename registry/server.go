@@ -18,10 +18,12 @@ import (
 	"github.com/berth-registry/berth/admin"
 	"github.com/berth-registry/berth/bundle"
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/files"
 	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/replication"
 	"github.com/berth-registry/berth/storage"
+	"github.com/berth-registry/berth/storage/pulls"
 	"github.com/berth-registry/berth/ui"
 )
 
@@ -39,6 +41,8 @@ type Server struct {
 	// retention applies the retention policies, on a schedule when
 	// retention.interval is set.
 	retention *retentionRunner
+	// pulls records who pulls what; Run writes its records.
+	pulls *pulls.Recorder
 	// sync runs the replication rules, when there are some.
 	sync *replication.Replicator
 }
@@ -69,7 +73,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv := &Server{cfg: cfg, log: log, store: store}
+	srv := &Server{cfg: cfg, log: log, store: store, pulls: pulls.New(store.Service, pulls.Options{Logger: log})}
 	if repl != nil {
 		repl.Bind(store.Service)
 		srv.sync = repl
@@ -79,6 +83,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		MaxPageSize:          cfg.Limits.MaxPageSize,
 		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
 		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
+		Pulls:                srv.pulls,
 		Logger:               log,
 	}
 	policies, err := compileRetention(cfg.Retention)
@@ -113,7 +118,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// Without authentication the admin API is as open as the rest, except
 	// robot tokens, which need authentication.
 	routes.Handle(auth.AdminPrefix, srv.admin())
-	var handler http.Handler = withActor(routes)
+	fileHandler := files.New(store.Service, files.Options{
+		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
+		MaxConcurrentUploads: cfg.Limits.MaxConcurrentUploads,
+		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
+		Pulls:                srv.pulls,
+		Logger:               log,
+	})
+	var handler http.Handler = withActor(underPrefix(files.Prefix, fileHandler, routes))
 	if authn != nil {
 		handler = authn.Wrap(handler)
 	}
@@ -125,7 +137,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.UI.Enabled {
 		// The web interface calls the API in-process, through the same
 		// handler clients reach, so its pages see what the visitor may.
-		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log})
+		web, err := ui.New(handler, ui.Options{Config: cfg.UI, Logger: log, APIContext: distribution.Browsing})
 		if err != nil {
 			_ = store.Close()
 			return nil, err
@@ -224,6 +236,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		defer background(ctx, func(ctx context.Context) { s.watchAuth(ctx, hup) })()
 	}
 	defer background(ctx, s.expireUploads)()
+	// Stopped after the HTTP server, so that it writes the pulls of the
+	// last requests, and before the store closes.
+	defer background(ctx, s.pulls.Run)()
 	if every := s.cfg.Retention.Interval; every > 0 {
 		defer background(ctx, func(ctx context.Context) { s.retention.schedule(ctx, every) })()
 	}

@@ -31,6 +31,9 @@ type apiClient struct {
 	// and TLS state go with every API request, so that the API logs and
 	// records the visitor's address and rate-limits logins per visitor.
 	orig *http.Request
+	// mark, when set, derives the context of every API request (see
+	// Options.APIContext).
+	mark func(context.Context) context.Context
 	// refresh is the session's refresh token; empty for a visitor who has
 	// not logged in.
 	refresh string
@@ -130,6 +133,9 @@ func (c *apiClient) send(ctx context.Context, method, target string, body []byte
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		rd = bytes.NewReader(body)
+	}
+	if c.mark != nil {
+		ctx = c.mark(ctx)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, rd)
 	if err != nil {

@@ -26,6 +26,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Now tells the time, for relative times; nil means time.Now.
 	Now func() time.Time
+	// APIContext, when set, derives the context of every request the
+	// interface makes to the API: the server marks them as browsing, so
+	// that the manifests people look at are not recorded as pulls.
+	APIContext func(context.Context) context.Context
 }
 
 // UI is the web interface: an http.Handler serving /ui/ and sending a
@@ -40,6 +44,8 @@ type UI struct {
 	static  http.Handler
 	csrfKey []byte
 	routes  *http.ServeMux
+	// apiContext is Options.APIContext.
+	apiContext func(context.Context) context.Context
 }
 
 // pageNames are the templates of the pages, each executed inside
@@ -56,7 +62,7 @@ func New(api http.Handler, opts Options) (*UI, error) {
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
 	}
-	u := &UI{api: api, cfg: opts.Config, log: opts.Logger, now: opts.Now, pages: map[string]*template.Template{}}
+	u := &UI{api: api, cfg: opts.Config, log: opts.Logger, now: opts.Now, apiContext: opts.APIContext, pages: map[string]*template.Template{}}
 	if u.log == nil {
 		u.log = slog.New(slog.DiscardHandler)
 	}
@@ -162,7 +168,7 @@ func (e badRequest) Error() string { return string(e) }
 // covers the listings filtered per caller. A session the token service no
 // longer accepts (expired, or its user removed) is ended, with a message.
 func (u *UI) begin(w http.ResponseWriter, r *http.Request) *request {
-	req := &request{w: w, r: r, ctx: r.Context(), api: &apiClient{api: u.api, orig: r}}
+	req := &request{w: w, r: r, ctx: r.Context(), api: &apiClient{api: u.api, orig: r, mark: u.apiContext}}
 	req.flash = takeFlash(w, r)
 	_, auth, err := req.api.discover(req.ctx)
 	if err != nil {

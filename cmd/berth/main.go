@@ -11,6 +11,9 @@
 //	berth find [--annotation K=V]... [--label K=V]... [--repository R] [--tag T] [--json] ...
 //	berth retention [--dry-run] [--json] (through a running server's admin API)
 //	berth gc [--grace DURATION] [--dry-run] [--json] (through a running server's admin API)
+//	berth doctor REGISTRY[/REPOSITORY[:TAG]] [--json] (from a deploy target: can it pull?)
+//	berth which FILE|DIGEST [--json] (which artifacts hold this content, tagged how, now and before)
+//	berth pulls REPOSITORY [--actor KIND:NAME] [--json] (who last pulled what, from where, when)
 //	berth export REPOSITORY:TAG... -o BUNDLE.tar (from a running server's API)
 //	berth import BUNDLE.tar [--prefix NAMESPACE] (through a running server's admin API)
 //	berth sync run RULE | berth sync status (through a running server's admin API)
@@ -19,6 +22,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -40,7 +44,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCommand().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "berth:", err)
+		var silent *silentError
+		if !errors.As(err, &silent) {
+			fmt.Fprintln(os.Stderr, "berth:", err)
+		}
 		stop()
 		os.Exit(1)
 	}
@@ -65,6 +72,9 @@ func newRootCommand() *cobra.Command {
 		newFindCommand(),
 		newRetentionCommand(),
 		newGCCommand(),
+		newDoctorCommand(),
+		newWhichCommand(),
+		newPullsCommand(),
 		newExportCommand(),
 		newImportCommand(),
 		newSyncCommand(),

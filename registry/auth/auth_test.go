@@ -465,6 +465,7 @@ func TestEveryRouteIsClassified(t *testing.T) {
 		{http.MethodGet, "/v2/team-a/app/_berth/tags/v1/history"},
 		{http.MethodPost, "/v2/team-a/app/_berth/tags/v1/rollback"},
 		{http.MethodPost, "/v2/team-a/app/_berth/tags/v1/promote"},
+		{http.MethodGet, "/v2/team-a/app/_berth/pulls"},
 		// An escaped slash stays in its segment for the router: the
 		// middleware must not read it as a path separator and let the
 		// request through unclassified.
@@ -494,5 +495,76 @@ func TestEveryRouteIsClassified(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusForbidden {
 		t.Errorf("bob on an escaped team-a name: status %d, want 403 (%s)", rec.Code, rec.Body)
+	}
+}
+
+// TestFilePathsAndPullsAreClassified checks the access the file paths and
+// the pull record need, through the middleware's decisions as seen by
+// the handler behind it (the fixture's, which names the caller): a file
+// download needs pull on the repository the path names, an upload push,
+// the pull record push, and an anonymous caller is asked for credentials
+// in Basic (for curl, wget and browsers) as well as Bearer.
+func TestFilePathsAndPullsAreClassified(t *testing.T) {
+	f := newFixture(t)
+	for _, c := range []struct {
+		who, method, path string
+		want              int
+	}{
+		// public/**: anonymous pull, authenticated pull and push.
+		{"", http.MethodGet, "/artifacts/public/app/1.0/app.jar", http.StatusOK},
+		{"", http.MethodHead, "/artifacts/public/app/1.0/app.jar", http.StatusOK},
+		{"", http.MethodGet, "/artifacts/public/app/1.0/", http.StatusOK},
+		{"", http.MethodPut, "/artifacts/public/app/1.0/app.jar", http.StatusUnauthorized},
+		{"", http.MethodPost, "/artifacts/public/app/1.0", http.StatusUnauthorized},
+		{"bob", http.MethodPut, "/artifacts/public/app/1.0/app.jar", http.StatusOK},
+		{"bob", http.MethodPost, "/artifacts/public/app/1.0", http.StatusOK},
+		// team-a/**: only alice's group.
+		{"", http.MethodGet, "/artifacts/team-a/app/1.0/app.jar", http.StatusUnauthorized},
+		{"bob", http.MethodGet, "/artifacts/team-a/app/1.0/app.jar", http.StatusForbidden},
+		{"bob", http.MethodPut, "/artifacts/team-a/app/1.0/app.jar", http.StatusForbidden},
+		{"alice", http.MethodPut, "/artifacts/team-a/app/1.0/app.jar", http.StatusOK},
+		{"alice", http.MethodGet, "/artifacts/team-a/app/1.0/app.jar", http.StatusOK},
+		// The repository is what the path names, escapes and all: the
+		// version and file are the last segments.
+		{"bob", http.MethodGet, "/artifacts/te%61m-a/app/1.0/app.jar", http.StatusForbidden},
+		{"bob", http.MethodGet, "/artifacts/public/app/1.0/team-a%2Fx", http.StatusOK},
+		{"", http.MethodGet, "/artifacts/team-a%2Fapp/1.0/x", http.StatusUnauthorized},
+		// Other methods need push; a path that names nothing needs a login.
+		{"", http.MethodDelete, "/artifacts/public/app/1.0/app.jar", http.StatusUnauthorized},
+		{"", http.MethodGet, "/artifacts/public", http.StatusUnauthorized},
+		{"bob", http.MethodGet, "/artifacts/public", http.StatusOK},
+		// A robot: its scopes, apps/*.
+		{"ci", http.MethodPut, "/artifacts/apps/web/1.0/app.jar", http.StatusOK},
+		{"ci", http.MethodGet, "/artifacts/public/app/1.0/app.jar", http.StatusForbidden},
+		// The pull record needs push.
+		{"", http.MethodGet, "/v2/public/app/_berth/pulls", http.StatusUnauthorized},
+		{"bob", http.MethodGet, "/v2/public/app/_berth/pulls", http.StatusOK},
+		{"alice", http.MethodGet, "/v2/public/app/_berth/pulls", http.StatusOK},
+		{"bob", http.MethodGet, "/v2/team-a/app/_berth/pulls", http.StatusForbidden},
+		{"ci", http.MethodGet, "/v2/apps/web/_berth/pulls", http.StatusOK},
+	} {
+		var set func(*http.Request)
+		switch c.who {
+		case "ci":
+			set = basic("ci", "berth_ci-secret")
+		case "":
+		default:
+			set = basic(c.who, c.who+"-secret")
+		}
+		resp := f.do(t, c.method, c.path, set)
+		if resp.StatusCode != c.want {
+			body, _ := io.ReadAll(resp.Body)
+			t.Errorf("%q %s %s: status %d, want %d (%s)", c.who, c.method, c.path, resp.StatusCode, c.want, body)
+			continue
+		}
+		if c.want != http.StatusUnauthorized {
+			continue
+		}
+		challenges := resp.Header.Values("WWW-Authenticate")
+		hasBasic := len(challenges) > 0 && strings.HasPrefix(challenges[0], "Basic ")
+		hasBearer := len(challenges) > 0 && strings.HasPrefix(challenges[len(challenges)-1], "Bearer ")
+		if strings.HasPrefix(c.path, "/artifacts/") != hasBasic || !hasBearer {
+			t.Errorf("%q %s %s: challenges %q", c.who, c.method, c.path, challenges)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-registry/berth/distribution"
+	"github.com/berth-registry/berth/files"
 )
 
 // TokenPath is where the token service answers.
@@ -92,6 +93,10 @@ type need struct {
 	login bool
 	// admin means the request is for administrators only.
 	admin bool
+	// files means the request is one of the file paths, whose clients
+	// (curl, wget, browsers) answer a Basic challenge rather than a
+	// Bearer one.
+	files bool
 }
 
 // AdminPrefix starts the paths of Berth's administration API, which only
@@ -103,7 +108,7 @@ const AdminPrefix = "/_berth/admin/"
 // capturing the repository name and the resource. It is matched against
 // the escaped path, as the distribution router matches its routes, so that
 // an escaped slash ("%2F") stays inside its segment for both.
-var repoPathRE = regexp.MustCompile(`^/v2/(.+?)/(blobs/uploads/[^/]*|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+|_berth/tags/[^/]+/(?:history|rollback|promote))$`)
+var repoPathRE = regexp.MustCompile(`^/v2/(.+?)/(blobs/uploads/[^/]*|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+|_berth/tags/[^/]+/(?:history|rollback|promote)|_berth/pulls)$`)
 
 // required names what a request needs, from its path and method. ok is
 // false for a path outside the API, which needs nothing. A path under /v2/
@@ -114,6 +119,9 @@ func required(r *http.Request) (nd need, ok bool) {
 	p := r.URL.Path
 	if strings.HasPrefix(p, AdminPrefix) {
 		return need{admin: true}, true
+	}
+	if strings.HasPrefix(p, files.Prefix) {
+		return requiredFiles(r), true
 	}
 	switch p {
 	case "/v2/", "/v2":
@@ -132,7 +140,9 @@ func required(r *http.Request) (nd need, ok bool) {
 	action := ActionPull
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		if strings.HasPrefix(m[2], "blobs/uploads/") {
+		// Who pulled what is for those who may push: the deployers and
+		// the builders, not every reader.
+		if strings.HasPrefix(m[2], "blobs/uploads/") || m[2] == "_berth/pulls" {
 			action = ActionPush
 		}
 	case http.MethodDelete:
@@ -144,6 +154,22 @@ func required(r *http.Request) (nd need, ok bool) {
 		action = ActionPush
 	}
 	return need{scope: Scope{Type: "repository", Name: distribution.UnescapeSegment(m[1]), Actions: []string{action}}}, true
+}
+
+// requiredFiles names what a request for a file path needs: pull on its
+// repository to download, push to upload (any other method too, which
+// the handler refuses). A path that names no repository needs a login:
+// the handler then explains what is wrong with it.
+func requiredFiles(r *http.Request) need {
+	t, err := files.ParsePath(r.Method, r.URL.EscapedPath())
+	if err != nil {
+		return need{login: true, files: true}
+	}
+	action := ActionPush
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		action = ActionPull
+	}
+	return need{scope: Scope{Type: "repository", Name: t.Repo, Actions: []string{action}}, files: true}
 }
 
 // Wrap returns next behind authentication, with the token endpoint.
@@ -328,7 +354,14 @@ func (a *Authenticator) challenge(w http.ResponseWriter, r *http.Request, nd nee
 	if errCode != "" {
 		c += fmt.Sprintf(",error=%q", errCode)
 	}
-	w.Header().Set("WWW-Authenticate", c)
+	w.Header().Del("WWW-Authenticate")
+	if nd.files {
+		// curl -u and wget send a password when asked in Basic; a
+		// browser asks for one. The Bearer challenge follows for
+		// clients that fetch tokens.
+		w.Header().Add("WWW-Authenticate", fmt.Sprintf("Basic realm=%q, charset=\"UTF-8\"", a.cfg.Token.Service))
+	}
+	w.Header().Add("WWW-Authenticate", c)
 	writeAuthDetail(w, r, http.StatusUnauthorized, distribution.CodeUnauthorized, msg, nd.detail())
 }
 

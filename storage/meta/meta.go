@@ -1,8 +1,9 @@
 // Package meta declares the index of a Berth store: the records that say
 // which content exists, which repository holds it, what tags name, how tags
-// moved, which uploads are open and which robot credentials exist, what
-// the pull-through cache and replication (sync.go) record of their work,
-// and the transactions that read and change them.
+// moved, which uploads are open, which robot credentials exist, who last
+// pulled each manifest, what the pull-through cache and replication
+// (sync.go) record of their work, and the transactions that read and
+// change them.
 //
 // It is one of the two seams of the storage layer; the other, package blob,
 // holds the bytes. Backends implement Store (storage/meta/bolt is the
@@ -69,6 +70,8 @@ type Tx interface {
 	SearchIndex
 	UploadIndex
 	RobotIndex
+	HistoryIndex
+	PullIndex
 	CacheIndex
 	SyncIndex
 }
@@ -234,6 +237,43 @@ type TagIndex interface {
 	// Moves calls fn for the moves of tag in repo, newest first, starting
 	// just before the move numbered before (0: with the newest).
 	Moves(repo, tag string, before uint64, fn func(m Move) error) error
+}
+
+// HistoryIndex finds the tags that have a history, so that a reader can
+// ask which tags ever named a digest without knowing their names.
+type HistoryIndex interface {
+	// HistoryTags calls fn for every tag of repo with at least one move
+	// (AppendMove), deleted tags included, after after, in byte order.
+	HistoryTags(repo, after string, fn func(tag string) error) error
+}
+
+// Pull is the record of the last pull of a manifest by one identity.
+type Pull struct {
+	// Repo and Digest name the manifest pulled.
+	Repo   string        `json:"repository"`
+	Digest digest.Digest `json:"digest"`
+	// Actor is who pulled it: its Kind and Name identify the record; its
+	// Address is where the last pull came from.
+	Actor Actor `json:"actor"`
+	// Time is when the last pull happened.
+	Time time.Time `json:"time"`
+}
+
+// PullIndex remembers, per repository and manifest digest, when each
+// identity last pulled it and from which address. Pull records are facts
+// about the past, like tag history: they outlive the manifests, tags and
+// repositories they name, and a backend keeps no derived index of them.
+type PullIndex interface {
+	// PutPull records p as the last pull of p.Digest in p.Repo by the
+	// identity (p.Actor.Kind, p.Actor.Name), replacing that identity's
+	// record of the digest, unless that record's Time is later than
+	// p.Time: then the record stays as it is, so that records written out
+	// of order keep the latest pull. Repo, Digest and Actor.Kind must be
+	// set; the repository and manifest need not exist.
+	PutPull(p Pull) error
+	// Pulls calls fn for the pull records of repo, in order of digest,
+	// then actor kind, then actor name; with d set, only those of d.
+	Pulls(repo string, d digest.Digest, fn func(p Pull) error) error
 }
 
 // PairKind says where a searchable key=value pair comes from.

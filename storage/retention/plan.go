@@ -28,6 +28,9 @@ import (
 //     tag goes only if it is beyond the newest KeepLast and older than
 //     DeleteTagsOlderThan (each rule keeps what it keeps). With neither
 //     set, no release tag goes.
+//   - Pulled manifests: with KeepPulledWithin set, every manifest pulled
+//     within it (its LastPulled) is kept, and so is every release tag
+//     naming one, whose history then counts as a kept tag's.
 //   - Rollback targets: every digest named (as previous or new digest) by
 //     a history entry of a kept tag no older than window is kept, and a
 //     release tag naming such a digest is kept too, whose history then
@@ -48,8 +51,9 @@ import (
 //     set), with its children and referrers, is kept unless its subject
 //     goes. A referrer never keeps its subject.
 //   - Eviction: with EvictUnpulledAfter set, a manifest of the
-//     pull-through cache that no client pulled for longer than it is
-//     unpulled. A release tag naming one goes (before keepLast counts the
+//     pull-through cache that no client pulled for longer than it (by the
+//     cache's record or the pull record, whichever is later), nor within
+//     KeepPulledWithin, is unpulled. A release tag naming one goes (before keepLast counts the
 //     newest: an unpulled tag takes no place among them) unless it is
 //     immutable or matches KeepTags; an unpulled manifest is kept neither
 //     by its age nor by the history window, only by a kept tag naming it,
@@ -59,7 +63,15 @@ func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan
 	manifests := snap.Manifests
 	unpulled := func(d digest.Digest) bool {
 		m, ok := manifests[d]
-		return ok && m.Cached && p.EvictUnpulledAfter > 0 && now.Sub(m.Pulled) > p.EvictUnpulledAfter
+		if !ok || !m.Cached || p.EvictUnpulledAfter <= 0 {
+			return false
+		}
+		last := m.Pulled
+		if m.LastPulled.After(last) {
+			last = m.LastPulled
+		}
+		age := now.Sub(last)
+		return age > p.EvictUnpulledAfter && (p.KeepPulledWithin <= 0 || age > p.KeepPulledWithin)
 	}
 	var release, signatures []*planTag
 	for _, ts := range snap.Tags {
@@ -109,7 +121,16 @@ func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan
 
 	// Rollback targets: the recent history of kept tags, to a fixed
 	// point, since a tag kept for its digest brings its own history.
+	// Manifests pulled recently are kept from the start, and keep the
+	// tags naming them the same way.
 	strong := map[digest.Digest]bool{}
+	if p.KeepPulledWithin > 0 {
+		for d, m := range manifests {
+			if !m.LastPulled.IsZero() && now.Sub(m.LastPulled) <= p.KeepPulledWithin {
+				strong[d] = true
+			}
+		}
+	}
 	seen := map[string]bool{}
 	since := now.Add(-window)
 	for range len(release) + 1 {

@@ -62,6 +62,14 @@ func (b *snap) referrer(name, subject string, daysAgo float64) *snap {
 	return b
 }
 
+// pulled records that the manifest named was last pulled daysAgo.
+func (b *snap) pulled(name string, daysAgo float64) *snap {
+	m := b.s.Manifests[dg(name)]
+	m.LastPulled = ago(daysAgo)
+	b.s.Manifests[dg(name)] = m
+	return b
+}
+
 // tag adds tag naming the manifest named, last moved daysAgo (a negative
 // daysAgo: no history).
 func (b *snap) tag(tag, name string, daysAgo float64, recent ...storage.TagMove) *snap {
@@ -289,6 +297,36 @@ func TestMakePlan(t *testing.T) {
 		policy: retention.Policy{KeepLast: 0, DeleteTagsOlderThan: day},
 		tags:   map[string]string{"old": olderThan},
 	}, {
+		name: "keepPulledWithin keeps a manifest pulled within it and the tags naming it",
+		// Newest first: new (kept by keepLast), deployed (beyond it, but
+		// its manifest was pulled 2 days ago), stale (pulled 40 days ago).
+		snap: repo().manifest("n", 1).manifest("d", 30).manifest("s", 60).manifest("u", 30).
+			tag("new", "n", 1).tag("deployed", "d", 30).tag("stale", "s", 60).
+			pulled("d", 2).pulled("s", 40).pulled("u", 3),
+		policy: retention.Policy{KeepLast: 1, DeleteUntaggedAfter: 5 * day, KeepPulledWithin: 30 * day},
+		tags:   map[string]string{"stale": keepLast},
+		// u is untagged and old, but pulled 3 days ago: it stays.
+		manifests: map[string]string{"s": untagged},
+	}, {
+		name: "a pulled index keeps its children; a pull exactly at the limit counts",
+		snap: repo().manifest("amd64", 30).manifest("multi", 30, "amd64").manifest("edge", 30).
+			pulled("multi", 1).pulled("edge", 10),
+		policy: retention.Policy{DeleteUntaggedAfter: 5 * day, KeepPulledWithin: 10 * day},
+	}, {
+		name: "pulls older than keepPulledWithin, or with no such rule, keep nothing",
+		snap: repo().manifest("n", 1).manifest("d", 30).tag("new", "n", 1).tag("deployed", "d", 30).
+			pulled("d", 2),
+		policy:    retention.Policy{KeepLast: 1, DeleteUntaggedAfter: 5 * day},
+		tags:      map[string]string{"deployed": keepLast},
+		manifests: map[string]string{"d": untagged},
+	}, {
+		name: "the tag of a pulled manifest brings its history within the window",
+		snap: repo().manifest("n", 1).manifest("d", 30).manifest("prev", 30).
+			tag("new", "n", 1).tag("deployed", "d", 3, move(3, "prev", "d")).
+			pulled("d", 1),
+		policy: retention.Policy{KeepLast: 1, DeleteUntaggedAfter: 5 * day, KeepPulledWithin: 7 * day},
+		window: 10 * day,
+	}, {
 		name: "an immutable signature tag stays with its manifest while the subject goes",
 		snap: repo().manifest("old", 10).manifest("old-sig", 10).
 			tag("old", "old", 10).tag(sig("old", ".sig"), "old-sig", 10).immutable(),
@@ -343,12 +381,26 @@ func TestMakePlan(t *testing.T) {
 		policy:    retention.Policy{EvictUnpulledAfter: 30 * day},
 		tags:      map[string]string{"b": unpulledT, sig("b", ".sig"): subjTag},
 		manifests: map[string]string{"b": unpulledM, "b-sig": subjMan},
+	}, {
+		name: "a pull in the pull record counts as much as one the cache saw",
+		snap: repo().manifest("a", 50).cached("a", 40).pulled("a", 2).tag("a", "a", 50).
+			manifest("b", 50).cached("b", 40).tag("b", "b", 50),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day},
+		tags:      map[string]string{"b": unpulledT},
+		manifests: map[string]string{"b": unpulledM},
+	}, {
+		name: "keepPulledWithin keeps what eviction would take",
+		snap: repo().manifest("a", 50).cached("a", 40).tag("a", "a", 50).
+			manifest("b", 90).cached("b", 70).tag("b", "b", 90),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day, KeepPulledWithin: 60 * day},
+		tags:      map[string]string{"b": unpulledT},
+		manifests: map[string]string{"b": unpulledM},
 	}}
 	names := map[digest.Digest]string{}
 	for _, w := range []string{"a", "b", "c", "d", "m", "m10", "m20", "n", "o", "p", "q", "u", "v", "w", "x", "y", "z", "v1", "v2",
 		"untagged-old", "untagged-young", "limit", "amd64", "arm64", "multi", "multi2", "old-amd64", "shared", "old", "child",
 		"index", "lone", "kept", "kept-sig", "gone", "gone-sig", "gone-sig-sig", "young", "young-sig", "subject",
-		"attestation", "old-sig", "v2-sig", "apart-sig", "e", "s", "r", "old-child", "new-child", "new", "a-sig", "b-sig"} {
+		"attestation", "old-sig", "v2-sig", "apart-sig", "s", "edge", "prev", "e", "r", "old-child", "new-child", "new", "a-sig", "b-sig"} {
 		names[dg(w)] = w
 	}
 	for _, c := range cases {

@@ -2,7 +2,8 @@
 // of a repository may go. It is a client of the storage core.
 //
 // The rules are a pure function, Plan, from a Snapshot of one repository
-// (its tags, their recent history, its manifests) to what goes; Apply reads
+// (its tags, their recent history, its manifests and when each was last
+// pulled) to what goes; Apply reads
 // each repository's snapshot, plans and deletes in one transaction of the
 // core, so the plan is exactly what is deleted and no concurrent push slips
 // in between. A dry run plans the same way and deletes nothing. Blobs are
@@ -45,6 +46,10 @@ type Policy struct {
 	// go once they were pushed longer ago than it. Zero: no manifest is
 	// ever deleted by retention, but for EvictUnpulledAfter.
 	DeleteUntaggedAfter time.Duration
+	// KeepPulledWithin, when positive, keeps every manifest pulled within
+	// it (by the pull record) and the tags naming it: what deploy targets
+	// run stays.
+	KeepPulledWithin time.Duration
 	// EvictUnpulledAfter, when positive, evicts the pull-through cache's
 	// manifests that no client pulled for longer than it: the tags naming
 	// them and the manifests go (the cache fetches them again when asked).
@@ -143,9 +148,13 @@ type ManifestState struct {
 	References []digest.Digest
 	// Subject is the manifest it refers to, if any.
 	Subject digest.Digest
+	// LastPulled is the time of its latest pull by anyone, from the pull
+	// record; zero if it was never pulled (or not since pulls were
+	// recorded).
+	LastPulled time.Time
 	// Cached says the pull-through cache recorded it from an upstream;
-	// Pulled is then when a client last pulled it (the cache refreshes
-	// it at most once an hour).
+	// Pulled is then when a client last pulled it through the cache (the
+	// cache refreshes it at most once an hour).
 	Cached bool
 	Pulled time.Time
 }
@@ -237,8 +246,9 @@ func policyFor(policies []Policy, repo string) (Policy, bool) {
 	return Policy{}, false
 }
 
-// Read takes the snapshot of repo that MakePlan needs, as of now: the
-// moves of each tag within window of now (none if window is zero).
+// Read takes the snapshot of repo that MakePlan needs, as of now: its
+// manifests with the time each was last pulled, and the moves of each tag
+// within window of now (none if window is zero).
 func Read(tx meta.Tx, svc *storage.Service, repo string, now time.Time, window time.Duration) (Snapshot, error) {
 	snap := Snapshot{Repo: repo, Manifests: map[digest.Digest]ManifestState{}}
 	err := tx.Manifests(repo, "", func(d digest.Digest, m meta.Manifest) error {
@@ -251,6 +261,16 @@ func Read(tx meta.Tx, svc *storage.Service, repo string, now time.Time, window t
 	})
 	if err != nil {
 		return snap, fmt.Errorf("read manifests: %w", err)
+	}
+	err = tx.Pulls(repo, "", func(p meta.Pull) error {
+		if st, ok := snap.Manifests[p.Digest]; ok && p.Time.After(st.LastPulled) {
+			st.LastPulled = p.Time
+			snap.Manifests[p.Digest] = st
+		}
+		return nil
+	})
+	if err != nil {
+		return snap, fmt.Errorf("read pulls: %w", err)
 	}
 	err = tx.CachedManifests(repo, func(d digest.Digest, c meta.Cached) error {
 		if st, ok := snap.Manifests[d]; ok {

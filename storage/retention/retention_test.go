@@ -94,6 +94,14 @@ func (w *world) index(daysAgo int, children []digest.Digest, tags ...string) dig
 	return d
 }
 
+// pulled records that d was pulled daysAgo by robot.
+func (w *world) pulled(d digest.Digest, robot string, daysAgo int) {
+	w.t.Helper()
+	w.s.Update(func(tx meta.Tx) error {
+		return tx.PutPull(meta.Pull{Repo: retRepo, Digest: d, Actor: meta.Actor{Kind: storage.ActorRobot, Name: robot}, Time: w.ago(daysAgo)})
+	})
+}
+
 // sigTag is the tag-schema fallback signature tag of d.
 func sigTag(d digest.Digest) string { return "sha256-" + d.Encoded() + ".sig" }
 
@@ -193,6 +201,22 @@ func TestApplyScenarios(t *testing.T) {
 			// within the window: a rollback target, kept with its tag.
 			return outcome{nil, map[digest.Digest]string{z: retention.ManifestReasonUntagged},
 				[]string{"prod", "rc-1", "latest"}, []digest.Digest{x, y}}
+		},
+	}, {
+		name:   "what deploy targets pulled within keepPulledWithin stays, read from the pull record",
+		policy: retention.Policy{KeepLast: 1, DeleteUntaggedAfter: 5 * day, KeepPulledWithin: 14 * day},
+		setup: func(w *world) outcome {
+			deployed := w.image("deployed", 30, "1.0.0")
+			stale := w.image("stale", 29, "1.1.0")
+			old := w.image("untagged", 40)
+			n := w.image("new", 1, "1.2.0")
+			w.pulled(deployed, "prod-deployer", 20)
+			w.pulled(deployed, "staging", 3) // the latest pull counts
+			w.pulled(old, "prod-deployer", 7)
+			w.pulled(stale, "prod-deployer", 20)
+			return outcome{map[string]string{"1.1.0": retention.TagReasonKeepLast},
+				map[digest.Digest]string{stale: retention.ManifestReasonUntagged},
+				[]string{"1.0.0", "1.2.0"}, []digest.Digest{deployed, old, n}}
 		},
 	}, {
 		name:   "children of a kept index survive; an old untagged index goes with its children",

@@ -102,6 +102,8 @@ var tests = []suiteTest{
 	{"SearchBadConfigDoesNotFailPush", testSearchBadConfigDoesNotFailPush},
 	{"SearchUnindexablePairs", testSearchUnindexablePairs},
 	{"SearchScanLimitPages", testSearchScanLimitPages},
+	// What holds some content (holders.go).
+	{"HoldersFindsWhatHoldsContent", testHoldersFindsWhatHoldsContent},
 	// Events (events.go).
 	{"EventsOncePerChangeAfterCommit", testEventsOncePerChangeAfterCommit},
 	{"EventsOfRetentionAndGC", testEventsOfRetentionAndGC},

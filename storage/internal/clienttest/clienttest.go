@@ -1,8 +1,8 @@
 // Package clienttest owns the test fixtures of the storage core's clients
-// (storage/gc, storage/retention, storage/fsck): a store over the real
-// backends (the bolt index and the file blob store) in a temporary
-// directory, filled through the core's API, and aged through the index's
-// own transactions, never through a backend's files.
+// (storage/gc, storage/retention, storage/fsck, storage/pulls): a store
+// over the real backends (the bolt index and the file blob store) in a
+// temporary directory, filled through the core's API, and aged through the
+// index's own transactions, never through a backend's files.
 //
 // It is imported by tests only.
 package clienttest

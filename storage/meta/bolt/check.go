@@ -123,7 +123,7 @@ type checker struct {
 }
 
 func (c *checker) run() error {
-	for _, step := range []func() error{c.blobs, c.repos, c.uses, c.tagged, c.search, c.robots, c.uploads, c.history} {
+	for _, step := range []func() error{c.blobs, c.repos, c.uses, c.tagged, c.search, c.robots, c.uploads, c.history, c.pulls} {
 		if err := step(); err != nil {
 			return err
 		}
@@ -441,6 +441,19 @@ func (c *checker) history() error {
 				}
 			})
 		})
+	})
+}
+
+func (c *checker) pulls() error {
+	return c.each(c.tx.Bucket(bucketPulls), func(k, v []byte) {
+		repo, d, _, _, ok := parsePullKey(k)
+		var rec pullRecord
+		switch err := decode(v, &rec); {
+		case !ok || d.Validate() != nil:
+			c.bad(meta.Finding{Repo: repo, Detail: fmt.Sprintf("pulls/ key %q names no repository, digest and identity", k)})
+		case err != nil:
+			c.bad(meta.Finding{Repo: repo, Digest: string(d), Detail: fmt.Sprintf("pulls/ record of %q: %v", k, err)})
+		}
 	})
 }
 

@@ -40,6 +40,7 @@ func healthyStore(t *testing.T) *Store {
 			tx.SetTag("app", "latest", ckImage),
 			tx.PutUpload("u1", meta.Upload{Repo: "app", Algorithm: "sha256"}),
 			tx.PutRobot(meta.Robot{Name: "ci", Scopes: []string{"s"}, Hash: ckHash}),
+			tx.PutPull(meta.Pull{Repo: "app", Digest: ckImage, Actor: meta.Actor{Kind: "robot", Name: "ci"}}),
 		} {
 			if err != nil {
 				return err
@@ -95,6 +96,12 @@ func TestCheckFindsAndRepairs(t *testing.T) {
 		}, []string{FindingBadRecord}, []string{FindingBadRecord}},
 		{"undecodable history record", func(tx *bolt.Tx) error {
 			return bucket(tx, "history", "app", "latest").Put(seqKey(1), []byte("x"))
+		}, []string{FindingBadRecord}, []string{FindingBadRecord}},
+		{"undecodable pull record", func(tx *bolt.Tx) error {
+			return bucket(tx, "pulls").Put(pullKey("app", ckImage, "robot", "ci"), []byte("{"))
+		}, []string{FindingBadRecord}, []string{FindingBadRecord}},
+		{"pull key naming no identity", func(tx *bolt.Tx) error {
+			return bucket(tx, "pulls").Put([]byte("app\x00"+string(ckImage)), []byte(`{}`))
 		}, []string{FindingBadRecord}, []string{FindingBadRecord}},
 		{"upload id that cannot name a session", func(tx *bolt.Tx) error {
 			return bucket(tx, "uploads").Put([]byte("../x"), []byte(`{"repo":"app"}`))

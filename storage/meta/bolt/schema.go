@@ -61,6 +61,15 @@ package bolt
 // and every key in robotSecrets/ is the hash of the robot it names; PutRobot
 // replaces the key in the transaction that changes the hash.
 //
+// The pull record, who last pulled each manifest (meta.PullIndex); like
+// history it outlives what it names, and nothing derives from it:
+//
+//	pulls/                          bucket
+//	  <repository> 0x00 <digest> 0x00 <actor kind> 0x00 <actor name>
+//	                                -> pullRecord {time, address}
+//
+// The pulls of a repository, and of one digest in it, are each a prefix of
+// keys. An anonymous actor has an empty name.
 // The pull-through cache's records (meta.CacheIndex), created by Open in a
 // store that lacks the bucket, without a change of schema version:
 //
@@ -175,6 +184,11 @@ package bolt
 // records, in the transaction that marks it "2"; records are never
 // rewritten, so the upgrade changes no byte of them. A store of any other
 // version is refused.
+//
+// pulls/ came later within schema "2": Open creates it when missing, and
+// a Berth that predates it ignores it (it never opens buckets it does not
+// know, and fsck of that Berth checks only its own), so a store may go
+// back and forth between the two.
 
 import (
 	"bytes"
@@ -213,6 +227,7 @@ var (
 	bucketRobots       = []byte("robots")
 	bucketRobotSecrets = []byte("robotSecrets")
 
+	bucketPulls = []byte("pulls")
 	bucketCache = []byte("cache")
 	bucketSync  = []byte("sync")
 
@@ -220,7 +235,7 @@ var (
 
 	// topBuckets are created by Open in every store.
 	topBuckets = [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketHistory,
-		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketCache, bucketSync}
+		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketPulls, bucketCache, bucketSync}
 	// repoBuckets are created in every repository bucket.
 	repoBuckets = [][]byte{bucketLinks, bucketManifests, bucketTags, bucketReferrers}
 )

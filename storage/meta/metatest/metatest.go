@@ -66,6 +66,8 @@ func Run(t *testing.T, b Backend) {
 		{"SearchAfterChanges", testSearchAfterChanges},
 		{"Uploads", testUploads},
 		{"Robots", testRobots},
+		{"Pulls", testPulls},
+		{"HistoryTags", testHistoryTags},
 		{"Cache", testCache},
 		{"Sync", testSync},
 		{"ReadOnly", testReadOnly},

@@ -497,6 +497,9 @@ func testReadOnly(t *testing.T, h *handle) {
 		"PutRobot": func(tx meta.Tx) error {
 			return tx.PutRobot(meta.Robot{Name: "y", Scopes: []string{"s"}, Created: at(1), Expires: at(9), Hash: "h9"})
 		},
+		"PutPull": func(tx meta.Tx) error {
+			return tx.PutPull(meta.Pull{Repo: "r", Digest: dg("m"), Actor: meta.Actor{Kind: "user", Name: "u"}, Time: at(1)})
+		},
 	}
 	for name, w := range writes {
 		h.view(t, func(tx meta.Tx) error {
@@ -534,6 +537,10 @@ func testReadOnly(t *testing.T, h *handle) {
 		if _, ok, _ := tx.Robot("y"); ok {
 			t.Error("PutRobot in a View recorded the robot")
 		}
+		must(t, tx.Pulls("r", "", func(p meta.Pull) error {
+			t.Errorf("PutPull in a View recorded %+v", p)
+			return nil
+		}))
 		must(t, tx.Moves("r", "t", 0, func(m meta.Move) error {
 			t.Errorf("AppendMove in a View recorded %+v", m)
 			return nil
@@ -554,6 +561,7 @@ func testWalkErrors(t *testing.T, h *handle) {
 		_, err := tx.AppendMove("r", "t", meta.Move{Time: at(1), Digest: dg("m"), Action: "push"})
 		must(t, err)
 		must(t, tx.PutUpload("u", meta.Upload{Repo: "r", Algorithm: "sha256", Started: at(1)}))
+		must(t, tx.PutPull(meta.Pull{Repo: "r", Digest: dg("m"), Actor: meta.Actor{Kind: "user", Name: "u"}, Time: at(1)}))
 		return tx.PutRobot(meta.Robot{Name: "x", Scopes: []string{"s"}, Created: at(1), Expires: at(9), Hash: "h"})
 	})
 	fail := func(...any) error { return errSentinel }
@@ -581,6 +589,10 @@ func testWalkErrors(t *testing.T, h *handle) {
 		},
 		"Uploads": func(tx meta.Tx) error { return tx.Uploads(func(id string, u meta.Upload) error { return fail(id, u) }) },
 		"Robots":  func(tx meta.Tx) error { return tx.Robots(func(r meta.Robot) error { return fail(r) }) },
+		"Pulls":   func(tx meta.Tx) error { return tx.Pulls("r", "", func(p meta.Pull) error { return fail(p) }) },
+		"HistoryTags": func(tx meta.Tx) error {
+			return tx.HistoryTags("r", "", func(tag string) error { return fail(tag) })
+		},
 	}
 	for name, w := range walks {
 		h.view(t, func(tx meta.Tx) error {
