@@ -340,7 +340,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, u *upstream, repo, name st
 	// failure, ends the fill's transfer.
 	written := make(chan error, 1)
 	go func() { written <- c.writeFill(ctx, f, sf) }()
-	rerr := c.readFill(ctx, f, u, name, d, resp)
+	rerr := c.readFill(ctx, cancel, f, u, name, d, resp)
 	if rerr != nil {
 		cancel(rerr)
 		f.update(func() {}) // wake the writer to see the cancellation
@@ -372,16 +372,18 @@ func (c *Cache) runFill(ctx context.Context, f *fill, u *upstream, repo, name st
 	return nil
 }
 
+// errStalled ends a fill whose upstream sent nothing for stallTimeout.
+var errStalled = fmt.Errorf("nothing received for %s", stallTimeout)
+
 // readFill reads the upstream's body into the ring until its end. A
 // connection that breaks is resumed with a Range request; an upstream
-// that sends nothing for stallTimeout is given up.
-func (c *Cache) readFill(ctx context.Context, f *fill, u *upstream, name string, d digest.Digest, resp *http.Response) error {
+// that sends nothing for stallTimeout is given up: a watchdog cancels
+// ctx (whose requests bring the body) with errStalled.
+func (c *Cache) readFill(ctx context.Context, cancel context.CancelCauseFunc, f *fill, u *upstream, name string, d digest.Digest, resp *http.Response) error {
 	body := resp.Body
 	defer func() { body.Close() }()
 	size := resp.ContentLength
-	// A watchdog ends a read that stalls.
 	progress := make(chan struct{}, 1)
-	stalled := make(chan struct{})
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
@@ -394,8 +396,7 @@ func (c *Cache) readFill(ctx context.Context, f *fill, u *upstream, name string,
 			case <-progress:
 				t.Reset(stallTimeout)
 			case <-t.C:
-				close(stalled)
-				body.Close()
+				cancel(errStalled)
 				return
 			}
 		}
@@ -443,10 +444,8 @@ func (c *Cache) readFill(ctx context.Context, f *fill, u *upstream, name string,
 			}
 			rerr = io.ErrUnexpectedEOF
 		}
-		select {
-		case <-stalled:
-			rerr = fmt.Errorf("nothing received for %s", stallTimeout)
-		default:
+		if errors.Is(context.Cause(ctx), errStalled) {
+			rerr = errStalled
 		}
 		// The connection broke: ask for the rest.
 		if ctx.Err() != nil || retries == fillRetries || size < 0 {

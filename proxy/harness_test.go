@@ -59,11 +59,16 @@ type upstream struct {
 	// corrupt makes the blob bodies of these digests lie (one byte
 	// flipped in the middle).
 	corrupt map[digest.Digest]bool
+	// cut, for a digest, breaks the connection of the next GET of its
+	// blob after that many bytes (once).
+	cut map[digest.Digest]int
+	// ranges lists the Range headers of the blob GETs.
+	ranges []string
 }
 
 func startUpstream(t *testing.T) *upstream {
 	t.Helper()
-	u := &upstream{svc: openStore(t), requests: map[string]int{}, corrupt: map[digest.Digest]bool{}}
+	u := &upstream{svc: openStore(t), requests: map[string]int{}, corrupt: map[digest.Digest]bool{}, cut: map[digest.Digest]int{}}
 	api := distribution.New(u.svc, distribution.Options{}).Handler()
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
@@ -83,8 +88,10 @@ func startUpstream(t *testing.T) *upstream {
 			_, ds, _ := strings.Cut(r.URL.Path, "/blobs/")
 			u.mu.Lock()
 			bad := u.corrupt[digest.Digest(ds)]
+			_, cut := u.cut[digest.Digest(ds)]
+			u.ranges = append(u.ranges, r.Header.Get("Range"))
 			u.mu.Unlock()
-			if gate != nil || bad {
+			if gate != nil || bad || cut {
 				u.serveBlob(w, r, gate)
 				return
 			}
@@ -114,6 +121,8 @@ func (u *upstream) serveBlob(w http.ResponseWriter, r *http.Request, gate chan s
 		body = bytes.Clone(body)
 		body[len(body)/2] ^= 0xff
 	}
+	cut, cutting := u.cut[d]
+	delete(u.cut, d)
 	u.mu.Unlock()
 	start := int64(0)
 	if rng := r.Header.Get("Range"); rng != "" {
@@ -125,6 +134,11 @@ func (u *upstream) serveBlob(w http.ResponseWriter, r *http.Request, gate chan s
 	w.Header().Set("Docker-Content-Digest", string(d))
 	if start > 0 {
 		w.WriteHeader(http.StatusPartialContent)
+	}
+	if cutting {
+		_, _ = w.Write(body[:cut])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // the connection breaks
 	}
 	first := min(len(body), 64<<10)
 	_, _ = w.Write(body[:first])

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -408,5 +409,29 @@ func TestPrefetch(t *testing.T) {
 	}
 	if n := u.count("GET", "/v2/team/app/blobs/"+string(img.ld)); n != 1 {
 		t.Errorf("the layer was fetched %d times; want once", n)
+	}
+}
+
+// TestFillResumes: an upstream connection that breaks half way is resumed
+// with a Range request for the rest, and the client gets every byte.
+func TestFillResumes(t *testing.T) {
+	u := startUpstream(t)
+	m := startMirror(t, u, time.Hour)
+	img := u.push(t, "team/app", "v1", 5<<20+3)
+	u.set(func(u *upstream) { u.cut[img.ld] = 3<<20 + 1 })
+	a := m.do(t, "GET", "/v2/hub/team/app/blobs/"+string(img.ld))
+	if a.err != nil || !bytes.Equal(a.body, img.layer) {
+		t.Fatalf("after a broken upstream connection: %d bytes, %v", len(a.body), a.err)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	// The rest from where the broken connection stopped (what the
+	// upstream flushed before it broke: all of it, on loopback).
+	var from int
+	if len(u.ranges) != 2 || u.ranges[0] != "" {
+		t.Fatalf("the upstream's blob GETs asked for %q; want the whole blob, then a range", u.ranges)
+	}
+	if _, err := fmt.Sscanf(u.ranges[1], "bytes=%d-", &from); err != nil || from <= 0 || from > 3<<20+1 {
+		t.Errorf("the second GET asked for %q; want the rest from at most %d", u.ranges[1], 3<<20+1)
 	}
 }
