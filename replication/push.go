@@ -173,7 +173,7 @@ func (r *Replicator) pushTag(ctx context.Context, svc *storage.Service, rs *rule
 	if err != nil {
 		return err
 	}
-	fp := fingerprint(graph)
+	fp := fingerprint(rs.reg.URL("/v2/"+dstName), graph)
 	var last meta.SyncedTag
 	var ok bool
 	if err := svc.View(ctx, func(tx meta.Tx) error {

@@ -363,9 +363,13 @@ func tagSet(tags []string) map[string]bool {
 	return m
 }
 
-// fingerprint identifies a set of manifests.
-func fingerprint(graph []digest.Digest) string {
+// fingerprint identifies a set of manifests delivered to dest (the
+// remote and repository): a rule given another remote or prefix delivers
+// again.
+func fingerprint(dest string, graph []digest.Digest) string {
 	h := sha256.New()
+	h.Write([]byte(dest))
+	h.Write([]byte{'\n'})
 	for _, d := range graph {
 		h.Write([]byte(d))
 		h.Write([]byte{'\n'})

@@ -58,7 +58,4 @@ type SyncIndex interface {
 	SyncRun(rule string) (SyncRun, bool, error)
 	// PutSyncRun records r as rule's last run, replacing the record.
 	PutSyncRun(rule string, r SyncRun) error
-	// DeleteSync removes every record of rule (its runs and tags); a rule
-	// without records is fine.
-	DeleteSync(rule string) error
 }

@@ -127,22 +127,3 @@ func (t *tx) PutSyncRun(rule string, r meta.SyncRun) error {
 	}
 	return putJSON(t.btx.Bucket(bucketSync), syncPrefix(syncRun, rule), syncRunRecord(r))
 }
-
-// DeleteSync removes every record of rule.
-func (t *tx) DeleteSync(rule string) error {
-	if err := t.write(); err != nil {
-		return err
-	}
-	b := t.btx.Bucket(bucketSync)
-	if err := b.Delete(syncPrefix(syncRun, rule)); err != nil {
-		return fmt.Errorf("delete sync run of %s: %w", rule, err)
-	}
-	prefix := syncPrefix(syncTag, rule)
-	c := b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-		if err := c.Delete(); err != nil {
-			return fmt.Errorf("delete sync record %q: %w", k, err)
-		}
-	}
-	return nil
-}
