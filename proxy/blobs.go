@@ -618,12 +618,18 @@ func (fr *follower) Read(p []byte) (int, error) {
 	if err := fr.openStaged(); err != nil {
 		return 0, err
 	}
+	if fr.done != nil {
+		return fr.Read(p) // committed meanwhile
+	}
 	n, err = fr.staged.ReadAt(p[:n], fr.off)
 	fr.off += int64(n)
 	if n > 0 {
 		return n, nil
 	}
-	return 0, fr.stagedGone(err)
+	if err := fr.stagedGone(err); err != nil {
+		return 0, err
+	}
+	return fr.Read(p) // committed meanwhile
 }
 
 // WriteTo implements io.WriterTo: what is in memory is written to w as
@@ -677,6 +683,9 @@ func (fr *follower) WriteTo(w io.Writer) (int64, error) {
 		if err := fr.openStaged(); err != nil {
 			return total, err
 		}
+		if fr.done != nil {
+			continue // committed meanwhile
+		}
 		if _, err := fr.staged.Seek(fr.off, io.SeekStart); err != nil {
 			return total, err
 		}
@@ -684,7 +693,9 @@ func (fr *follower) WriteTo(w io.Writer) (int64, error) {
 		fr.off += n
 		total += n
 		if err != nil {
-			return total, fr.stagedGone(err)
+			if err := fr.stagedGone(err); err != nil {
+				return total, err
+			}
 		}
 	}
 }
@@ -698,7 +709,9 @@ func copyFile(w io.Writer, rf io.ReaderFrom, r io.Reader) (int64, error) {
 	return io.Copy(w, r)
 }
 
-// openStaged opens the staged content for reading, once.
+// openStaged opens the staged content for reading, once; when it is gone
+// because the fill was committed, it switches to the committed content
+// (fr.done) instead.
 func (fr *follower) openStaged() error {
 	if fr.staged != nil {
 		return nil

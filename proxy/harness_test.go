@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -253,11 +254,11 @@ func startMirrorWith(t *testing.T, u *upstream, edit func(*proxy.UpstreamConfig)
 	edit(&uc)
 	cfg := proxy.Config{Upstreams: []proxy.UpstreamConfig{uc}}
 	var err error
-	m.cache, err = proxy.New(m.svc, cfg, proxy.Options{Now: m.clock.Now})
+	m.cache, err = proxy.New(m.svc, cfg, proxy.Options{Now: m.clock.Now, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.srv = httptest.NewServer(m.cache.Route(distribution.New(m.cache, distribution.Options{}).Handler()))
+	m.srv = httptest.NewServer(m.cache.Route(distribution.New(m.cache, distribution.Options{Logger: testLogger(t)}).Handler()))
 	t.Cleanup(m.srv.Close)
 	return m
 }
@@ -307,4 +308,16 @@ func (m *mirror) doBody(t *testing.T, method, path string, body []byte) answer {
 	defer resp.Body.Close()
 	body, rerr := io.ReadAll(resp.Body)
 	return answer{status: resp.StatusCode, hdr: resp.Header, body: body, err: rerr}
+}
+
+// testLogger logs warnings and errors to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
