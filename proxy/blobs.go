@@ -719,6 +719,9 @@ func (fr *follower) openStaged() error {
 	fr.f.mu.Lock()
 	sf := fr.f.sf
 	fr.f.mu.Unlock()
+	if sf == nil {
+		return fmt.Errorf("blob %s: no staged content yet", fr.d)
+	}
 	r, err := sf.Reader(fr.ctx)
 	if err != nil {
 		return fr.stagedGone(err)
