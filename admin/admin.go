@@ -1,9 +1,10 @@
 // Package admin serves Berth's administration API under /_berth/admin/:
-// robot credentials, retention runs, garbage collection and webhook
-// deliveries. It holds no state of its own: each endpoint calls an
-// interface or function that package registry wires to the owner of what
-// it changes (registry/auth for robots, storage/retention and storage/gc
-// for the maintenance jobs, notify for the deliveries).
+// robot credentials, retention runs, garbage collection, webhook
+// deliveries, bundle imports and replication. It holds no state of its
+// own: each endpoint calls an interface or function that package registry
+// wires to the owner of what it changes (registry/auth for robots,
+// storage/retention and storage/gc for the maintenance jobs, notify for
+// the deliveries, bundle for imports, replication for sync rules).
 // The authentication middleware in front of it admits administrators only.
 package admin
 
@@ -34,6 +35,9 @@ import (
 //	POST   /_berth/admin/retention?dryRun=    apply retention policies
 //	POST   /_berth/admin/gc                   collect garbage (gc.go)
 //	GET    /_berth/admin/events               webhook deliveries (events.go)
+//	POST   /_berth/admin/import?prefix=       import an offline bundle (bundle.go)
+//	GET    /_berth/admin/sync                 the replication rules (sync.go)
+//	POST   /_berth/admin/sync/{rule}/run      run a replication rule now
 //
 // Errors have the distribution API's form, {"errors":[{"code","message"}]}.
 const (
@@ -109,6 +113,10 @@ type Options struct {
 	Retain  Retainer
 	// Events shows and replays webhook deliveries; nil answers 404.
 	Events Events
+	// Import imports offline bundles; nil answers 404.
+	Import Importer
+	// Sync shows and runs the replication rules; nil answers 404.
+	Sync Syncer
 	// Grace is the grace of a collection that names none.
 	Grace time.Duration
 	// Logger receives failures and a line per maintenance run; nil
@@ -154,6 +162,12 @@ func Handler(opts Options) http.Handler {
 	}
 	if a.Events != nil {
 		a.eventsRoutes(r)
+	}
+	if a.Import != nil {
+		r.HandleFunc(ImportPath, a.importBundle).Methods(http.MethodPost)
+	}
+	if a.Sync != nil {
+		a.syncRoutes(r)
 	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		writeError(w, req, http.StatusNotFound, codeUnsupported, fmt.Sprintf("no such endpoint: %s %s", req.Method, req.URL.Path))

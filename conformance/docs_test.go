@@ -57,6 +57,12 @@ func TestReadmeConfigIsTheDefault(t *testing.T) {
 	if len(got.Notifications.Endpoints) == 0 {
 		got.Notifications.Endpoints = nil
 	}
+	if len(got.Proxy.Upstreams) == 0 {
+		got.Proxy.Upstreams = nil
+	}
+	if len(got.Sync.Rules) == 0 {
+		got.Sync.Rules = nil
+	}
 	if want := registry.DefaultConfig(); !reflect.DeepEqual(got, want) {
 		t.Errorf("the README's configuration block is not the default:\nREADME:  %+v\ndefault: %+v", got, want)
 	}

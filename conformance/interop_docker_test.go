@@ -43,8 +43,9 @@ type dockerEngine struct {
 	home string
 }
 
-// startDockerd starts dockerd and waits until it answers.
-func startDockerd(t *testing.T) *dockerEngine {
+// startDockerd starts dockerd, with extra arguments, and waits until it
+// answers.
+func startDockerd(t *testing.T, extra ...string) *dockerEngine {
 	t.Helper()
 	bin := serverPath(t, "dockerd", "docker.io")
 	dir := daemonDir(t, "berth-dockerd-")
@@ -52,16 +53,17 @@ func startDockerd(t *testing.T) *dockerEngine {
 	// The engine's identity key would go to /etc/docker by default.
 	writeTestFile(t, filepath.Join(dir, "daemon.json"), fmt.Sprintf("{%q: %q}\n", "deprecated-key-path", filepath.Join(dir, "key.json")))
 	env := clientEnv(t)
-	d := startDaemon(t, "dockerd", env, dockerdStopTimeout, bin,
+	d := startDaemon(t, "dockerd", env, dockerdStopTimeout, bin, append([]string{
 		"--data-root", filepath.Join(dir, "root"),
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--pidfile", filepath.Join(dir, "docker.pid"),
 		"--config-file", filepath.Join(dir, "daemon.json"),
-		"--host", "unix://"+sock,
+		"--host", "unix://" + sock,
 		"--storage-driver", "vfs",
 		"--bridge", "none",
 		"--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
 		"--userland-proxy=false",
+	}, extra...)...,
 	)
 	e := &dockerEngine{cli: dockerCLI(t), env: append(env, "DOCKER_HOST=unix://"+sock), home: homeOf(env)}
 	d.waitReady(t, dockerdStartTimeout, func() error {

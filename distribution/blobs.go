@@ -2,6 +2,8 @@ package distribution
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage"
 )
 
 // blobTarget reads and checks the repository and digest of a blob request.
@@ -26,7 +30,9 @@ func blobTarget(r *http.Request) (string, digest.Digest, error) {
 // platform has it) and answers conditional and range requests. When the
 // blob store hands out URLs of its content (an object store configured to
 // redirect), a GET is answered 307 to one, and the client fetches the
-// bytes, and any range of them, from there; a HEAD never is.
+// bytes, and any range of them, from there. A HEAD is never redirected,
+// and only looks the blob up: it opens no content (which, through the
+// pull-through cache, would fetch it).
 func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	repo, d, err := blobTarget(r)
 	if err != nil {
@@ -45,12 +51,26 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	f, info, err := a.store.OpenBlob(r.Context(), repo, d)
+	var f io.ReadSeeker
+	var info storage.BlobInfo
+	if r.Method == http.MethodHead {
+		info, err = a.store.StatBlob(r.Context(), repo, d)
+		// ServeContent reads no byte of a HEAD's content (but for a
+		// multi-range answer, which it writes nowhere): it only needs
+		// the length.
+		f = io.NewSectionReader(zeros{}, 0, info.Size)
+	} else {
+		var rc io.ReadSeekCloser
+		rc, info, err = a.store.OpenBlob(r.Context(), repo, d)
+		if err == nil {
+			defer rc.Close()
+			f = rc
+		}
+	}
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	defer f.Close()
 	if rng := r.Header.Get("Range"); rng != "" && !satisfiable(rng, info.Size) {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
 		a.writeError(w, r, newError(CodeSizeInvalid, map[string]string{"range": rng},
@@ -62,6 +82,21 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("ETag", `"`+string(d)+`"`)
 	h.Set("Cache-Control", "max-age=31536000, immutable")
+	if s, ok := f.(Streamer); ok && s.Streaming() && wholeGet(r) {
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Content-Length", strconv.FormatInt(info.Size, 10))
+		w.WriteHeader(http.StatusOK)
+		if _, err := s.WriteTo(w); err != nil {
+			// The answer has begun: the client sees a short body.
+			lvl := slog.LevelWarn
+			if r.Context().Err() != nil {
+				lvl = slog.LevelDebug // the client went away
+			}
+			a.log.Log(r.Context(), lvl, "blob answer cut short", "repository", repo, "digest", d, "error", err)
+			panic(http.ErrAbortHandler)
+		}
+		return
+	}
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 
@@ -70,6 +105,38 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 // http.ServeContent would answer 416, and the caller answers with the
 // specification's error instead.
 func Satisfiable(header string, size int64) bool { return satisfiable(header, size) }
+
+// Streamer is a blob reader whose content may still be arriving (the
+// pull-through cache's fills): a GET of the whole blob hands the answer to
+// its WriteTo, which writes what arrives in large pieces and sends what is
+// on disk with the connection's ReadFrom (sendfile), instead of
+// ServeContent's small reads.
+type Streamer interface {
+	io.WriterTo
+	// Streaming reports whether WriteTo should serve the answer.
+	Streaming() bool
+}
+
+// wholeGet reports whether r asks for the whole blob without conditions.
+func wholeGet(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	for _, k := range []string{"Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range"} {
+		if r.Header.Get(k) != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// zeros reads as zero bytes, the content of a HEAD answer.
+type zeros struct{}
+
+func (zeros) ReadAt(p []byte, _ int64) (int, error) {
+	clear(p)
+	return len(p), nil
+}
 
 // satisfiable reports whether a Range header is well formed and names at
 // least one range inside a blob of size bytes, which is when ServeContent

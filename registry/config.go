@@ -15,7 +15,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/berth-registry/berth/notify"
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
+	"github.com/berth-registry/berth/replication"
 	"github.com/berth-registry/berth/ui"
 )
 
@@ -56,6 +58,13 @@ type Config struct {
 	// Notifications sends events to webhook endpoints; see
 	// docs/operations.md.
 	Notifications notify.Config `yaml:"notifications"`
+
+	// Proxy makes Berth a pull-through cache of upstream registries; see
+	// docs/mirror.md.
+	Proxy proxy.Config `yaml:"proxy"`
+	// Sync replicates images from and to other registries; see
+	// docs/sync.md.
+	Sync replication.Config `yaml:"sync"`
 
 	// Build says which Berth this is, for the metrics; set by the
 	// command, never read from a file.
@@ -253,6 +262,12 @@ func (c Config) Validate() error {
 	}
 	if c.HTTP.ShutdownDelay < 0 {
 		return fmt.Errorf("http.shutdownDelay %s: must not be negative", c.HTTP.ShutdownDelay)
+	}
+	if err := c.Proxy.Validate(); err != nil {
+		return err
+	}
+	if err := c.Sync.Validate(); err != nil {
+		return err
 	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)

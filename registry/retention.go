@@ -43,6 +43,9 @@ type RetentionPolicy struct {
 	// KeepPulledWithin keeps the manifests pulled within it, by the pull
 	// record, and the tags naming them.
 	KeepPulledWithin time.Duration `yaml:"keepPulledWithin"`
+	// EvictUnpulledAfter evicts the pull-through cache's manifests that no
+	// client pulled for longer, with their tags.
+	EvictUnpulledAfter time.Duration `yaml:"evictUnpulledAfter"`
 }
 
 // DefaultHistoryWindow is retention.historyWindow when not set.
@@ -74,6 +77,9 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		if p.KeepPulledWithin < 0 {
 			return nil, fmt.Errorf("%s.keepPulledWithin %s: must not be negative", at, p.KeepPulledWithin)
 		}
+		if p.EvictUnpulledAfter < 0 {
+			return nil, fmt.Errorf("%s.evictUnpulledAfter %s: must not be negative", at, p.EvictUnpulledAfter)
+		}
 		repos, err := glob.CompileSet(at+".repositories", p.Repositories)
 		if err != nil {
 			return nil, err
@@ -85,7 +91,8 @@ func compileRetention(c RetentionConfig) ([]retention.Policy, error) {
 		out = append(out, retention.Policy{
 			Repositories: repos, KeepLast: p.KeepLast, KeepTags: keep,
 			DeleteTagsOlderThan: p.DeleteTagsOlderThan, DeleteUntaggedAfter: p.DeleteUntaggedAfter,
-			KeepPulledWithin: p.KeepPulledWithin,
+			KeepPulledWithin:   p.KeepPulledWithin,
+			EvictUnpulledAfter: p.EvictUnpulledAfter,
 		})
 	}
 	return out, nil

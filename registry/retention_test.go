@@ -20,6 +20,7 @@ func TestRetentionConfig(t *testing.T) {
       deleteTagsOlderThan: 2160h
       deleteUntaggedAfter: 168h
       keepPulledWithin: 720h
+      evictUnpulledAfter: 720h
 `
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -42,7 +43,7 @@ func TestRetentionConfig(t *testing.T) {
 	p := policies[1]
 	if !p.Repositories.Match("apps/web") || !p.KeepTags.Match("staging-eu") || p.KeepTags.Match("dev") ||
 		p.KeepLast != 10 || p.DeleteTagsOlderThan != 2160*time.Hour || p.DeleteUntaggedAfter != 168*time.Hour ||
-		p.KeepPulledWithin != 720*time.Hour {
+		p.KeepPulledWithin != 720*time.Hour || p.EvictUnpulledAfter != 720*time.Hour {
 		t.Fatalf("compiled policy = %+v", p)
 	}
 
@@ -54,6 +55,7 @@ func TestRetentionConfig(t *testing.T) {
 		"window":     `{historyWindow: -1h}`,
 		"older than": `{policies: [{repositories: ["a"], deleteTagsOlderThan: -1h}]}`,
 		"pulled":     `{policies: [{repositories: ["a"], keepPulledWithin: -1h}]}`,
+		"unpulled":   `{policies: [{repositories: ["a"], evictUnpulledAfter: -1h}]}`,
 	} {
 		if err := os.WriteFile(path, []byte("retention: "+want+"\n"), 0o600); err != nil {
 			t.Fatal(err)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -17,13 +19,16 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/admin"
+	"github.com/berth-registry/berth/bundle"
 	"github.com/berth-registry/berth/distribution"
 	"github.com/berth-registry/berth/files"
 	"github.com/berth-registry/berth/metrics"
 	"github.com/berth-registry/berth/notify"
+	"github.com/berth-registry/berth/proxy"
 	"github.com/berth-registry/berth/registry/auth"
 	"github.com/berth-registry/berth/registry/glob"
 	"github.com/berth-registry/berth/registry/health"
+	"github.com/berth-registry/berth/replication"
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/blob"
 	"github.com/berth-registry/berth/storage/meta"
@@ -54,6 +59,8 @@ type Server struct {
 	retention *retentionRunner
 	// pulls records who pulls what; Run writes its records.
 	pulls *pulls.Recorder
+	// sync runs the replication rules, when there are some.
+	sync *replication.Replicator
 }
 
 // New opens the store named by cfg and assembles the server. The caller
@@ -86,6 +93,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		core.Outbox = endpoints
 		core.Sinks = append(core.Sinks, wake)
 	}
+	v, _ := buildVersion()
+	var repl *replication.Replicator
+	if len(cfg.Sync.Rules) > 0 {
+		// The replicator hears of every change, for its push rules.
+		repl, err = replication.New(cfg.Sync, replication.Options{Logger: log, UserAgent: "berth/" + v,
+			Reserved: cfg.Proxy.Namespaced, MaxManifestBytes: cfg.Limits.MaxManifestBytes})
+		if err != nil {
+			return nil, fmt.Errorf("invalid configuration: %w", err)
+		}
+		core.Sinks = append(core.Sinks, repl)
+	}
 	store, err := OpenStore(ctx, cfg.Data, StoreOptions{Logger: log, Decorate: m.Index, Core: core, Storage: cfg.Storage})
 	if err != nil {
 		return nil, err
@@ -100,6 +118,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	srv := &Server{cfg: cfg, log: log, store: store, metrics: m, notifier: notifier,
 		pulls: pulls.New(store.Service, pulls.Options{Logger: log})}
 	srv.health = health.New(cfg.Health.Timeout, log, storeProbes(store)...)
+	if repl != nil {
+		repl.Bind(store.Service)
+		srv.sync = repl
+	}
 	opts := distribution.Options{
 		MaxManifestBytes:     cfg.Limits.MaxManifestBytes,
 		MaxPageSize:          cfg.Limits.MaxPageSize,
@@ -123,7 +145,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		authn.SetObserver(m)
 		opts.Access = authn
 	}
-	api := distribution.New(store.Service, opts)
+	// With upstreams configured, the API serves the pull-through cache,
+	// which wraps the core.
+	var backing distribution.Store = store.Service
+	var cache *proxy.Cache
+	if len(cfg.Proxy.Upstreams) > 0 {
+		cache, err = proxy.New(store.Service, cfg.Proxy, proxy.Options{Logger: log,
+			MaxManifestBytes: cfg.Limits.MaxManifestBytes, UserAgent: "berth/" + v})
+		if err != nil {
+			_ = store.Close()
+			return nil, fmt.Errorf("invalid configuration: %w", err)
+		}
+		backing = cache
+	}
+	api := distribution.New(backing, opts)
 	adminAPI := srv.admin()
 	routes := http.NewServeMux()
 	routes.Handle("/", api.Handler())
@@ -140,6 +175,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	var handler http.Handler = withActor(underPrefix(files.Prefix, fileHandler, routes))
 	if authn != nil {
 		handler = authn.Wrap(handler)
+	}
+	if cache != nil {
+		// Before authentication, so that access rules see the names the
+		// store uses.
+		handler = cache.Route(handler)
 	}
 	rt := router{api: api}
 	rt.admin, _ = adminAPI.(*mux.Router)
@@ -229,11 +269,15 @@ func (s *Server) admin() http.Handler {
 		Collect: s.collect,
 		Retain:  s.retention.run,
 		Events:  s.notifier,
+		Import:  s.importBundle,
 		Grace:   s.cfg.GC.Grace,
 		Logger:  s.log,
 	}
 	if s.robots != nil { // a nil *auth.Robots must not become a non-nil interface
 		opts.Robots = s.robots
+	}
+	if s.sync != nil {
+		opts.Sync = s.sync
 	}
 	return admin.Handler(opts)
 }
@@ -321,6 +365,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	if s.cfg.GC.Interval > 0 {
 		defer background(ctx, s.collectGarbage)()
+	}
+	if s.sync != nil {
+		defer background(ctx, s.sync.Serve)()
 	}
 	select {
 	case err := <-served:
@@ -435,4 +482,20 @@ func insecureAuth(cfg Config, addr net.Addr) bool {
 	tcp, ok := addr.(*net.TCPAddr)
 	loopback := ok && tcp.IP.IsLoopback()
 	return cfg.Auth.Enabled() && !cfg.TLS.Enabled() && !loopback
+}
+
+// buildVersion is the module version the binary was built from, for the
+// User-Agent of Berth's requests to other registries.
+func buildVersion() (string, bool) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
+		return "dev", false
+	}
+	return bi.Main.Version, true
+}
+
+// importBundle imports an offline bundle into the server's store.
+func (s *Server) importBundle(ctx context.Context, r io.Reader, prefix string) (bundle.ImportReport, error) {
+	return bundle.Import(storage.WithActor(ctx, storage.ActorFrom(ctx)), s.store.Service, r, bundle.ImportOptions{
+		Prefix: prefix, Valid: distribution.ValidName})
 }

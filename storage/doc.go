@@ -16,7 +16,13 @@
 //   - References (manifests.go): a manifest is recorded only if the
 //     repository holds every blob and child manifest it references, with
 //     the sizes its descriptors give, checked inside the transaction that
-//     records it.
+//     records it. The one exception is explicit: the pull-through cache's
+//     copy of an upstream's manifest (PutOptions.Upstream) may reference
+//     content not fetched yet, pending from that upstream; a cache record
+//     says so, and what it does hold is checked as for a push.
+//   - Fills (fill.go): content arriving from elsewhere is staged, hashed as
+//     it arrives, readable while it is written, and visible only once its
+//     digest is verified, through the same commit as an upload's.
 //   - Tags (tags.go): every tag change goes through Tx.MoveTag, which
 //     refuses to move an immutable tag and appends the move to the tag's
 //     history in the same transaction.

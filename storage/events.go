@@ -43,7 +43,8 @@ const (
 	// EventBlobPush: a blob was uploaded into a repository, or mounted
 	// into it from another.
 	EventBlobPush = "blob-push"
-	// EventTag: a manifest push set or moved a tag.
+	// EventTag: a manifest push set or moved a tag, or the pull-through
+	// cache, a replication or an import did.
 	EventTag = "tag"
 	// EventUntag: a client deleted a tag, or the manifest it named.
 	EventUntag = "untag"
@@ -148,7 +149,7 @@ func (s *Service) now() time.Time { return time.Now().UTC() }
 // action; repair publishes none (it runs offline).
 func moveEvent(action string) string {
 	switch action {
-	case MovePush:
+	case MovePush, MoveMirror, MoveSync, MoveImport:
 		return EventTag
 	case MoveDelete, MoveDeleteManifest:
 		return EventUntag

@@ -46,6 +46,34 @@ func manifestInfo(d digest.Digest, r meta.Manifest) ManifestInfo {
 // is returned and nothing changes. A manifest with a subject is recorded as
 // a referrer of that subject, which need not exist.
 func (s *Service) PutManifest(ctx context.Context, repo string, d digest.Digest, body []byte, m *manifest.Manifest, tags []string) (digest.Digest, error) {
+	return s.PutManifestWith(ctx, repo, d, body, m, PutOptions{Tags: tags})
+}
+
+// PutOptions say how PutManifestWith records a manifest.
+type PutOptions struct {
+	// Tags are moved to the manifest.
+	Tags []string
+	// Action is why the tags move, as their history records it: MovePush
+	// when empty; MoveMirror, MoveSync or MoveImport for content that came
+	// from elsewhere.
+	Action string
+	// Upstream, when set, records the manifest as the pull-through cache's
+	// copy of that upstream's: the blobs and child manifests it references
+	// that the repository does not hold yet are pending from the upstream,
+	// and the manifest is recorded without them. What the repository does
+	// hold must still have the size the descriptors give. A cache record
+	// (meta.Cached) says so, for fsck and the cache; RemoveManifest removes
+	// it with the manifest. Pushes never set it: their references are
+	// checked in full.
+	Upstream string
+}
+
+// PutManifestWith is PutManifest with options: tags moved for another
+// reason than a push, and manifests of the pull-through cache.
+func (s *Service) PutManifestWith(ctx context.Context, repo string, d digest.Digest, body []byte, m *manifest.Manifest, opts PutOptions) (digest.Digest, error) {
+	if opts.Action == "" {
+		opts.Action = MovePush
+	}
 	alg := digest.Canonical
 	if d != "" {
 		if err := validDigest(d); err != nil {
@@ -90,7 +118,7 @@ func (s *Service) PutManifest(ctx context.Context, repo string, d digest.Digest,
 	// then the transaction rolled back and nothing recorded the body.
 	var refused error
 	err = s.Update(ctx, func(tx *Tx) error {
-		refused = s.recordManifest(tx, repo, d, m, rec, tags)
+		refused = s.recordManifest(tx, repo, d, m, rec, opts)
 		return refused
 	})
 	if err != nil {
@@ -109,10 +137,10 @@ func (s *Service) PutManifest(ctx context.Context, repo string, d digest.Digest,
 
 // recordManifest records manifest d in repo and moves tags to it, in the
 // transaction of PutManifest.
-func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, tags []string) error {
+func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, opts PutOptions) error {
 	// Check references inside the transaction that records the manifest,
 	// so no concurrent delete can slip between them.
-	if err := checkReferences(tx, repo, m); err != nil {
+	if err := checkReferences(tx, repo, m, opts.Upstream != ""); err != nil {
 		return err
 	}
 	if err := recordBlob(tx, BlobInfo{Digest: d, Size: rec.Size}); err != nil {
@@ -126,9 +154,20 @@ func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manife
 	if err := tx.PutManifest(repo, d, rec); err != nil {
 		return err
 	}
+	if opts.Upstream != "" {
+		c := meta.Cached{Upstream: opts.Upstream, Cached: tx.s.now(), Pulled: tx.s.now()}
+		if old, ok, err := tx.Cached(repo, d); err != nil {
+			return err
+		} else if ok {
+			c.Cached = old.Cached
+		}
+		if err := tx.PutCached(repo, d, c); err != nil {
+			return fmt.Errorf("record cached manifest: %w", err)
+		}
+	}
 	tx.Publish(Event{Action: EventPush, Repo: repo, Digest: d, MediaType: rec.MediaType, Size: rec.Size, Actor: ActorFrom(tx.ctx)})
-	for _, tag := range tags {
-		if _, err := tx.MoveTag(repo, tag, d, MovePush); err != nil {
+	for _, tag := range opts.Tags {
+		if _, err := tx.MoveTag(repo, tag, d, opts.Action); err != nil {
 			return err
 		}
 	}
@@ -156,8 +195,10 @@ func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byt
 }
 
 // checkReferences checks that repo holds everything m references, with the
-// sizes m's descriptors give.
-func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest) error {
+// sizes m's descriptors give. With pending (a manifest of the pull-through
+// cache), what repo does not hold yet is allowed, but what it holds must
+// still have those sizes.
+func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest, pending bool) error {
 	missing := func(what string, d digest.Digest) error {
 		return detailf(ErrManifestBlobUnknown, map[string]any{"digest": string(d)}, "%s %s is not in %s", what, d, repo)
 	}
@@ -169,6 +210,9 @@ func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest) error {
 		if _, ok, err := tx.Link(repo, b.Digest); err != nil {
 			return err
 		} else if !ok {
+			if pending {
+				continue
+			}
 			return missing("blob", b.Digest)
 		}
 		rec, ok, err := tx.Blob(b.Digest)
@@ -176,6 +220,9 @@ func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest) error {
 			return err
 		}
 		if !ok {
+			if pending {
+				continue
+			}
 			return missing("blob", b.Digest)
 		}
 		if rec.Size != b.Size {
@@ -188,6 +235,9 @@ func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest) error {
 			return err
 		}
 		if !ok {
+			if pending {
+				continue
+			}
 			return missing("manifest", c.Digest)
 		}
 		if rec.Size != c.Size {
@@ -301,6 +351,9 @@ func (tx *Tx) RemoveManifest(repo string, d digest.Digest, why string) error {
 	}
 	if err := tx.DeleteManifest(repo, d); err != nil {
 		return fmt.Errorf("delete manifest: %w", err)
+	}
+	if err := tx.DeleteCached(repo, d); err != nil {
+		return fmt.Errorf("delete cache record: %w", err)
 	}
 	action := EventDeleteManifest
 	switch why {

@@ -38,6 +38,14 @@ const (
 	// MoveRepair: fsck's repair removed the tag, which named a manifest
 	// the repository no longer holds, or whose content was lost.
 	MoveRepair = "repair"
+	// MoveMirror: the pull-through cache set the tag to what its upstream's
+	// tag names.
+	MoveMirror = "mirror"
+	// MoveSync: a replication rule set the tag to what the remote's tag
+	// names.
+	MoveSync = "sync"
+	// MoveImport: an offline bundle's import set the tag.
+	MoveImport = "import"
 )
 
 // TagMove is one entry of a tag's history.

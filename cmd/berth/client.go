@@ -299,3 +299,16 @@ func splitRef(s string, digestOK bool) (repo, ref string, err error) {
 	}
 	return repo, ref, nil
 }
+
+// readAll reads an answer's body, bounded.
+func readAll(r io.Reader) ([]byte, error) {
+	return io.ReadAll(io.LimitReader(r, maxAdminResponse))
+}
+
+// jsonUnmarshal decodes an answer.
+func jsonUnmarshal(raw []byte, out any) error {
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	return nil
+}

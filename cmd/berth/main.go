@@ -15,6 +15,9 @@
 //	berth which FILE|DIGEST [--json] (which artifacts hold this content, tagged how, now and before)
 //	berth pulls REPOSITORY [--actor KIND:NAME] [--json] (who last pulled what, from where, when)
 //	berth events list|retry|drop ... (webhook deliveries, through a running server's admin API)
+//	berth export REPOSITORY:TAG... -o BUNDLE.tar (from a running server's API)
+//	berth import BUNDLE.tar [--prefix NAMESPACE] (through a running server's admin API)
+//	berth sync run RULE | berth sync status (through a running server's admin API)
 //	berth version
 package main
 
@@ -74,6 +77,9 @@ func newRootCommand() *cobra.Command {
 		newWhichCommand(),
 		newPullsCommand(),
 		newEventsCommand(),
+		newExportCommand(),
+		newImportCommand(),
+		newSyncCommand(),
 	)
 	return root
 }

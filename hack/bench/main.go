@@ -85,6 +85,7 @@ type config struct {
 	PageSize     int           // n of the listing requests
 	SetupConc    int           // concurrency of the tag and repository setup
 	Samples      int           // timed requests per latency figure
+	MirrorSize   int64         // the single layer of the image pulled through the mirror
 }
 
 func fullConfig() config {
@@ -101,6 +102,7 @@ func fullConfig() config {
 		PageSize:     1000,
 		SetupConc:    16,
 		Samples:      20,
+		MirrorSize:   1 * gib,
 	}
 }
 
@@ -118,6 +120,7 @@ func quickConfig() config {
 		PageSize:     50,
 		SetupConc:    8,
 		Samples:      10,
+		MirrorSize:   64 * mib,
 	}
 }
 
@@ -139,6 +142,9 @@ type options struct {
 	Repeat int // rounds of the compared measurements
 	// WebhooksOnly skips everything but the webhook measurement.
 	WebhooksOnly bool
+	// MirrorOnly measures only the pull-through cache against a direct
+	// pull, at the full size even with -quick.
+	MirrorOnly bool
 }
 
 func main() {
@@ -148,6 +154,7 @@ func main() {
 	flag.BoolVar(&o.Quick, "quick", false, "small sizes and counts, for a smoke run")
 	flag.StringVar(&o.Out, "out", "", "also write the results as Markdown to `FILE`")
 	flag.StringVar(&o.Peer, "peer", "", "also measure the registry binary at `PATH` (CNCF Distribution's \"registry\"),\nside by side with berth, and print the ratio berth/peer (default: berth alone)")
+	flag.BoolVar(&o.MirrorOnly, "mirror-only", false, "measure only the pull through the pull-through cache against a direct pull")
 	flag.IntVar(&o.Repeat, "repeat", 1, "measure blob push and pull and manifest PUT and GET `N` times on each server,\nalternating the servers, and print each figure's median and spread")
 	flag.BoolVar(&o.WebhooksOnly, "webhooks-only", false, "measure only manifest PUT latency with and without webhook endpoints")
 	flag.Parse()
@@ -214,6 +221,15 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	m.print(os.Stdout)
 
+	if o.MirrorOnly {
+		rows, err := mirrorBench(ctx, berthBin, scratch, fullConfig().MirrorSize, o.Repeat)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n%s:\n\n", mirrorTitle)
+		printTable(os.Stdout, rowTable(rows))
+		return nil
+	}
 	fmt.Println("bench: measuring the machine's limits")
 	lim, err := measureLimits(ctx, dataDir, cfg.LimitBytes)
 	if err != nil {
@@ -243,9 +259,16 @@ func run(ctx context.Context, o options) (err error) {
 		fmt.Println("bench: manifest PUT latency with webhook endpoints")
 		rep.Webhooks, err = webhookRuns(ctx, berthBin, scratch, cfg)
 	}
+	if err == nil && !o.WebhooksOnly {
+		fmt.Println("bench: a cold pull through the pull-through cache against a direct pull")
+		var mrows []row
+		if mrows, err = mirrorBench(ctx, berthBin, scratch, cfg.MirrorSize, o.Repeat); err == nil {
+			rep.Mirror = mrows
+		}
+	}
 	rep.Machine.LoadEnd = loadAverage()
 	fmt.Printf("bench: load average at end: %s\n", rep.Machine.LoadEnd)
-	if len(rep.Results) > 0 || len(rep.Webhooks) > 0 {
+	if len(rep.Results) > 0 || len(rep.Webhooks) > 0 || len(rep.Mirror) > 0 {
 		rep.print(os.Stdout)
 		if o.Out != "" {
 			if werr := os.WriteFile(o.Out, rep.markdown(), 0o644); werr != nil {
@@ -356,6 +379,9 @@ type report struct {
 	// Webhooks are berth's manifest PUT latencies with and without
 	// webhook endpoints (webhooks.go).
 	Webhooks []webhookResult
+	// Mirror compares a cold pull through the pull-through cache with a
+	// direct pull from its upstream.
+	Mirror []row
 }
 
 // firstRound is the first target's first round: every figure against this
@@ -396,6 +422,10 @@ func (r report) print(w io.Writer) {
 		fmt.Fprintf(w, "\n%s:\n\n", webhookTitle)
 		printTable(w, webhookTable(r.Webhooks))
 	}
+	if len(r.Mirror) > 0 {
+		fmt.Fprintf(w, "\n%s:\n\n", mirrorTitle)
+		printTable(w, rowTable(r.Mirror))
+	}
 	if !r.compared() {
 		return
 	}
@@ -430,6 +460,10 @@ func (r report) markdown() []byte {
 	if len(r.Webhooks) > 0 {
 		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(webhookTitle))
 		markdownTable(&b, webhookTable(r.Webhooks))
+	}
+	if len(r.Mirror) > 0 {
+		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(mirrorTitle))
+		markdownTable(&b, rowTable(r.Mirror))
 	}
 	if r.compared() {
 		if r.Peer != "" {

@@ -58,6 +58,15 @@ const (
 	// ProblemBadRecord: an index record that cannot be decoded, or a key
 	// that cannot be what it stands for. Reported, never repaired.
 	ProblemBadRecord = "bad-record"
+	// ProblemPendingUpstream: a manifest the pull-through cache recorded
+	// references content the repository does not hold yet: it is pending
+	// from the upstream, fetched when a client asks for it. Harmless, and
+	// the normal state of a cache.
+	ProblemPendingUpstream = "pending-upstream"
+	// ProblemStaleCache: a cache record of a manifest the repository does
+	// not hold (left by a Berth from before the cache, which deleted the
+	// manifest). Harmless: the cache ignores it; repair removes it.
+	ProblemStaleCache = "stale-cache"
 
 	// OrphanBlob: content with no record, left by a crash between
 	// committing it and recording it, or an object of the blob store that
@@ -432,13 +441,32 @@ func checkRepos(ctx context.Context, tx meta.Tx, r *Report) error {
 				}
 			}
 			if len(absent) > 0 {
-				r.add(Problem{Kind: ProblemIncompleteManifest, Repo: repo, Digest: string(d), Harmless: true,
-					Detail: "references content the repository does not hold: " + strings.Join(absent, ", ")})
+				p := Problem{Kind: ProblemIncompleteManifest, Repo: repo, Digest: string(d), Harmless: true,
+					Detail: "references content the repository does not hold: " + strings.Join(absent, ", ")}
+				if c, ok, err := tx.Cached(repo, d); err != nil {
+					return err
+				} else if ok {
+					p.Kind = ProblemPendingUpstream
+					p.Detail = fmt.Sprintf("recorded by the pull-through cache from upstream %s; not fetched yet: %s",
+						c.Upstream, strings.Join(absent, ", "))
+				}
+				r.add(p)
 			}
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("manifests of %s: %w", repo, err)
+		}
+		err = tx.CachedManifests(repo, func(d digest.Digest, c meta.Cached) error {
+			if _, ok, err := tx.Manifest(repo, d); err != nil || ok {
+				return err
+			}
+			r.add(Problem{Kind: ProblemStaleCache, Repo: repo, Digest: string(d), Harmless: true,
+				Detail: "a cache record (upstream " + c.Upstream + ") of a manifest the repository does not hold"})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("cache records of %s: %w", repo, err)
 		}
 		err = tx.Tags(repo, "", func(tag string, d digest.Digest) error {
 			r.Tags++

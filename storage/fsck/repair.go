@@ -20,6 +20,7 @@ func (c *checker) repair(ctx context.Context, r *Report) error {
 	order := []string{
 		ProblemCorrupt, ProblemSize, ProblemMissing,
 		ProblemDanglingManifest, ProblemDanglingLink, ProblemDanglingTag, ProblemDanglingUpload,
+		ProblemStaleCache,
 	}
 	for _, kind := range order {
 		for _, p := range r.Problems {
@@ -154,6 +155,20 @@ func (c *checker) repairProblem(ctx context.Context, p Problem) (string, error) 
 			return "", err
 		}
 		return "removed the upload session record", nil
+	case ProblemStaleCache:
+		done, err := c.update(ctx, func(tx *storage.Tx) (bool, error) {
+			if _, ok, err := tx.Manifest(p.Repo, d); err != nil || ok {
+				return false, err
+			}
+			if _, ok, err := tx.Cached(p.Repo, d); err != nil || !ok {
+				return false, err
+			}
+			return true, tx.DeleteCached(p.Repo, d)
+		})
+		if !done || err != nil {
+			return "", err
+		}
+		return "removed the cache record", nil
 	}
 	return "", nil
 }
@@ -255,6 +270,9 @@ func dropManifest(tx *storage.Tx, repo string, d digest.Digest) (int, error) {
 	}
 	if err := tx.DeleteManifest(repo, d); err != nil {
 		return 0, fmt.Errorf("delete manifest record: %w", err)
+	}
+	if err := tx.DeleteCached(repo, d); err != nil {
+		return 0, fmt.Errorf("delete cache record: %w", err)
 	}
 	return len(tags), nil
 }

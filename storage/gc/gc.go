@@ -55,6 +55,14 @@
 //     transaction and the removal of their content, so it never removes
 //     content that a concurrent commit has just placed and is recording.
 //
+// The pull-through cache records manifests before the content they
+// reference arrives (storage.PutOptions.Upstream): such a reference is
+// pending, and there is nothing to remove for it. Its use entry exists from
+// the manifest's transaction on, so the content, once a fill commits it
+// (placed and recorded under its digest's lock, linked in the same
+// transaction), is referenced like any other, and the four points above
+// hold for it unchanged.
+//
 // Content is removed after the transaction deleting its record commits: a
 // crash in between leaves content without a record (harmless; fsck
 // --repair removes it), never a record without content.

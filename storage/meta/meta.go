@@ -1,8 +1,10 @@
 // Package meta declares the index of a Berth store: the records that say
 // which content exists, which repository holds it, what tags name, how tags
 // moved, which uploads are open, which robot credentials exist, who last
-// pulled each manifest and which events wait for delivery to webhook
-// endpoints (outbox.go), and the transactions that read and change them.
+// pulled each manifest, which events wait for delivery to webhook
+// endpoints (outbox.go), what the pull-through cache and replication
+// (sync.go) record of their work, and the transactions that read and
+// change them.
 //
 // It is one of the two seams of the storage layer; the other, package blob,
 // holds the bytes. Backends implement Store (storage/meta/bolt is the
@@ -72,6 +74,8 @@ type Tx interface {
 	HistoryIndex
 	PullIndex
 	OutboxIndex
+	CacheIndex
+	SyncIndex
 }
 
 // Blob is the record of content present in the blob store.
@@ -370,4 +374,57 @@ type Finding struct {
 	Detail string
 	// Repaired says what repair did about it; empty if nothing.
 	Repaired string
+}
+
+// Cached is the record of a manifest that the pull-through cache recorded
+// from an upstream registry. Such a manifest may reference blobs and child
+// manifests that the repository does not hold yet: they are pending from
+// that upstream, fetched when a client first asks for them.
+type Cached struct {
+	// Upstream names the upstream the manifest came from.
+	Upstream string
+	// Cached is when the cache first recorded the manifest.
+	Cached time.Time
+	// Pulled is when a client last pulled it through the cache (updated
+	// at most once per period the cache chooses, not on every pull).
+	Pulled time.Time
+}
+
+// TagCheck is when the pull-through cache last checked a tag against its
+// upstream, and what the upstream named then.
+type TagCheck struct {
+	// Upstream names the upstream asked.
+	Upstream string
+	// Checked is when it answered.
+	Checked time.Time
+	// Digest is the manifest the upstream's tag named.
+	Digest digest.Digest
+}
+
+// CacheIndex holds what the pull-through cache knows of the content it
+// keeps for upstream registries. Its records are the cache's own: a cache
+// record of a manifest the repository no longer holds means nothing (the
+// storage core removes it with the manifest; fsck reports one left over),
+// and a tag check outlives the tag it checked.
+type CacheIndex interface {
+	// Cached returns the cache record of manifest d in repo, if any.
+	Cached(repo string, d digest.Digest) (Cached, bool, error)
+	// PutCached records c for manifest d in repo, replacing a record there
+	// may be.
+	PutCached(repo string, d digest.Digest, c Cached) error
+	// DeleteCached removes the cache record of manifest d in repo; an
+	// absent one is fine.
+	DeleteCached(repo string, d digest.Digest) error
+	// CachedManifests calls fn for every cache record of repo, in digest
+	// order.
+	CachedManifests(repo string, fn func(d digest.Digest, c Cached) error) error
+	// TagCheck returns the last check of tag in repo against its upstream,
+	// if any.
+	TagCheck(repo, tag string) (TagCheck, bool, error)
+	// PutTagCheck records c as the last check of tag in repo, replacing
+	// the one there may be. The tag need not exist.
+	PutTagCheck(repo, tag string, c TagCheck) error
+	// DeleteTagCheck removes the check of tag in repo; an absent one is
+	// fine.
+	DeleteTagCheck(repo, tag string) error
 }

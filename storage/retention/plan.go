@@ -42,15 +42,37 @@ import (
 //   - Kept manifests are those named by kept tags or kept history entries,
 //     the children of kept indexes and the referrers of kept manifests,
 //     recursively.
-//   - Only when DeleteUntaggedAfter is set do manifests go: every manifest
-//     that is not kept and was pushed before it, and every referrer (of
-//     any age) whose subject goes, unless it is itself kept; a manifest a
-//     signature tag names counts as a referrer of the manifest the tag
-//     belongs to. A manifest pushed within DeleteUntaggedAfter, with its
-//     children and referrers, is kept unless its subject goes. A referrer
-//     never keeps its subject.
+//   - Only when DeleteUntaggedAfter or EvictUnpulledAfter is set do
+//     manifests go: every manifest that is not kept and was pushed before
+//     DeleteUntaggedAfter, and every referrer (of any age) whose subject
+//     goes, unless it is itself kept; a manifest a signature tag names
+//     counts as a referrer of the manifest the tag belongs to. A manifest
+//     pushed within DeleteUntaggedAfter (any manifest, when it is not
+//     set), with its children and referrers, is kept unless its subject
+//     goes. A referrer never keeps its subject.
+//   - Eviction: with EvictUnpulledAfter set, a manifest of the
+//     pull-through cache that no client pulled for longer than it (by the
+//     cache's record or the pull record, whichever is later), nor within
+//     KeepPulledWithin, is unpulled. A release tag naming one goes (before keepLast counts the
+//     newest: an unpulled tag takes no place among them) unless it is
+//     immutable or matches KeepTags; an unpulled manifest is kept neither
+//     by its age nor by the history window, only by a kept tag naming it,
+//     a kept index referencing it or a kept subject it refers to. The
+//     cache fetches what went again when a client asks.
 func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan {
 	manifests := snap.Manifests
+	unpulled := func(d digest.Digest) bool {
+		m, ok := manifests[d]
+		if !ok || !m.Cached || p.EvictUnpulledAfter <= 0 {
+			return false
+		}
+		last := m.Pulled
+		if m.LastPulled.After(last) {
+			last = m.LastPulled
+		}
+		age := now.Sub(last)
+		return age > p.EvictUnpulledAfter && (p.KeepPulledWithin <= 0 || age > p.KeepPulledWithin)
+	}
 	var release, signatures []*planTag
 	for _, ts := range snap.Tags {
 		t := &planTag{TagState: ts, kept: ts.Immutable}
@@ -70,11 +92,18 @@ func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan
 	slices.SortFunc(release, func(a, b *planTag) int {
 		return cmp.Or(b.age.Compare(a.age), cmp.Compare(a.Name, b.Name))
 	})
-	for i, t := range release {
-		beyond := p.KeepLast > 0 && i >= p.KeepLast
+	rank := 0 // among the newest, unpulled tags left out
+	for _, t := range release {
+		protected := t.kept || (p.KeepTags != nil && p.KeepTags.Match(t.Name))
+		if !protected && unpulled(t.Digest) {
+			t.reason = TagReasonUnpulled
+			continue
+		}
+		beyond := p.KeepLast > 0 && rank >= p.KeepLast
+		rank++
 		old := p.DeleteTagsOlderThan > 0 && now.Sub(t.age) > p.DeleteTagsOlderThan
 		switch {
-		case t.kept || (p.KeepTags != nil && p.KeepTags.Match(t.Name)):
+		case protected:
 			t.kept = true
 		case p.KeepLast > 0 && p.DeleteTagsOlderThan > 0:
 			t.kept = !(beyond && old)
@@ -120,7 +149,7 @@ func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan
 					continue
 				}
 				for _, d := range []digest.Digest{m.Previous, m.Digest} {
-					if d != "" {
+					if d != "" && !unpulled(d) {
 						strong[d] = true
 					}
 				}
@@ -173,7 +202,7 @@ func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan
 			}
 		}
 		for d, m := range manifests {
-			young := grace <= 0 || now.Sub(m.Created) <= grace
+			young := (grace <= 0 || now.Sub(m.Created) <= grace) && !unpulled(d)
 			if young && !subjectDoomed(d, doomed) {
 				roots = append(roots, d)
 			}
@@ -217,8 +246,11 @@ func MakePlan(snap Snapshot, p Policy, now time.Time, window time.Duration) Plan
 	}
 	for d := range doomed {
 		reason := ManifestReasonUntagged
-		if subjectDoomed(d, doomed) {
+		switch {
+		case subjectDoomed(d, doomed):
 			reason = ManifestReasonSubjectDeleted
+		case unpulled(d):
+			reason = ManifestReasonUnpulled
 		}
 		plan.Manifests = append(plan.Manifests, Manifest{Repository: snap.Repo, Digest: d, Reason: reason})
 	}

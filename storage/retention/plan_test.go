@@ -47,6 +47,15 @@ func (b *snap) manifest(name string, daysAgo float64, children ...string) *snap 
 	return b
 }
 
+// cached makes the last manifest added the pull-through cache's, last
+// pulled pulledDaysAgo.
+func (b *snap) cached(name string, pulledDaysAgo float64) *snap {
+	m := b.s.Manifests[dg(name)]
+	m.Cached, m.Pulled = true, ago(pulledDaysAgo)
+	b.s.Manifests[dg(name)] = m
+	return b
+}
+
 // referrer adds a manifest pushed daysAgo whose subject is subject.
 func (b *snap) referrer(name, subject string, daysAgo float64) *snap {
 	b.s.Manifests[dg(name)] = retention.ManifestState{Created: ago(daysAgo), Subject: dg(subject)}
@@ -110,6 +119,8 @@ func TestMakePlan(t *testing.T) {
 		subjTag   = retention.TagReasonSubjectDeleted
 		untagged  = retention.ManifestReasonUntagged
 		subjMan   = retention.ManifestReasonSubjectDeleted
+		unpulledT = retention.TagReasonUnpulled
+		unpulledM = retention.ManifestReasonUnpulled
 	)
 	cases := []struct {
 		name   string
@@ -322,12 +333,74 @@ func TestMakePlan(t *testing.T) {
 		policy:    retention.Policy{DeleteTagsOlderThan: day, DeleteUntaggedAfter: day},
 		tags:      map[string]string{"old": olderThan},
 		manifests: map[string]string{"old": untagged},
+	}, {
+		name: "evictUnpulledAfter evicts cached manifests not pulled within it, and their tags",
+		snap: repo().manifest("a", 50).cached("a", 40).manifest("b", 50).cached("b", 1).
+			manifest("c", 400). // pushed, not cached: eviction never touches it
+			manifest("limit", 50).cached("limit", 30).
+			tag("a", "a", 50).tag("b", "b", 50).tag("c", "c", 400).tag("limit", "limit", 50),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day},
+		tags:      map[string]string{"a": unpulledT},
+		manifests: map[string]string{"a": unpulledM},
+	}, {
+		name:      "without evictUnpulledAfter the cache's manifests age as any other",
+		snap:      repo().manifest("a", 50).cached("a", 400).tag("a", "a", 50).manifest("b", 50).cached("b", 400),
+		policy:    retention.Policy{DeleteUntaggedAfter: 10 * day},
+		manifests: map[string]string{"b": untagged},
+	}, {
+		name: "an unpulled index goes with its children and referrers; a pulled one keeps its unpulled children",
+		snap: repo().manifest("old-child", 60).cached("old-child", 40).manifest("old", 60, "old-child").cached("old", 40).
+			referrer("old-sig", "old", 60).cached("old-sig", 2).
+			manifest("new-child", 60).cached("new-child", 60).manifest("new", 60, "new-child").cached("new", 1).
+			tag("old", "old", 60).tag("new", "new", 60),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day},
+		tags:      map[string]string{"old": unpulledT},
+		manifests: map[string]string{"old": unpulledM, "old-child": unpulledM, "old-sig": subjMan},
+	}, {
+		name: "keepTags and immutable tags keep unpulled content, and unpulled tags take no place among keepLast",
+		snap: repo().manifest("p", 50).cached("p", 40).manifest("q", 50).cached("q", 40).manifest("e", 50).cached("e", 50).
+			manifest("r", 50).cached("r", 1).manifest("s", 50).cached("s", 1).
+			tag("e", "e", 0.5).tag("r", "r", 1).tag("s", "s", 2).tag("stable", "p", 3).tag("pinned", "q", 4).immutable(),
+		// Newest first without e: r and s are the two newest.
+		policy:    retention.Policy{KeepLast: 2, KeepTags: words{"stable"}, EvictUnpulledAfter: 30 * day},
+		tags:      map[string]string{"e": unpulledT},
+		manifests: map[string]string{"e": unpulledM},
+	}, {
+		name: "the history window does not protect unpulled manifests",
+		snap: repo().manifest("x", 50).cached("x", 40).manifest("y", 50).cached("y", 1).
+			tag("prod", "y", 1, move(1, "x", "y")).tag("old", "x", 20),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day},
+		window:    10 * day,
+		tags:      map[string]string{"old": unpulledT},
+		manifests: map[string]string{"x": unpulledM},
+	}, {
+		name: "signatures follow their subject: kept with a pulled one, however long unpulled, gone with an evicted one",
+		snap: repo().manifest("a", 50).cached("a", 1).referrer("a-sig", "a", 50).cached("a-sig", 100).
+			manifest("b", 50).cached("b", 40).manifest("b-sig", 50).cached("b-sig", 40).
+			tag("a", "a", 50).tag("b", "b", 50).tag(sig("b", ".sig"), "b-sig", 50),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day},
+		tags:      map[string]string{"b": unpulledT, sig("b", ".sig"): subjTag},
+		manifests: map[string]string{"b": unpulledM, "b-sig": subjMan},
+	}, {
+		name: "a pull in the pull record counts as much as one the cache saw",
+		snap: repo().manifest("a", 50).cached("a", 40).pulled("a", 2).tag("a", "a", 50).
+			manifest("b", 50).cached("b", 40).tag("b", "b", 50),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day},
+		tags:      map[string]string{"b": unpulledT},
+		manifests: map[string]string{"b": unpulledM},
+	}, {
+		name: "keepPulledWithin keeps what eviction would take",
+		snap: repo().manifest("a", 50).cached("a", 40).tag("a", "a", 50).
+			manifest("b", 90).cached("b", 70).tag("b", "b", 90),
+		policy:    retention.Policy{EvictUnpulledAfter: 30 * day, KeepPulledWithin: 60 * day},
+		tags:      map[string]string{"b": unpulledT},
+		manifests: map[string]string{"b": unpulledM},
 	}}
 	names := map[digest.Digest]string{}
 	for _, w := range []string{"a", "b", "c", "d", "m", "m10", "m20", "n", "o", "p", "q", "u", "v", "w", "x", "y", "z", "v1", "v2",
 		"untagged-old", "untagged-young", "limit", "amd64", "arm64", "multi", "multi2", "old-amd64", "shared", "old", "child",
 		"index", "lone", "kept", "kept-sig", "gone", "gone-sig", "gone-sig-sig", "young", "young-sig", "subject",
-		"attestation", "old-sig", "v2-sig", "apart-sig", "s", "edge", "prev"} {
+		"attestation", "old-sig", "v2-sig", "apart-sig", "s", "edge", "prev", "e", "r", "old-child", "new-child", "new", "a-sig", "b-sig"} {
 		names[dg(w)] = w
 	}
 	for _, c := range cases {

@@ -44,12 +44,16 @@ type Policy struct {
 	DeleteTagsOlderThan time.Duration
 	// DeleteUntaggedAfter, when positive, lets manifests that nothing keeps
 	// go once they were pushed longer ago than it. Zero: no manifest is
-	// ever deleted by retention.
+	// ever deleted by retention, but for EvictUnpulledAfter.
 	DeleteUntaggedAfter time.Duration
 	// KeepPulledWithin, when positive, keeps every manifest pulled within
 	// it (by the pull record) and the tags naming it: what deploy targets
 	// run stays.
 	KeepPulledWithin time.Duration
+	// EvictUnpulledAfter, when positive, evicts the pull-through cache's
+	// manifests that no client pulled for longer than it: the tags naming
+	// them and the manifests go (the cache fetches them again when asked).
+	EvictUnpulledAfter time.Duration
 }
 
 // Options tune one application of the retention policies.
@@ -101,11 +105,17 @@ const (
 	TagReasonOlderThan = "older-than"
 	// TagReasonSubjectDeleted: a signature tag whose manifest went.
 	TagReasonSubjectDeleted = "subject-deleted"
+	// TagReasonUnpulled: the tag named a manifest of the pull-through
+	// cache that no client pulled within EvictUnpulledAfter.
+	TagReasonUnpulled = "unpulled"
 	// ManifestReasonUntagged: nothing kept the manifest and it was pushed
 	// before DeleteUntaggedAfter.
 	ManifestReasonUntagged = "untagged"
 	// ManifestReasonSubjectDeleted: a referrer whose subject went.
 	ManifestReasonSubjectDeleted = "subject-deleted"
+	// ManifestReasonUnpulled: a manifest of the pull-through cache that no
+	// client pulled within EvictUnpulledAfter.
+	ManifestReasonUnpulled = "unpulled"
 )
 
 // Snapshot is one repository as retention sees it.
@@ -142,6 +152,11 @@ type ManifestState struct {
 	// record; zero if it was never pulled (or not since pulls were
 	// recorded).
 	LastPulled time.Time
+	// Cached says the pull-through cache recorded it from an upstream;
+	// Pulled is then when a client last pulled it through the cache (the
+	// cache refreshes it at most once an hour).
+	Cached bool
+	Pulled time.Time
 }
 
 // Plan is what retention deletes in one repository.
@@ -256,6 +271,16 @@ func Read(tx meta.Tx, svc *storage.Service, repo string, now time.Time, window t
 	})
 	if err != nil {
 		return snap, fmt.Errorf("read pulls: %w", err)
+	}
+	err = tx.CachedManifests(repo, func(d digest.Digest, c meta.Cached) error {
+		if st, ok := snap.Manifests[d]; ok {
+			st.Cached, st.Pulled = true, c.Pulled
+			snap.Manifests[d] = st
+		}
+		return nil
+	})
+	if err != nil {
+		return snap, fmt.Errorf("read cache records: %w", err)
 	}
 	since := now.Add(-window)
 	err = tx.Tags(repo, "", func(tag string, d digest.Digest) error {

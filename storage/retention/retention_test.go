@@ -2,6 +2,7 @@ package retention_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"reflect"
@@ -453,4 +454,81 @@ func (r *recorder) take() []storage.Event {
 	out := r.events
 	r.events = nil
 	return out
+}
+
+// TestApplyEvictsUnpulled: with evictUnpulledAfter, a run evicts the
+// manifests the pull-through cache recorded that no client pulled within
+// it, with their tags (recorded in history as retention moves); a cached
+// manifest pulled recently and a pushed one stay.
+func TestApplyEvictsUnpulled(t *testing.T) {
+	s := clienttest.Open(t, "", clienttest.Options{})
+	ctx := storage.WithActor(context.Background(), storage.Actor{Kind: storage.ActorSystem, Name: "mirror:hub"})
+	const repo = "hub/library/app"
+	now := time.Now().UTC()
+	cache := func(seed, tag string, pulled time.Time) digest.Digest {
+		t.Helper()
+		// A manifest of the cache: its layers are pending from the
+		// upstream, so none is stored.
+		layer := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: digest.FromString("layer " + seed), Size: 10}
+		cfg := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromString("config " + seed), Size: 10}
+		body := []byte(`{"schemaVersion":2,"mediaType":"` + ocispec.MediaTypeImageManifest + `","config":` + mustJSON(t, cfg) +
+			`,"layers":[` + mustJSON(t, layer) + `]}`)
+		d, err := s.Svc.PutManifestWith(ctx, repo, "", body, clienttest.Parse(t, body),
+			storage.PutOptions{Tags: []string{tag}, Action: storage.MoveMirror, Upstream: "hub"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Update(func(tx meta.Tx) error {
+			c, _, err := tx.Cached(repo, d)
+			if err != nil {
+				return err
+			}
+			c.Pulled = pulled
+			return tx.PutCached(repo, d, c)
+		})
+		return d
+	}
+	old := cache("old", "old", now.Add(-40*day))
+	fresh := cache("fresh", "fresh", now.Add(-2*day))
+	pushed := s.PutImage("hub-local/app", "pushed", "v1")
+	s.SetPushTime("hub-local/app", pushed, now.Add(-400*day))
+
+	policies := []retention.Policy{{Repositories: words{"hub/*", "hub-local/*"}, EvictUnpulledAfter: 30 * day}}
+	rep, err := retention.Apply(context.Background(), s.Svc, policies, retention.Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantTags := []retention.Tag{{Repository: repo, Tag: "old", Digest: old, Reason: retention.TagReasonUnpulled}}
+	wantManifests := []retention.Manifest{{Repository: repo, Digest: old, Reason: retention.ManifestReasonUnpulled}}
+	if !reflect.DeepEqual(rep.Tags, wantTags) || !reflect.DeepEqual(rep.Manifests, wantManifests) {
+		t.Errorf("report %+v %+v; want %+v %+v", rep.Tags, rep.Manifests, wantTags, wantManifests)
+	}
+	bg := context.Background()
+	if _, err := s.Svc.StatManifest(bg, repo, string(old)); !errors.Is(err, storage.ErrManifestUnknown) {
+		t.Errorf("the unpulled manifest after the run: %v; want it gone", err)
+	}
+	for _, c := range []struct{ repo, ref string }{{repo, "fresh"}, {repo, string(fresh)}, {"hub-local/app", "v1"}} {
+		if _, err := s.Svc.StatManifest(bg, c.repo, c.ref); err != nil {
+			t.Errorf("%s:%s after the run: %v; want it kept", c.repo, c.ref, err)
+		}
+	}
+	s.Svc.View(bg, func(tx meta.Tx) error {
+		if _, ok, _ := tx.Cached(repo, old); ok {
+			t.Error("the evicted manifest's cache record stayed")
+		}
+		return nil
+	})
+	moves, _, err := s.Svc.TagHistory(bg, repo, "old", 0, 10)
+	if err != nil || len(moves) != 2 || moves[0].Action != storage.MoveRetention || moves[1].Action != storage.MoveMirror {
+		t.Errorf("history of the evicted tag: %+v, %v; want a retention move after the mirror's", moves, err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -76,6 +76,10 @@ var tests = []suiteTest{
 	{"DeleteManifest", testDeleteManifest},
 	{"DeleteAndPushFindTagsWithoutWalkingThem", testDeleteAndPushFindTagsWithoutWalkingThem},
 	{"Referrers", testReferrers},
+	// The pull-through cache's manifests and fills (cache.go).
+	{"CachedManifestPendingFromUpstream", testCachedManifestPendingFromUpstream},
+	{"FillDigestMismatchLeavesNothing", testFillDigestMismatchLeavesNothing},
+	{"FillAppendBytes", testFillAppendBytes},
 	// Reads and locks (reads.go).
 	{"ReadsDoNotWaitForDigestLocks", testReadsDoNotWaitForDigestLocks},
 	{"ReadsDoNotWaitForAnOpenUpdate", testReadsDoNotWaitForAnOpenUpdate},

@@ -70,6 +70,38 @@ package bolt
 //
 // The pulls of a repository, and of one digest in it, are each a prefix of
 // keys. An anonymous actor has an empty name.
+// The pull-through cache's records (meta.CacheIndex), created by Open in a
+// store that lacks the bucket, without a change of schema version:
+//
+//	cache/                          bucket
+//	  "m" <repository> 0x00 <digest>
+//	                                -> cachedRecord {upstream, cached,
+//	                                   pulled}: the manifest was recorded
+//	                                   from that upstream
+//	  "t" <repository> 0x00 <tag>   -> tagCheckRecord {upstream, checked,
+//	                                   digest}: the tag's last check
+//	                                   against its upstream
+//
+// Nothing is derived from these records, nor are they derived from others.
+// A Berth from before the cache ignores the bucket: a manifest it deletes
+// leaves a cache record of nothing, which the cache ignores and fsck
+// reports (stale-cache) and removes.
+//
+// Replication's records (meta.SyncIndex), created by Open in a store that
+// lacks the bucket, without a change of schema version:
+//
+//	sync/                           bucket
+//	  "r" <rule> 0x00               -> syncRunRecord {started, finished,
+//	                                   error, tags, manifests, blobs,
+//	                                   bytes}: the rule's last run
+//	  "t" <rule> 0x00 <repository> 0x00 <tag>
+//	                                -> syncedTagRecord {digest,
+//	                                   fingerprint, synced}: what a push
+//	                                   rule last delivered of the tag
+//
+// Nothing is derived from these records, nor are they derived from others.
+// A Berth from before replication ignores the bucket; what it changes
+// meanwhile differs from the records, so the rules deliver it again.
 //
 // The outbox of webhook deliveries and the dead letters (outbox.go):
 //
@@ -218,6 +250,8 @@ var (
 	bucketRobotSecrets = []byte("robotSecrets")
 
 	bucketPulls = []byte("pulls")
+	bucketCache = []byte("cache")
+	bucketSync  = []byte("sync")
 
 	bucketOutbox      = []byte("outbox")
 	bucketDeadLetters = []byte("deadLetters")
@@ -227,7 +261,7 @@ var (
 	// topBuckets are created by Open in every store.
 	topBuckets = [][]byte{bucketMeta, bucketBlobs, bucketUploads, bucketRepos, bucketHistory,
 		bucketSearch, bucketUses, bucketTagged, bucketRobots, bucketRobotSecrets, bucketPulls,
-		bucketOutbox, bucketDeadLetters}
+		bucketOutbox, bucketDeadLetters, bucketCache, bucketSync}
 	// repoBuckets are created in every repository bucket.
 	repoBuckets = [][]byte{bucketLinks, bucketManifests, bucketTags, bucketReferrers}
 )

@@ -68,6 +68,8 @@ func Run(t *testing.T, b Backend) {
 		{"Robots", testRobots},
 		{"Pulls", testPulls},
 		{"HistoryTags", testHistoryTags},
+		{"Cache", testCache},
+		{"Sync", testSync},
 		{"ReadOnly", testReadOnly},
 		{"WalkErrors", testWalkErrors},
 		{"Model", testModel},
