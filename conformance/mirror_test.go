@@ -90,7 +90,7 @@ func (u *upstreamBerth) push(t *testing.T, ref string, img v1.Image) v1.Hash {
 // blobGets counts the requests of the upstream's log that transferred
 // the content of blob d of repo.
 func (u *upstreamBerth) blobGets(repo string, d v1.Hash) int {
-	re := regexp.MustCompile(`msg=request method=GET path=/v2/` + regexp.QuoteMeta(repo) + `/blobs/` + regexp.QuoteMeta(d.String()) + ` status=(200|206) `)
+	re := regexp.MustCompile(`msg=request .*\bmethod=GET .*\bpath=/v2/` + regexp.QuoteMeta(repo) + `/blobs/` + regexp.QuoteMeta(d.String()) + ` .*\bstatus=(200|206) `)
 	return len(re.FindAllString(u.Logs(), -1))
 }
 

@@ -153,7 +153,7 @@ func historyOf(t *testing.T, addr, repo, tag string) []string {
 // requestsTo counts the requests of method to paths matching pathRE in a
 // berth's request log.
 func requestsTo(logs, method, pathRE string) int {
-	re := regexp.MustCompile(`msg=request method=` + method + ` path=` + pathRE + ` status=`)
+	re := regexp.MustCompile(`msg=request .*\bmethod=` + method + ` .*\bpath=` + pathRE + ` .*\bstatus=`)
 	return len(re.FindAllString(logs, -1))
 }
 
