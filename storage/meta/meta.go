@@ -91,6 +91,11 @@ type Link struct {
 	// Linked is the last time the blob was uploaded or mounted into the
 	// repository.
 	Linked time.Time
+	// Seen is the last time a lookup (a HEAD or GET of the blob) told a
+	// client the link exists, as far as it was recorded: the core records
+	// it at most once per refresh period, so that every replica's garbage
+	// collection sees it. Zero if never recorded.
+	Seen time.Time
 }
 
 // Manifest is the record of a manifest held by a repository.

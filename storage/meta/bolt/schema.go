@@ -19,7 +19,7 @@ package bolt
 //	repos/                          bucket: one nested bucket per repository
 //	  <repository name>/            bucket
 //	    blobs/                      bucket: blobs linked into the repository
-//	      <digest>                  -> linkRecord {linked}
+//	      <digest>                  -> linkRecord {linked, seen}
 //	    manifests/                  bucket
 //	      <digest>                  -> manifestRecord {mediaType, size,
 //	                                   artifactType, subject, annotations,
@@ -275,6 +275,7 @@ type blobRecord struct {
 
 type linkRecord struct {
 	Linked time.Time `json:"linked"`
+	Seen   time.Time `json:"seen,omitzero"`
 }
 
 type manifestRecord struct {

@@ -353,7 +353,7 @@ func (t *tx) Link(repo string, d digest.Digest) (meta.Link, bool, error) {
 	}
 	var rec linkRecord
 	ok, err := getJSON(links, path(repo, bucketLinks), []byte(d), &rec)
-	return meta.Link{Linked: rec.Linked}, ok, err
+	return meta.Link{Linked: rec.Linked, Seen: rec.Seen}, ok, err
 }
 
 // PutLink links d into repo and records the use.
@@ -368,7 +368,7 @@ func (t *tx) PutLink(repo string, d digest.Digest, l meta.Link) error {
 	if err != nil {
 		return err
 	}
-	if err := putJSON(rb.Bucket(bucketLinks), []byte(d), linkRecord{Linked: l.Linked}); err != nil {
+	if err := putJSON(rb.Bucket(bucketLinks), []byte(d), linkRecord{Linked: l.Linked, Seen: l.Seen}); err != nil {
 		return err
 	}
 	return t.putEntry(bucketUses, useKey(d, repo, meta.UseLink, ""))
@@ -406,7 +406,7 @@ func (t *tx) Links(repo string, fn func(d digest.Digest, l meta.Link) error) err
 		if err := decode(v, &rec); err != nil {
 			return corrupt(path(repo, bucketLinks), k, err)
 		}
-		return fn(digest.Digest(k), meta.Link{Linked: rec.Linked})
+		return fn(digest.Digest(k), meta.Link{Linked: rec.Linked, Seen: rec.Seen})
 	})
 }
 

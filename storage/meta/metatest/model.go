@@ -65,6 +65,9 @@ func (m *model) randomOp(r *rand.Rand) op {
 	switch n := r.IntN(10); {
 	case n < 2:
 		l := meta.Link{Linked: at(r.IntN(100))}
+		if r.IntN(2) == 0 {
+			l.Seen = at(r.IntN(100))
+		}
 		return op{fmt.Sprintf("PutLink(%s, %.12s)", repo, d),
 			func(tx meta.Tx) error { return tx.PutLink(repo, d, l) },
 			func() { m.ensure(repo); m.links[repo][d] = l }}
@@ -219,7 +222,7 @@ func (m *model) compare(t *testing.T, tx meta.Tx) {
 		// Links and manifests.
 		var links, manifests []digest.Digest
 		must(t, tx.Links(repo, func(d digest.Digest, l meta.Link) error {
-			if want := m.links[repo][d]; !l.Linked.Equal(want.Linked) {
+			if want := m.links[repo][d]; !l.Linked.Equal(want.Linked) || !l.Seen.Equal(want.Seen) {
 				t.Errorf("link %s of %s: linked %v, want %v", d, repo, l.Linked, want.Linked)
 			}
 			links = append(links, d)
