@@ -20,7 +20,9 @@ type GCConfig struct {
 }
 
 // minScheduledGrace is the shortest grace a scheduled collection accepts:
-// anything shorter could fail pushes in progress. `berth gc --grace`
+// anything shorter could fail pushes in progress. It is also
+// gc.MinGraceRefreshes times storage.DefaultSeenRefresh, the shortest
+// grace gc.Collect accepts, other than 0. `berth gc --grace`
 // accepts less, for an operator who knows the registry is idle.
 const minScheduledGrace = time.Minute
 
