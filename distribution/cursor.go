@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 )
@@ -12,17 +13,25 @@ import (
 // cursor, and opens it again. A search may stop at a manifest the caller
 // may not see (one of a repository it cannot pull, or one the store's scan
 // limit stopped at), and a cursor naming that position in clear would
-// reveal the repository and the digest. Sealed with a key of this process
-// (AES-GCM), a cursor tells the caller nothing and cannot be forged; it
-// stays valid until the server restarts.
+// reveal the repository and the digest. Sealed (AES-GCM) with a key derived
+// from the server's secret, a cursor tells the caller nothing and cannot be
+// forged, and every replica sharing the secret opens it. Without a secret
+// the key is one of this process: its cursors stay valid until it restarts
+// and mean nothing to another replica.
 type cursors struct {
 	aead cipher.AEAD
 }
 
-// newCursors returns cursors sealed with a fresh random key.
-func newCursors() *cursors {
+// newCursors returns cursors sealed with a key derived from secret, or
+// with a fresh random key when secret is empty.
+func newCursors(secret []byte) *cursors {
 	key := make([]byte, 32)
-	_, _ = rand.Read(key) // never fails: crypto/rand aborts the program instead
+	if len(secret) > 0 {
+		sum := sha256.Sum256(append([]byte("berth search cursor key\x00"), secret...))
+		key = sum[:]
+	} else {
+		_, _ = rand.Read(key) // never fails: crypto/rand aborts the program instead
+	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		panic(fmt.Sprintf("cursor cipher: %v", err)) // a 32-byte key is always valid

@@ -34,6 +34,9 @@ type env struct {
 	t   *testing.T
 	srv *httptest.Server
 	dir string
+	// store is the core the server serves, which another server (a
+	// replica) may serve too.
+	store *storage.Service
 }
 
 // newEnv starts a registry for the test; it is stopped and its store closed
@@ -52,7 +55,7 @@ func newEnvWithStore(t *testing.T, opts distribution.Options, sopts storage.Opti
 	store := openStore(t, dir, sopts, fsys)
 	srv := httptest.NewServer(distribution.New(store, opts).Handler())
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, dir: dir}
+	return &env{t: t, srv: srv, dir: dir, store: store}
 }
 
 // openStore opens the store of dir over the embedded backends, bbolt and

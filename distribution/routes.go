@@ -86,6 +86,11 @@ type Options struct {
 	Pulls Pulls
 	// Logger receives request failures; nil discards them.
 	Logger *slog.Logger
+	// CursorSecret is the secret that search cursors are sealed with.
+	// Replicas behind one load balancer must share it, so that a page's
+	// cursor opens on any of them; empty means a random key of this
+	// process.
+	CursorSecret []byte
 }
 
 // API is the OCI Distribution API over a Store.
@@ -107,7 +112,7 @@ type API struct {
 // New returns the API serving store.
 func New(store Store, opts Options) *API {
 	a := &API{store: store, access: opts.Access, maxManifest: opts.MaxManifestBytes, maxPage: opts.MaxPageSize,
-		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, cursors: newCursors(), pulls: opts.Pulls}
+		bodyTimeout: opts.BodyReadTimeout, log: opts.Logger, cursors: newCursors(opts.CursorSecret), pulls: opts.Pulls}
 	slots := opts.MaxConcurrentUploads
 	if slots <= 0 {
 		slots = 64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -285,4 +286,41 @@ func TestSearchCursorRevealsNothing(t *testing.T) {
 	// A cursor in clear, naming a position, is not one the server issued.
 	forged := "/v2/_berth/search?" + url.Values{"annotation": {revision + "=" + sha}, "last": {"hidden/b@sha256:" + strings.Repeat("0", 64)}}.Encode()
 	wantError(t, e.do(http.MethodGet, forged, nil), http.StatusBadRequest, "UNSUPPORTED")
+}
+
+// TestSearchCursorOpensOnEveryReplica: replicas sharing a secret open each
+// other's search cursors; one with another secret, or none, refuses them.
+func TestSearchCursorOpensOnEveryReplica(t *testing.T) {
+	secret := []byte("a secret every replica shares")
+	a := newEnv(t, distribution.Options{CursorSecret: secret})
+	sha := strings.Repeat("ef", 20)
+	ann := map[string]string{revision: sha}
+	a.pushAnnotated("a/one", "v1", "one", ann, nil)
+	second := a.pushAnnotated("b/two", "v1", "two", ann, nil)
+	query := url.Values{"annotation": {revision + "=" + sha}, "n": {"1"}}.Encode()
+	first := a.do(http.MethodGet, "/v2/_berth/search?"+query, nil)
+	wantStatus(t, first, http.StatusOK)
+	m := regexp.MustCompile(`^<([^>]+)>; rel="next"$`).FindStringSubmatch(first.Header.Get("Link"))
+	if m == nil {
+		t.Fatalf("first page: Link %q, want a next page", first.Header.Get("Link"))
+	}
+	next := m[1]
+
+	// The other replicas serve the same store.
+	replica := func(secret []byte) *env {
+		srv := httptest.NewServer(distribution.New(a.store, distribution.Options{CursorSecret: secret}).Handler())
+		t.Cleanup(srv.Close)
+		return &env{t: t, srv: srv, dir: a.dir}
+	}
+	b := replica(secret)
+	r := b.do(http.MethodGet, next, nil)
+	wantStatus(t, r, http.StatusOK)
+	var body struct{ Results []searchResult }
+	decode(t, r.Body, &body)
+	if got := keys(body.Results); !slices.Equal(got, []string{"b/two@" + string(second)}) {
+		t.Errorf("the next page on a replica with the same secret: %v, want b/two@%s", got, second)
+	}
+	for _, other := range [][]byte{[]byte("another secret, just as long"), nil} {
+		wantError(t, replica(other).do(http.MethodGet, next, nil), http.StatusBadRequest, "UNSUPPORTED")
+	}
 }

@@ -127,6 +127,11 @@ type HTTPConfig struct {
 	// connections: time for a load balancer to stop sending it requests.
 	// Default 0.
 	ShutdownDelay time.Duration `yaml:"shutdownDelay"`
+	// Secret seals the opaque cursors of search pages; BERTH_HTTP_SECRET
+	// overrides it. Replicas behind one load balancer must share it, or a
+	// cursor opens only on the replica that issued it. Empty: a random
+	// secret of the process.
+	Secret string `yaml:"secret"`
 }
 
 // DefaultConfig is the configuration of `berth serve` with nothing set:
@@ -187,10 +192,11 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 // applyEnv overlays the BERTH_* environment variables.
 func (c *Config) applyEnv(getenv func(string) string) error {
 	str := map[string]*string{
-		"BERTH_ADDR":       &c.Addr,
-		"BERTH_DATA":       &c.Data,
-		"BERTH_LOG_LEVEL":  &c.Log.Level,
-		"BERTH_LOG_FORMAT": &c.Log.Format,
+		"BERTH_ADDR":        &c.Addr,
+		"BERTH_DATA":        &c.Data,
+		"BERTH_LOG_LEVEL":   &c.Log.Level,
+		"BERTH_LOG_FORMAT":  &c.Log.Format,
+		"BERTH_HTTP_SECRET": &c.HTTP.Secret,
 	}
 	for k, p := range str {
 		if v := getenv(k); v != "" {
@@ -232,6 +238,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Log.level(); err != nil {
 		return err
+	}
+	if c.HTTP.Secret != "" && len(c.HTTP.Secret) < 16 {
+		return errors.New("http.secret: at least 16 characters (a random string, the same on every replica)")
 	}
 	if (c.TLS.Certificate == "") != (c.TLS.Key == "") {
 		return errors.New("tls: certificate and key go together")

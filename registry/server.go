@@ -129,6 +129,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		BodyReadTimeout:      cfg.HTTP.BodyReadTimeout,
 		Pulls:                srv.pulls,
 		Logger:               log,
+		CursorSecret:         []byte(cfg.HTTP.Secret),
 	}
 	policies, err := compileRetention(cfg.Retention)
 	if err != nil {
