@@ -109,6 +109,7 @@ func TestBadConfiguration(t *testing.T) {
 		{"bad level", "", map[string]string{"BERTH_LOG_LEVEL": "loud"}, "log.level"},
 		{"bad format", "", map[string]string{"BERTH_LOG_FORMAT": "xml"}, "log.format"},
 		{"zero limit", write("zero.yaml", "limits:\n  maxManifestBytes: 0\n"), nil, "maxManifestBytes"},
+		{"short secret", "", map[string]string{"BERTH_HTTP_SECRET": "hunter2"}, "http.secret"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
