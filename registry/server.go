@@ -334,6 +334,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.WarnContext(ctx, "AUTHENTICATION OVER PLAIN HTTP: passwords and tokens cross the network in clear text; configure tls.certificate and tls.key",
 			"addr", ln.Addr().String())
 	}
+	if s.cfg.Storage.Index.Postgres != nil && s.cfg.HTTP.Secret == "" {
+		s.log.WarnContext(ctx, "http.secret is not set: with several replicas, a search page's cursor opens only on the replica that issued it; give every replica the same http.secret")
+	}
 	served := make(chan error, 2)
 	go func() {
 		if s.cfg.TLS.Enabled() {
