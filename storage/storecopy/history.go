@@ -14,31 +14,33 @@ const movesPage = 128
 // them): they are compared, move by move, newest first. The source's
 // further moves are then appended oldest first, and each must be given
 // the number it has in the source, which AppendMove does on a history so
-// numbered (1, 2, 3 ...), as every Berth index numbers it.
-func (c *copier) history(stx, tx meta.Tx, repo, tag string, t *Report) error {
+// numbered (1, 2, 3 ...), as every Berth index numbers it. It returns
+// the number of the source's newest move, and false if the histories
+// conflict (reported).
+func (c *copier) history(stx, tx meta.Tx, repo, tag string, t *Report) (uint64, bool, error) {
 	srcN, err := newest(stx, repo, tag)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	dstN, err := newest(tx, repo, tag)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	if dstN > srcN {
-		return c.conflict("history of %s:%s: the destination has %d moves, the source %d", repo, tag, dstN, srcN)
+		return 0, false, c.conflict("history of %s:%s: the destination has %d moves, the source %d", repo, tag, dstN, srcN)
 	}
 	same, err := c.samePrefix(stx, tx, repo, tag, dstN)
 	if err != nil || !same {
-		return err
+		return 0, false, err
 	}
 	t.Moves.Present += int(dstN)
 	for seq := dstN + 1; seq <= srcN; seq++ {
 		m, ok, err := moveAt(stx, repo, tag, seq)
 		if err != nil {
-			return err
+			return 0, false, err
 		}
 		if !ok {
-			return fmt.Errorf("%w: the history of %s:%s has no move %d (its newest is %d): numbers with a gap cannot be reproduced", ErrSource, repo, tag, seq, srcN)
+			return 0, false, fmt.Errorf("%w: the history of %s:%s has no move %d (its newest is %d): numbers with a gap cannot be reproduced", ErrSource, repo, tag, seq, srcN)
 		}
 		t.Moves.Copied++
 		if c.check {
@@ -46,26 +48,33 @@ func (c *copier) history(stx, tx meta.Tx, repo, tag string, t *Report) error {
 		}
 		got, err := tx.AppendMove(repo, tag, m)
 		if err != nil {
-			return fmt.Errorf("history of %s:%s: %w", repo, tag, err)
+			return 0, false, fmt.Errorf("history of %s:%s: %w", repo, tag, err)
 		}
 		if got.Seq != seq {
-			return fmt.Errorf("history of %s:%s: the destination numbered move %d as %d", repo, tag, seq, got.Seq)
+			return 0, false, fmt.Errorf("history of %s:%s: the destination numbered move %d as %d", repo, tag, seq, got.Seq)
 		}
 	}
-	return nil
+	return srcN, true, nil
 }
 
 // newest returns the number of the newest move of tag, 0 if none.
 func newest(tx meta.Tx, repo, tag string) (uint64, error) {
-	var n uint64
-	err := tx.Moves(repo, tag, 0, func(m meta.Move) error {
-		n = m.Seq
+	m, _, err := newestMove(tx, repo, tag)
+	return m.Seq, err
+}
+
+// newestMove returns the newest move of tag, if it has any.
+func newestMove(tx meta.Tx, repo, tag string) (meta.Move, bool, error) {
+	var m meta.Move
+	var ok bool
+	err := tx.Moves(repo, tag, 0, func(x meta.Move) error {
+		m, ok = x, true
 		return meta.ErrStop
 	})
 	if err != nil {
-		return 0, fmt.Errorf("history of %s:%s: %w", repo, tag, err)
+		return m, false, fmt.Errorf("history of %s:%s: %w", repo, tag, err)
 	}
-	return n, nil
+	return m, ok, nil
 }
 
 // moveAt returns the move of tag numbered seq, if there is one.

@@ -198,13 +198,14 @@ func (c *copier) tags(ctx context.Context, stx meta.Tx, repo string) error {
 	}
 }
 
-// tagOp copies tag: its history, the tag itself, its cache check.
+// tagOp copies tag: its history, the tag itself, its cache check. A tag
+// the destination has differently is a conflict, unless the destination's
+// tag is where its history left it and the source's history goes on from
+// there: then the source moved (or deleted) the tag since an earlier copy,
+// and the tag follows it, as its history says.
 func (c *copier) tagOp(stx meta.Tx, repo, tag string) op {
 	return func(tx meta.Tx, t *Report) error {
-		if err := c.history(stx, tx, repo, tag, t); err != nil {
-			return err
-		}
-		sd, sok, err := stx.Tag(repo, tag)
+		last, hasLast, err := newestMove(tx, repo, tag)
 		if err != nil {
 			return err
 		}
@@ -212,9 +213,34 @@ func (c *copier) tagOp(stx meta.Tx, repo, tag string) op {
 		if err != nil {
 			return err
 		}
+		srcN, ok, err := c.history(stx, tx, repo, tag, t)
+		if err != nil || !ok {
+			return err
+		}
+		sd, sok, err := stx.Tag(repo, tag)
+		if err != nil {
+			return err
+		}
+		asLeft := hasLast && ((dok && dd == last.Digest) || (!dok && last.Digest == ""))
 		switch {
 		case sok && dok && sd == dd:
 			t.Tags.Present++
+		case !sok && !dok:
+			// Deleted in both.
+		case asLeft && srcN > last.Seq:
+			// Moved in the source since: follow its history.
+			t.Tags.Copied++
+			if c.check {
+				break
+			}
+			if sok {
+				err = tx.SetTag(repo, tag, sd)
+			} else {
+				err = tx.DeleteTag(repo, tag)
+			}
+			if err != nil {
+				return err
+			}
 		case sok && dok:
 			return c.conflict("tag %s:%s names %s in the destination, %s in the source", repo, tag, dd, sd)
 		case dok:

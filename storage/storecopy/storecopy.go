@@ -29,10 +29,19 @@
 // not the source's or a prefix of it, a robot with other scopes or secret,
 // a blob or manifest of another size) is a conflict: a first pass compares
 // everything before anything is written, and a copy with conflicts is
-// refused with the list of them (ConflictError). Records that are
-// bookkeeping of the destination's own use keep the destination's version
-// and are not conflicts: a link's times, a manifest's created time, a
-// pull record later than the source's, a cache or replication record.
+// refused with the list of them (ConflictError). One difference is not a
+// conflict, because a tag's history says which side is newer: when the
+// destination's history of a tag is the source's first moves and its tag
+// is where that history left it, the source moved (or deleted) the tag
+// since an earlier copy, and the tag follows the source. So a store copied
+// once, then served again, copies again with its changes since: new
+// content, new tags, tag moves. A copy adds; it never removes: what the
+// source deleted since an earlier copy (manifests, links) stays in the
+// destination, and a robot revoked or rotated since is a conflict. Records
+// that are bookkeeping of the destination's own use keep the
+// destination's version and are not conflicts: a link's times, a
+// manifest's created time, a pull record later than the source's, a cache
+// or replication record.
 //
 // Order, so that the destination is a consistent store at every commit:
 // blobs first (content committed, then its record, under the digest's
