@@ -103,42 +103,6 @@ func TestStorageConfig(t *testing.T) {
 	}
 }
 
-// TestIndexConfig reads storage.index.postgres, whose DSN the environment
-// may give (it may hold a password), and refuses one without a DSN; the
-// environment alone does not make the index PostgreSQL.
-func TestIndexConfig(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "berth.yaml")
-	for _, tc := range []struct {
-		yaml, envDSN, want, wantErr string
-	}{
-		{yaml: "storage:\n  index:\n    postgres: {dsn: \"postgres://berth@db/berth\"}\n", want: "postgres://berth@db/berth"},
-		{yaml: "storage:\n  index:\n    postgres: {dsn: \"postgres://berth@db/berth\"}\n", envDSN: "postgres://other@db/b", want: "postgres://other@db/b"},
-		{yaml: "storage:\n  index:\n    postgres: {}\n", envDSN: "postgres://other@db/b", want: "postgres://other@db/b"},
-		{yaml: "storage:\n  index:\n    postgres: {}\n", wantErr: "storage.index.postgres.dsn"},
-		{yaml: "", envDSN: "postgres://other@db/b"},
-	} {
-		if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := LoadConfig(path, env(map[string]string{"BERTH_POSTGRES_DSN": tc.envDSN}))
-		if err == nil {
-			err = cfg.Validate()
-		}
-		switch {
-		case tc.wantErr != "":
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%q: %v, want an error naming %s", tc.yaml, err, tc.wantErr)
-			}
-		case err != nil:
-			t.Errorf("%q: %v", tc.yaml, err)
-		case tc.want == "" && cfg.Storage.Index.Postgres != nil:
-			t.Errorf("%q with BERTH_POSTGRES_DSN alone: index %+v, want bbolt", tc.yaml, cfg.Storage.Index.Postgres)
-		case tc.want != "" && (cfg.Storage.Index.Postgres == nil || cfg.Storage.Index.Postgres.DSN != tc.want):
-			t.Errorf("%q: index %+v, want the DSN %s", tc.yaml, cfg.Storage.Index.Postgres, tc.want)
-		}
-	}
-}
-
 // TestOpenStoreS3: with storage.blobs.s3 the blobs go to the bucket and
 // nowhere under the data directory; redirect picks the store that
 // redirects.

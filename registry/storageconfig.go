@@ -26,7 +26,7 @@ type IndexConfig struct {
 type PostgresConfig struct {
 	// DSN is the connection string, such as
 	// postgres://berth@127.0.0.1:5432/berth?sslmode=disable;
-	// BERTH_POSTGRES_DSN overrides it (and may stand for it: postgres: {}).
+	// BERTH_POSTGRES_DSN overrides it.
 	DSN string `yaml:"dsn"`
 }
 
@@ -68,7 +68,10 @@ type S3Config struct {
 
 // applyEnv overlays the secrets the environment may hold.
 func (s *StorageConfig) applyEnv(getenv func(string) string) {
-	if v := getenv("BERTH_POSTGRES_DSN"); v != "" && s.Index.Postgres != nil {
+	if v := getenv("BERTH_POSTGRES_DSN"); v != "" {
+		if s.Index.Postgres == nil {
+			s.Index.Postgres = &PostgresConfig{}
+		}
 		s.Index.Postgres.DSN = v
 	}
 	if s.Blobs.S3 == nil {
