@@ -11,23 +11,6 @@ import (
 type StorageConfig struct {
 	// Blobs picks the blob store.
 	Blobs BlobsConfig `yaml:"blobs"`
-	// Index picks the index.
-	Index IndexConfig `yaml:"index"`
-}
-
-// IndexConfig picks the index: the bbolt file index.db under the data
-// directory unless Postgres is set.
-type IndexConfig struct {
-	// Postgres keeps the index in a PostgreSQL database.
-	Postgres *PostgresConfig `yaml:"postgres"`
-}
-
-// PostgresConfig is the PostgreSQL database that holds the index.
-type PostgresConfig struct {
-	// DSN is the connection string, such as
-	// postgres://berth@127.0.0.1:5432/berth?sslmode=disable;
-	// BERTH_POSTGRES_DSN overrides it.
-	DSN string `yaml:"dsn"`
 }
 
 // BlobsConfig picks the blob store: files under the data directory unless
@@ -68,12 +51,6 @@ type S3Config struct {
 
 // applyEnv overlays the secrets the environment may hold.
 func (s *StorageConfig) applyEnv(getenv func(string) string) {
-	if v := getenv("BERTH_POSTGRES_DSN"); v != "" {
-		if s.Index.Postgres == nil {
-			s.Index.Postgres = &PostgresConfig{}
-		}
-		s.Index.Postgres.DSN = v
-	}
 	if s.Blobs.S3 == nil {
 		return
 	}
@@ -88,9 +65,6 @@ func (s *StorageConfig) applyEnv(getenv func(string) string) {
 // validate reports the first storage setting that cannot work without
 // asking any service: whether the bucket is there is checked at start.
 func (s StorageConfig) validate() error {
-	if p := s.Index.Postgres; p != nil && p.DSN == "" {
-		return errors.New("storage.index.postgres.dsn: a DSN is required (or BERTH_POSTGRES_DSN)")
-	}
 	c := s.Blobs.S3
 	if c == nil {
 		return nil

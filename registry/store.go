@@ -15,7 +15,6 @@ import (
 	blobs3 "github.com/berth-registry/berth/storage/blob/s3"
 	"github.com/berth-registry/berth/storage/meta"
 	"github.com/berth-registry/berth/storage/meta/bolt"
-	"github.com/berth-registry/berth/storage/meta/postgres"
 )
 
 // Store is a data directory opened: the index, the blob store and the
@@ -54,46 +53,12 @@ var ErrInUse = bolt.ErrInUse
 
 // OpenStore opens (creating it unless opts.Offline) the store in dir: the
 // bbolt index at dir/index.db, which locks the directory against other
-// processes, or the database of opts.Storage.Index.Postgres, then the blob
-// store: the files under dir, or the bucket of opts.Storage.Blobs.S3,
-// which must be reachable.
+// processes, then the blob store: the files under dir, or the bucket of
+// opts.Storage.Blobs.S3, which must be reachable.
 func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	index, err := openIndex(ctx, dir, opts, log)
-	if err != nil {
-		return nil, err
-	}
-	// Only now, holding the index's lock, may the blob store clear what
-	// requests of a dead process left in flight.
-	blobs, err := openBlobs(ctx, dir, opts.Storage.Blobs, log)
-	if err != nil {
-		return nil, errors.Join(err, index.Close())
-	}
-	core := opts.Core
-	if core.Logger == nil {
-		core.Logger = log
-	}
-	log.DebugContext(ctx, "store opened", "dir", dir)
-	coreIndex := index
-	if opts.Decorate != nil {
-		coreIndex = opts.Decorate(index)
-	}
-	return &Store{Service: storage.New(coreIndex, blobs, core), Index: index, Blobs: blobs}, nil
-}
-
-// openIndex opens the index opts.Storage.Index names: the bbolt file
-// dir/index.db, or a PostgreSQL database.
-func openIndex(ctx context.Context, dir string, opts StoreOptions, log *slog.Logger) (meta.Store, error) {
-	if p := opts.Storage.Index.Postgres; p != nil {
-		if !opts.Offline {
-			if err := os.MkdirAll(dir, 0o750); err != nil {
-				return nil, fmt.Errorf("create data directory: %w", err)
-			}
-		}
-		return postgres.Open(ctx, p.DSN, postgres.Options{Logger: log})
 	}
 	path := filepath.Join(dir, "index.db")
 	if opts.Offline {
@@ -111,7 +76,22 @@ func openIndex(ctx context.Context, dir string, opts StoreOptions, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	return index, nil
+	// Only now, holding the index's lock, may the blob store clear what
+	// requests of a dead process left in flight.
+	blobs, err := openBlobs(ctx, dir, opts.Storage.Blobs, log)
+	if err != nil {
+		return nil, errors.Join(err, index.Close())
+	}
+	core := opts.Core
+	if core.Logger == nil {
+		core.Logger = log
+	}
+	log.DebugContext(ctx, "store opened", "dir", dir)
+	var coreIndex meta.Store = index
+	if opts.Decorate != nil {
+		coreIndex = opts.Decorate(index)
+	}
+	return &Store{Service: storage.New(coreIndex, blobs, core), Index: index, Blobs: blobs}, nil
 }
 
 // openBlobs opens the blob store c names: the files under dir, or a bucket.
