@@ -10,11 +10,12 @@ import (
 	"github.com/berth-registry/berth/internal/testserver/versitygw"
 )
 
-// gw is the S3 server of the tests that run berth on a bucket.
-var gw = versitygw.New()
-
-// pg is the PostgreSQL server of the tests that run berth on a database.
-var pg = postgres.New()
+// gw is the S3 server of the tests that run berth on a bucket, pg the
+// PostgreSQL server of those that run it on a database.
+var (
+	gw = versitygw.New()
+	pg = postgres.New()
+)
 
 func TestMain(m *testing.M) {
 	code := berthtest.Main(m)

@@ -69,6 +69,7 @@ func newRootCommand() *cobra.Command {
 		newTokenCommand(),
 		newKeysCommand(),
 		newFsckCommand(),
+		newMigrateCommand(),
 		newTagCommand(),
 		newPromoteCommand(),
 		newFindCommand(),

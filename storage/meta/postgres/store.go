@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,10 @@ const (
 type Options struct {
 	// Logger receives the store's diagnostics; nil discards them.
 	Logger *slog.Logger
+	// NoMigrate opens the index without migrating it, for tools that
+	// must not change a database (fsck): a schema that lacks a migration
+	// is refused.
+	NoMigrate bool
 }
 
 // Store is the PostgreSQL index. It implements meta.Store and
@@ -69,6 +74,10 @@ type Store struct {
 	log   *slog.Logger
 	// Migrations is what Open found and applied.
 	migrations []Migration
+	// retryLane runs the transactions that conflicted once, one at a
+	// time: run again together, as they arrived, they would mostly
+	// conflict again.
+	retryLane sync.Mutex
 	// retries counts the functions run again after a conflict.
 	retries atomic.Uint64
 	// commits counts the transactions Update committed.
@@ -108,7 +117,8 @@ func parseConfig(dsn string) (*pgxpool.Config, error) {
 }
 
 // Open connects to the database of dsn, applies the migrations it lacks
-// (see Migrate) and returns the index. A database out of reach fails with
+// (see Migrate; with opts.NoMigrate it refuses a database that lacks one)
+// and returns the index. A database out of reach fails with
 // an error wrapping meta.ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	log := opts.Logger
@@ -130,7 +140,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to the index database: %w", classify(err))
 	}
-	ms, err := migrate(ctx, conn)
+	var ms []Migration
+	if opts.NoMigrate {
+		ms, err = current(ctx, conn)
+	} else {
+		ms, err = migrate(ctx, conn)
+	}
 	_ = conn.Close(context.Background())
 	if err != nil {
 		return nil, err
@@ -190,12 +205,21 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 // Update runs fn in a SERIALIZABLE transaction and commits it if fn
 // returns nil. A transaction that fails to serialise or deadlocks, whether
 // fn or the commit saw it, is rolled back and fn run again in a new one,
-// up to maxAttempts runs with a randomised, growing wait between them. fn's
-// own error is returned as is; errors of the index are wrapped.
+// up to maxAttempts runs with a randomised, growing wait between them;
+// the runs after the first wait for the retry lane, so that the
+// transactions of this process that conflicted run again one at a time.
+// fn's own error is returned as is; errors of the index are wrapped.
 func (s *Store) Update(ctx context.Context, fn func(meta.Tx) error) error {
 	wait := retryBase
 	for attempt := 1; ; attempt++ {
-		err := s.update(ctx, fn)
+		var err error
+		if attempt == 1 {
+			err = s.update(ctx, fn)
+		} else {
+			s.retryLane.Lock()
+			err = s.update(ctx, fn)
+			s.retryLane.Unlock()
+		}
 		if err == nil || !retryable(err) || attempt == maxAttempts {
 			if err != nil && retryable(err) {
 				return fmt.Errorf("index transaction conflicted %d times: %w", attempt, err)
