@@ -223,12 +223,18 @@ func testStoreCopyInterrupted(t *testing.T, index string) {
 	crane("tag", host+"/big/app:v4", "gone")
 	deleteTag(t, srcSrv.URL, "big/app", "gone")
 	tags = append(tags, "multi", "latest")
-	srcSrv.Stop()
 
 	dir := t.TempDir()
 	dstConfig := filepath.Join(dir, "berth.yaml")
 	storage, bucket := destinationStorage(t, index)
 	writeTestFile(t, dstConfig, fmt.Sprintf("data: %s\n", filepath.Join(dir, "data"))+storage)
+
+	// A store a berth serves is not copied.
+	busy, err := storeCopyCmd(t, bin, "--from", srcData, "--config", dstConfig).CombinedOutput()
+	if err == nil || !strings.Contains(string(busy), "is in use by another process") || !strings.Contains(string(busy), "stop it first") {
+		t.Fatalf("copy of a store in use: %v\n%s", err, busy)
+	}
+	srcSrv.Stop()
 
 	// Kill the first copy once two blobs are in the bucket.
 	cmd := storeCopyCmd(t, bin, "--from", srcData, "--config", dstConfig)
