@@ -103,6 +103,10 @@ func runStoreCopy(ctx context.Context, from, configPath string, jobs int, asJSON
 	}
 	report, err := storecopy.Copy(ctx, storecopy.Store{Index: src.Index, Blobs: src.Blobs},
 		storecopy.Store{Index: dst.Index, Blobs: dst.Blobs}, storecopy.Options{Rules: rules, Jobs: jobs, Logger: log})
+	var conflict *storecopy.ConflictError
+	if report == nil && asJSON && errors.As(err, &conflict) {
+		report = &storecopy.Report{}
+	}
 	if report != nil {
 		where := describeStore(cfg)
 		if perr := printStoreCopy(out, from, where, report, err, asJSON); perr != nil && err == nil {
@@ -161,6 +165,8 @@ type storeCopyJSON struct {
 	Error string `json:"error,omitempty"`
 	// NothingNew is true when the destination held everything already.
 	NothingNew bool `json:"nothingNew"`
+	// Conflicts lists why a copy was refused, as Error says.
+	Conflicts []string `json:"conflicts,omitempty"`
 	*storecopy.Report
 }
 
@@ -170,6 +176,13 @@ func printStoreCopy(w io.Writer, from, to string, r *storecopy.Report, copyErr e
 		v := storeCopyJSON{From: from, To: to, NothingNew: copyErr == nil && r.Copied() == 0, Report: r}
 		if copyErr != nil {
 			v.Error = copyErr.Error()
+		}
+		var conflict *storecopy.ConflictError
+		if errors.As(copyErr, &conflict) {
+			v.Conflicts = conflict.Conflicts
+			if conflict.More > 0 {
+				v.Conflicts = append(v.Conflicts, fmt.Sprintf("and %d more", conflict.More))
+			}
 		}
 		return printJSON(w, v)
 	}

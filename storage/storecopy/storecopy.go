@@ -289,15 +289,15 @@ func (c *copier) run(ctx context.Context) error {
 			name string
 			fn   func(context.Context, meta.Tx) error
 		}{
-			{"blobs", c.blobs},
-			{"repositories", c.repositories},
-			{"robots", c.robots},
-			{"replication records", c.syncRecords},
-			{"the count of what is not copied", c.skipped},
+			{"copying blobs", c.blobs},
+			{"copying repositories", c.repositories},
+			{"copying robots", c.robots},
+			{"copying replication records", c.syncRecords},
+			{"counting what is not copied", c.skipped},
 		}
 		for _, s := range steps {
 			if !c.check {
-				c.log.InfoContext(ctx, "copying "+s.name)
+				c.log.InfoContext(ctx, s.name)
 			}
 			if err := s.fn(ctx, stx); err != nil {
 				return err
