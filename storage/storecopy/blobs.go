@@ -140,7 +140,7 @@ func (c *copier) copyBlob(ctx context.Context, d digest.Digest, rec meta.Blob) e
 		}
 	}
 	if !placed {
-		if err := c.transfer(ctx, d, rec.Size); err != nil {
+		if err := c.transferRetrying(ctx, d, rec.Size); err != nil {
 			return err
 		}
 		transferred = rec.Size
@@ -167,6 +167,23 @@ func (c *copier) count(fn func(*Report)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fn(&c.report)
+}
+
+// transferAttempts bounds the attempts to transfer one blob.
+const transferAttempts = 3
+
+// transferRetrying transfers d, again after a failure of the stores (an
+// object store refusing for a moment, say): each attempt stages afresh
+// and cancels what it staged when it fails. A source that cannot be
+// copied faithfully is not tried again.
+func (c *copier) transferRetrying(ctx context.Context, d digest.Digest, size int64) error {
+	for attempt := 1; ; attempt++ {
+		err := c.transfer(ctx, d, size)
+		if err == nil || errors.Is(err, ErrSource) || ctx.Err() != nil || attempt == transferAttempts {
+			return err
+		}
+		c.log.WarnContext(ctx, "blob copy failed: trying again", "digest", d, "attempt", attempt, "error", err)
+	}
 }
 
 // transfer streams the source's content of d into the destination's blob
