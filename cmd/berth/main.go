@@ -18,6 +18,7 @@
 //	berth export REPOSITORY:TAG... -o BUNDLE.tar (from a running server's API)
 //	berth import BUNDLE.tar [--prefix NAMESPACE] (through a running server's admin API)
 //	berth sync run RULE | berth sync status (through a running server's admin API)
+//	berth store copy --from DIR --config FILE [--json] (a stopped store into PostgreSQL and S3, say)
 //	berth version
 package main
 
@@ -81,6 +82,7 @@ func newRootCommand() *cobra.Command {
 		newExportCommand(),
 		newImportCommand(),
 		newSyncCommand(),
+		newStoreCommand(),
 	)
 	return root
 }
