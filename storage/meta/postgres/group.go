@@ -97,8 +97,9 @@ type call struct {
 	// with.
 	err      error
 	panicked any
-	// settled is set once err and panicked are final.
-	settled bool
+	// settled is set once err and panicked are final; delivered once
+	// the caller is told (the leader needs no telling).
+	settled, delivered bool
 	// conflicts and lost count the transactions the call ran in that
 	// failed to serialise or lost their connection.
 	conflicts, lost int
@@ -207,24 +208,35 @@ func (s *Store) lead(c *call) {
 			g.busy = false
 			g.mu.Unlock()
 		}
-		for _, b := range batch {
-			if b != c {
+		deliver(batch, c)
+	}()
+	s.run(batch, c)
+}
+
+// deliver wakes the callers of batch whose results are set, but for the
+// leader's.
+func deliver(batch []*call, leader *call) {
+	for _, b := range batch {
+		if b.settled && !b.delivered {
+			b.delivered = true
+			if b != leader {
 				b.wake <- false
 			}
 		}
-	}()
-	s.run(batch)
+	}
 }
 
-// run runs the calls of batch in transactions until each has its result:
-// together for the first groupedRuns transactions, then, if they keep
-// being doomed, each alone, so that a function whose transactions keep
-// failing fails alone.
-func (s *Store) run(batch []*call) {
+// run runs the calls of batch, led by leader, in transactions until each
+// has its result: together for the first groupedRuns transactions, then,
+// if they keep being doomed, each alone, so that a function whose
+// transactions keep failing fails alone. Each caller is woken as soon as
+// its result is set.
+func (s *Store) run(batch []*call, leader *call) {
 	pending := batch
 	wait := retryBase
 	for run := 1; len(pending) > 0; run++ {
 		if run > 1 {
+			deliver(batch, leader)
 			s.retries.Add(uint64(len(pending)))
 			time.Sleep(wait/2 + rand.N(wait/2+1))
 			wait = min(2*wait, retryMax)
