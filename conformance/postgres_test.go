@@ -1,6 +1,8 @@
 package conformance_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -91,4 +94,42 @@ func configDSN(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return dsn
+}
+
+// TestPostgresBadDSNStopsStart: berth configured with a DSN that cannot be
+// parsed, or a database nobody answers for, exits at once with one line
+// saying so, and never listens.
+func TestPostgresBadDSNStopsStart(t *testing.T) {
+	bin := berthtest.Build(t)
+	for _, tc := range []struct{ name, dsn, want string }{
+		{"unparsable", "postgres://berth@127.0.0.1:port/berth", "storage.index.postgres.dsn: postgres DSN: cannot parse"},
+		{"not answering", "postgres://berth@127.0.0.1:1/berth?sslmode=disable", "open the index in PostgreSQL: connect to the index database: index unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			config := filepath.Join(dir, "berth.yaml")
+			writeTestFile(t, config, fmt.Sprintf("storage:\n  index:\n    postgres: {dsn: %q}\n", tc.dsn))
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "serve", "--addr", "127.0.0.1:0", "--data", filepath.Join(dir, "data"), "--config", config)
+			var stderr bytes.Buffer
+			cmd.Stderr, cmd.Stdout = &stderr, &stderr
+			if err := cmd.Run(); err == nil {
+				t.Fatal("berth started on a bad DSN")
+			}
+			out := stderr.String()
+			if strings.Contains(out, "listening") {
+				t.Fatalf("berth listened before failing:\n%s", out)
+			}
+			var found []string
+			for line := range strings.SplitSeq(out, "\n") {
+				if strings.Contains(line, tc.want) {
+					found = append(found, line)
+				}
+			}
+			if len(found) != 1 {
+				t.Fatalf("want one line with %q, got:\n%s", tc.want, out)
+			}
+		})
+	}
 }
