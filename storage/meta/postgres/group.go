@@ -167,7 +167,7 @@ func (s *Store) Update(ctx context.Context, fn func(meta.Tx) error) error {
 		// Still waiting: withdraw, and nothing ran.
 		g.queue = slices.DeleteFunc(g.queue, func(q *call) bool { return q == c })
 		g.mu.Unlock()
-		return ctx.Err()
+		return left(ctx)
 	}
 	g.mu.Unlock()
 	// Already in a batch, or chosen to lead one: see it through.
@@ -293,8 +293,8 @@ func doomOf(err error, conn *pgx.Conn) doom {
 func (s *Store) attempt(calls []*call) (again []*call) {
 	live := make([]*call, 0, len(calls))
 	for _, c := range calls {
-		if err := c.ctx.Err(); err != nil {
-			c.settle(err, nil) // nothing of it is kept
+		if c.ctx.Err() != nil {
+			c.settle(left(c.ctx), nil) // nothing of it is kept
 			continue
 		}
 		live = append(live, c)
@@ -402,10 +402,11 @@ func doomed(live []*call, culprit int, cause error, d doom, own map[*call]outcom
 	forgiven := d == lost && culprit >= 0 && live[culprit].ctx.Err() != nil
 	for i, c := range live {
 		switch {
-		case i == culprit && c.ctx.Err() != nil:
+		case c.ctx.Err() != nil && (i == culprit || len(live) == 1):
+			// cause is what its own context did.
 			c.settle(cause, nil)
 		case c.ctx.Err() != nil:
-			c.settle(c.ctx.Err(), nil)
+			c.settle(left(c.ctx), nil)
 		case d == conflict:
 			c.conflicts++
 			if c.conflicts >= maxAttempts {
@@ -431,6 +432,13 @@ func doomed(live []*call, culprit int, cause error, d doom, own map[*call]outcom
 		}
 	}
 	return again
+}
+
+// left is the result of a call whose context ended before its function
+// could commit: the context's error, wrapping meta.ErrUnavailable when it
+// is a deadline (an index too slow to serve in time).
+func left(ctx context.Context) error {
+	return fmt.Errorf("wait for the index transaction: %w", classify(ctx.Err()))
 }
 
 // unavailableErr wraps err, the error of a lost connection, with
