@@ -571,3 +571,23 @@ func TestGroupCommitConcurrentWriters(t *testing.T) {
 	noErr(t, err)
 	t.Logf("%d Updates from %d writers took %d commits", writers*each, writers, s.commits.Load()-before)
 }
+
+// TestGroupCommitDeadlineWhileQueued: a writer whose deadline passes while
+// it waits behind a transaction in flight (an index too slow to serve in
+// time) gets meta.ErrUnavailable, and its function never runs.
+func TestGroupCommitDeadlineWhileQueued(t *testing.T) {
+	s := openTemp(t)
+	release, leader := blockLeader(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	var ran atomic.Bool
+	err := s.Update(ctx, func(meta.Tx) error { ran.Store(true); return nil })
+	if !errors.Is(err, meta.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("an Update whose deadline passed in the queue returned %v, want meta.ErrUnavailable", err)
+	}
+	release()
+	noErr(t, <-leader)
+	if ran.Load() {
+		t.Error("the function of an Update whose deadline passed in the queue ran")
+	}
+}
