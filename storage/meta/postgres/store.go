@@ -4,13 +4,15 @@
 // their versioned migrations (embedded, applied at Open under an advisory
 // lock, recorded in schema_migrations), the derived rows it keeps in step
 // with the records (manifest references, search pairs), their check and
-// repair, the retry of transactions that conflicted, and the digest locks
+// repair, the group commit and retry of transactions, and the digest locks
 // that exclude other processes (advisory locks). See schema.go for the
 // tables and the invariants the database enforces.
 //
-// Update runs SERIALIZABLE and retries a transaction that failed to
-// serialise or deadlocked, a bounded number of times; View runs in a
-// REPEATABLE READ, READ ONLY transaction: one snapshot. An index the
+// Update runs SERIALIZABLE, one transaction at a time per process, which
+// carries the functions of the Updates that arrived while the previous one
+// was in flight (a group commit, group.go), and runs a transaction that
+// failed to serialise or deadlocked again, a bounded number of times; View
+// runs in a REPEATABLE READ, READ ONLY transaction: one snapshot. An index the
 // database cannot reach now (down, refusing, restarting, too slow) gives
 // errors that wrap meta.ErrUnavailable.
 package postgres
@@ -22,10 +24,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,7 +39,7 @@ import (
 
 const (
 	// maxAttempts bounds the runs of one Update's function when its
-	// transactions keep failing to serialise.
+	// transactions keep failing to serialise or deadlocking.
 	maxAttempts = 12
 	// retryBase and retryMax bound the randomised wait before a retry.
 	retryBase = 2 * time.Millisecond
@@ -74,11 +74,11 @@ type Store struct {
 	log   *slog.Logger
 	// Migrations is what Open found and applied.
 	migrations []Migration
-	// retryLane runs the transactions that conflicted once, one at a
-	// time: run again together, as they arrived, they would mostly
-	// conflict again.
-	retryLane sync.Mutex
-	// retries counts the functions run again after a conflict.
+	// group queues the Updates waiting for the transaction in flight
+	// (group.go).
+	group group
+	// retries counts the functions run again after their transaction
+	// conflicted or lost its connection.
 	retries atomic.Uint64
 	// commits counts the transactions Update committed.
 	commits atomic.Uint64
@@ -199,75 +199,6 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 	if err := ptx.Commit(ctx); err != nil {
 		return fmt.Errorf("end read transaction: %w", classify(err))
 	}
-	return nil
-}
-
-// Update runs fn in a SERIALIZABLE transaction and commits it if fn
-// returns nil. A transaction that fails to serialise or deadlocks, whether
-// fn or the commit saw it, is rolled back and fn run again in a new one,
-// up to maxAttempts runs with a randomised, growing wait between them;
-// the runs after the first wait for the retry lane, so that the
-// transactions of this process that conflicted run again one at a time.
-// fn's own error is returned as is; errors of the index are wrapped.
-func (s *Store) Update(ctx context.Context, fn func(meta.Tx) error) error {
-	wait := retryBase
-	for attempt := 1; ; attempt++ {
-		var err error
-		if attempt == 1 {
-			err = s.update(ctx, fn)
-		} else {
-			s.retryLane.Lock()
-			err = s.update(ctx, fn)
-			s.retryLane.Unlock()
-		}
-		if err == nil || !retryable(err) || attempt == maxAttempts {
-			if err != nil && retryable(err) {
-				return fmt.Errorf("index transaction conflicted %d times: %w", attempt, err)
-			}
-			return err
-		}
-		s.retries.Add(1)
-		sleep := wait/2 + rand.N(wait/2+1)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("retry index transaction: %w", ctx.Err())
-		case <-time.After(sleep):
-		}
-		wait = min(2*wait, retryMax)
-	}
-}
-
-// update is one run of an Update.
-func (s *Store) update(ctx context.Context, fn func(meta.Tx) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
-	if err != nil {
-		return fmt.Errorf("begin transaction: %w", classify(err))
-	}
-	defer func() { _ = ptx.Rollback(context.Background()) }()
-	t := &tx{ctx: ctx, ptx: ptx, writable: true}
-	err = fn(t)
-	t.done = true
-	if err != nil {
-		if t.failed != nil && retryable(t.failed) && !retryable(err) {
-			// fn went on after the transaction failed to serialise
-			// and gave an error of its own for what followed: run it
-			// again rather than report a conflict as its failure.
-			return t.failed
-		}
-		return err
-	}
-	if t.failed != nil {
-		// fn ignored an error of the index: the transaction is aborted
-		// and cannot commit what fn meant.
-		return fmt.Errorf("commit transaction after a failed statement: %w", t.failed)
-	}
-	if err := ptx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit transaction: %w", classify(err))
-	}
-	s.commits.Add(1)
 	return nil
 }
 
