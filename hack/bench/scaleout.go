@@ -92,7 +92,7 @@ func scaleOutConfig(quick bool) config {
 		Repos:        10000,
 		PageSize:     100,
 		SetupConc:    16,
-		Samples:      5,
+		Samples:      9,
 	}
 }
 
@@ -121,15 +121,20 @@ type indexChoice struct {
 	// for a new, empty index, and what removes that index once berth has
 	// stopped; a nil section keeps the index in the data directory.
 	section func(ctx context.Context) (map[string]any, func() error, error)
+	// stop stops the server the index lives on, if any.
+	stop func() error
 }
 
 // newIndexChoice is the index named by -scale-index.
 func newIndexChoice(name string) (indexChoice, error) {
 	switch name {
 	case indexBolt:
-		return indexChoice{Name: name, section: func(context.Context) (map[string]any, func() error, error) {
-			return nil, func() error { return nil }, nil
-		}}, nil
+		return indexChoice{Name: name,
+			section: func(context.Context) (map[string]any, func() error, error) {
+				return nil, func() error { return nil }, nil
+			},
+			stop: func() error { return nil },
+		}, nil
 	case indexPostgres:
 		return indexChoice{}, errors.New("-scale-index postgres: this build of the harness has no PostgreSQL test server (internal/testserver/postgres); use -scale-index bolt")
 	}
@@ -241,7 +246,7 @@ func scaleOutRun(ctx context.Context, berthBin, peerBin, scratch string, idx ind
 	}
 	gw := versitygw.New()
 	defer func() {
-		if serr := gw.Stop(); serr != nil {
+		if serr := errors.Join(gw.Stop(), idx.stop()); serr != nil {
 			err = errors.Join(err, fmt.Errorf("scale-out run: %w", serr))
 		}
 	}()
@@ -279,11 +284,11 @@ func scaleSteps(cfg config, plan [][]blobRun, lim limits) []step {
 		steps = append(steps, seedTagsStep(cfg, tags[k], k == 0), seedReposStep(cfg, repos[k]))
 		steps = append(steps, step{Name: fmt.Sprintf("listing pages at %d tags and %d repositories", tags[k], repos[k]),
 			Run: func(ctx context.Context, m *running) ([]row, error) {
-				rows, err := tagPages(ctx, m.c, cfg, tags[k])
+				rows, err := tagPages(ctx, m, cfg, tags[k])
 				if err != nil {
 					return rows, err
 				}
-				more, err := catalogPages(ctx, m.c, cfg, repos[k])
+				more, err := catalogPages(ctx, m, cfg, repos[k])
 				return append(rows, more...), err
 			}})
 	}
@@ -361,7 +366,8 @@ var pagePositions = []string{"start", "middle", "end"}
 
 // tagPages times a page of the tag list of scaleTagRepo, which holds n
 // tags, at each position.
-func tagPages(ctx context.Context, c *client, cfg config, n int) ([]row, error) {
+func tagPages(ctx context.Context, m *running, cfg config, n int) ([]row, error) {
+	c := m.c
 	pageURL := func(last string) string {
 		q := url.Values{"n": {strconv.Itoa(cfg.PageSize)}}
 		if last != "" {
@@ -369,12 +375,13 @@ func tagPages(ctx context.Context, c *client, cfg config, n int) ([]row, error) 
 		}
 		return c.url("/v2/"+scaleTagRepo+"/tags/list", q)
 	}
-	return listPages(ctx, c, cfg, "tag list", "tags", fmt.Sprintf("%d tags", n), n, tagName, pageURL)
+	return listPages(ctx, m, cfg, "tag list", "tags", fmt.Sprintf("%d tags", n), n, tagName, pageURL)
 }
 
 // catalogPages times a page of the catalog, whose seeded part holds n
 // repositories, at each position.
-func catalogPages(ctx context.Context, c *client, cfg config, n int) ([]row, error) {
+func catalogPages(ctx context.Context, m *running, cfg config, n int) ([]row, error) {
+	c := m.c
 	pageURL := func(last string) string {
 		q := url.Values{"n": {strconv.Itoa(cfg.PageSize)}}
 		if last != "" {
@@ -382,14 +389,15 @@ func catalogPages(ctx context.Context, c *client, cfg config, n int) ([]row, err
 		}
 		return c.url("/v2/_catalog", q)
 	}
-	return listPages(ctx, c, cfg, "catalog", "repositories", fmt.Sprintf("%d repositories", n), n, scaleRepoName, pageURL)
+	return listPages(ctx, m, cfg, "catalog", "repositories", fmt.Sprintf("%d repositories", n), n, scaleRepoName, pageURL)
 }
 
 // listPages times one page of a listing whose seeded entries are name(0)
 // to name(n-1), at its start (no last), its middle (last=name(n/2-1)) and
 // its end (the last page of the seeded entries), checking each page's
 // entries: the median of cfg.Samples requests after an untimed one.
-func listPages(ctx context.Context, c *client, cfg config, what, field, count string, n int, name func(int) string, pageURL func(last string) string) ([]row, error) {
+func listPages(ctx context.Context, m *running, cfg config, what, field, count string, n int, name func(int) string, pageURL func(last string) string) ([]row, error) {
+	c := m.c
 	var rows []row
 	for _, pos := range pagePositions {
 		last, first := "", -1 // first: the seeded entry the page must start with; -1: any
@@ -418,7 +426,7 @@ func listPages(ctx context.Context, c *client, cfg config, what, field, count st
 		}
 		ms := float64(d) / float64(time.Millisecond)
 		r := row{Name: pageRowName(what, cfg.PageSize, pos, count), Value: ms, Unit: "ms per page", Ratio: math.NaN(), Met: "-"}
-		fmt.Printf("bench:   %s: %.2f ms (median of %d)\n", r.Name, ms, k)
+		fmt.Printf("bench:   %s: %s: %.2f ms (median of %d)\n", m.name, r.Name, ms, k)
 		rows = append(rows, r)
 	}
 	return rows, nil
