@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/blob"
+	"github.com/berth-registry/berth/storage/meta"
 )
 
 // Code is an error code of the OCI Distribution Specification with the HTTP
@@ -147,7 +148,7 @@ func codeFor(err error) (Code, int) {
 		return CodeTagImmutable, 0
 	case errors.Is(err, storage.ErrUnsupported), errors.Is(err, storage.ErrQueryInvalid):
 		return CodeUnsupported, http.StatusBadRequest
-	case errors.Is(err, blob.ErrUnavailable):
+	case errors.Is(err, blob.ErrUnavailable), errors.Is(err, meta.ErrUnavailable):
 		return CodeUnavailable, 0
 	}
 	return CodeUnknown, 0

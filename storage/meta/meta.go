@@ -37,6 +37,12 @@ var ErrStop = errors.New("stop the walk")
 // ErrCorrupt is wrapped by errors about records a backend cannot decode.
 var ErrCorrupt = errors.New("index record corrupt")
 
+// ErrUnavailable is wrapped by errors of a backend that cannot serve the
+// request now but may later: its database is down, refusing connections,
+// restarting or too slow to answer. Callers answer with a retry later (the
+// API with 503 and Retry-After), never as if a record were missing.
+var ErrUnavailable = errors.New("index unavailable")
+
 // Store is an index backend.
 type Store interface {
 	// View runs fn in a read-only transaction over a consistent snapshot.

@@ -1,0 +1,79 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/opencontainers/go-digest"
+)
+
+// lockKey is the advisory lock key of d: the first eight bytes of the
+// SHA-256 of its string form. Digests whose keys collide share a lock,
+// which only makes one wait for the other.
+func lockKey(d digest.Digest) int64 {
+	sum := sha256.Sum256([]byte(d))
+	return int64(binary.BigEndian.Uint64(sum[:8]))
+}
+
+// LockDigests locks the given digests against every other holder of any of
+// them, in this process or any other on the same database: it takes a
+// session of the lock pool and, on it, the session advisory lock of each
+// digest's key, in ascending order of key, each once, so that two holders
+// cannot deadlock. The session is held until the unlock, which releases
+// the locks and returns it to the pool. A done ctx cancels the wait on the
+// server and returns its error, holding nothing. The unlock may be called
+// more than once.
+func (s *Store) LockDigests(ctx context.Context, ds ...digest.Digest) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("lock digests: %w", err)
+	}
+	if len(ds) == 0 {
+		return func() {}, nil
+	}
+	keys := make([]int64, 0, len(ds))
+	for _, d := range ds {
+		keys = append(keys, lockKey(d))
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	conn, err := s.locks.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock digests: %w", lockErr(ctx, err))
+	}
+	for i, k := range keys {
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", k); err != nil {
+			release(conn, keys[:i])
+			return nil, fmt.Errorf("lock digests: %w", lockErr(ctx, err))
+		}
+	}
+	var once sync.Once
+	return func() { once.Do(func() { release(conn, keys) }) }, nil
+}
+
+// lockErr is the error of a failed lock: ctx's when it ended the wait.
+func lockErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return classify(err)
+}
+
+// release unlocks keys on conn and returns it to the pool; a session that
+// cannot be unlocked is closed, which releases its locks on the server.
+func release(conn *pgxpool.Conn, keys []int64) {
+	ctx := context.Background()
+	for _, k := range slices.Backward(keys) {
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT pg_advisory_unlock($1)", k).Scan(&ok); err != nil || !ok {
+			_ = conn.Conn().Close(ctx)
+			conn.Release()
+			return
+		}
+	}
+	conn.Release()
+}
