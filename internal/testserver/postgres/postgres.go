@@ -18,9 +18,10 @@
 // postgresql package when it is missing), initialised with initdb into a
 // temporary directory, listening on a free port of 127.0.0.1 only, its
 // unix socket in that directory, with fsync off (a test's database needs
-// no durability against power loss). PostgreSQL refuses to run as root:
-// when the tests run as root, initdb and the server run as the user
-// nobody, who owns the directory.
+// no durability against power loss; NewDurable keeps it on, for
+// benchmarks). PostgreSQL refuses to run as root: when the tests run as
+// root, initdb and the server run as the user nobody, who owns the
+// directory.
 //
 // Where PostgreSQL is not installed, Database skips the test, except in CI
 // (CI=true), where it fails naming what is missing.
@@ -84,10 +85,18 @@ type Server struct {
 
 	// n numbers the databases made.
 	n atomic.Int64
+	// durable keeps PostgreSQL's durability settings (NewDurable).
+	durable bool
 }
 
 // New returns a Server that starts on its first Database.
 func New() *Server { return &Server{} }
+
+// NewDurable returns a Server like New's but with PostgreSQL's default
+// durability settings (fsync, synchronous commit, full-page writes) kept,
+// as a production server has them: for benchmarks, whose figures must
+// include what a durable commit costs.
+func NewDurable() *Server { return &Server{durable: true} }
 
 // Run runs the package's tests and then stops the server if one was
 // started, returning the exit code for os.Exit.
@@ -296,18 +305,20 @@ func (s *Server) run(ctx context.Context, bin string, asUser bool, uid, gid uint
 	s.port = port
 	s.log = &logBuffer{}
 	s.done = make(chan struct{})
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"),
+	args := []string{
 		"-D", filepath.Join(s.dir, "data"),
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "port="+strconv.Itoa(port),
-		"-c", "unix_socket_directories="+s.dir,
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
+		"-c", "port=" + strconv.Itoa(port),
+		"-c", "unix_socket_directories=" + s.dir,
 		"-c", "max_connections=300",
 		"-c", "shared_buffers=32MB",
 		"-c", "log_min_messages=warning",
-		"-c", "logging_collector=off")
+		"-c", "logging_collector=off",
+	}
+	if !s.durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	s.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
 	s.cmd.Dir = s.dir
 	s.cmd.Stdout = s.log
 	s.cmd.Stderr = s.log

@@ -50,3 +50,34 @@ func TestDatabasesAreFreshAndSeparate(t *testing.T) {
 		t.Fatalf("listen_addresses = %q, want loopback only", listen)
 	}
 }
+
+// TestDurable: the tests' server runs without fsync, a NewDurable one
+// with PostgreSQL's durability settings.
+func TestDurable(t *testing.T) {
+	durable := NewDurable()
+	t.Cleanup(func() {
+		if err := durable.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		s    *Server
+		want string
+	}{{"New", pg, "off"}, {"NewDurable", durable, "on"}} {
+		conn, err := pgx.Connect(t.Context(), tc.s.Database(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, setting := range []string{"fsync", "synchronous_commit", "full_page_writes"} {
+			var v string
+			if err := conn.QueryRow(t.Context(), "SHOW "+setting).Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			if v != tc.want {
+				t.Errorf("%s: %s = %s, want %s", tc.name, setting, v, tc.want)
+			}
+		}
+		_ = conn.Close(t.Context())
+	}
+}
