@@ -28,6 +28,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/berth-registry/berth/internal/testserver/postgres"
 	"github.com/berth-registry/berth/internal/testserver/versitygw"
 )
 
@@ -136,7 +137,23 @@ func newIndexChoice(name string) (indexChoice, error) {
 			stop: func() error { return nil },
 		}, nil
 	case indexPostgres:
-		return indexChoice{}, errors.New("-scale-index postgres: this build of the harness has no PostgreSQL test server (internal/testserver/postgres); use -scale-index bolt")
+		if _, err := postgres.BinDir(); err != nil {
+			return indexChoice{}, fmt.Errorf("-scale-index postgres: %w", err)
+		}
+		// Durable, as the bbolt index is and a production database would
+		// be: every commit is flushed.
+		pg := postgres.NewDurable()
+		return indexChoice{Name: name,
+			section: func(ctx context.Context) (map[string]any, func() error, error) {
+				db, err := pg.CreateDatabase(ctx)
+				if err != nil {
+					return nil, nil, err
+				}
+				drop := func() error { return pg.DropDatabase(context.Background(), db) }
+				return map[string]any{"postgres": map[string]any{"dsn": pg.DSN(db)}}, drop, nil
+			},
+			stop: pg.Stop,
+		}, nil
 	}
 	return indexChoice{}, fmt.Errorf("-scale-index %q: want %s or %s", name, indexBolt, indexPostgres)
 }
