@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,14 +20,27 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/berth-registry/berth/internal/testserver/postgres"
 	"github.com/berth-registry/berth/internal/testserver/versitygw"
 	blobs3 "github.com/berth-registry/berth/storage/blob/s3"
 )
 
-// gw is the S3 server of this package's tests.
-var gw = versitygw.New()
+// gw is the S3 server of this package's tests, pg its PostgreSQL.
+var (
+	gw = versitygw.New()
+	pg = postgres.New()
+)
 
-func TestMain(m *testing.M) { os.Exit(gw.Run(m)) }
+func TestMain(m *testing.M) {
+	code := gw.Run(m)
+	if err := pg.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "testserver/postgres:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // s3Config is the configuration of a fresh bucket of gw.
 func s3Config(t *testing.T) *S3Config {

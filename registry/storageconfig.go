@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+
+	"github.com/berth-registry/berth/storage/meta/postgres"
 )
 
 // StorageConfig picks where the store keeps its content: with nothing
@@ -11,6 +13,25 @@ import (
 type StorageConfig struct {
 	// Blobs picks the blob store.
 	Blobs BlobsConfig `yaml:"blobs"`
+	// Index picks the index.
+	Index IndexConfig `yaml:"index"`
+}
+
+// IndexConfig picks the index: the bbolt file dataDir/index.db unless
+// Postgres is set.
+type IndexConfig struct {
+	// Postgres keeps the index in a PostgreSQL database, which several
+	// Berth replicas can share; see docs/scale-out.md.
+	Postgres *PostgresConfig `yaml:"postgres"`
+}
+
+// PostgresConfig is the PostgreSQL database of the index.
+type PostgresConfig struct {
+	// DSN is the database's connection URL or key=value string, such as
+	// postgres://berth@127.0.0.1:5432/berth?sslmode=disable;
+	// BERTH_POSTGRES_DSN overrides it (and sets it when the configuration
+	// has none).
+	DSN string `yaml:"dsn"`
 }
 
 // BlobsConfig picks the blob store: files under the data directory unless
@@ -51,6 +72,12 @@ type S3Config struct {
 
 // applyEnv overlays the secrets the environment may hold.
 func (s *StorageConfig) applyEnv(getenv func(string) string) {
+	if v := getenv("BERTH_POSTGRES_DSN"); v != "" {
+		if s.Index.Postgres == nil {
+			s.Index.Postgres = &PostgresConfig{}
+		}
+		s.Index.Postgres.DSN = v
+	}
 	if s.Blobs.S3 == nil {
 		return
 	}
@@ -63,8 +90,17 @@ func (s *StorageConfig) applyEnv(getenv func(string) string) {
 }
 
 // validate reports the first storage setting that cannot work without
-// asking any service: whether the bucket is there is checked at start.
+// asking any service: whether the bucket is there, and the database, is
+// checked at start.
 func (s StorageConfig) validate() error {
+	if p := s.Index.Postgres; p != nil {
+		if p.DSN == "" {
+			return errors.New("storage.index.postgres.dsn: a DSN is required (or BERTH_POSTGRES_DSN), such as postgres://berth@127.0.0.1:5432/berth?sslmode=disable")
+		}
+		if err := postgres.ValidateDSN(p.DSN); err != nil {
+			return fmt.Errorf("storage.index.postgres.dsn: %w", err)
+		}
+	}
 	c := s.Blobs.S3
 	if c == nil {
 		return nil

@@ -15,6 +15,7 @@ import (
 	blobs3 "github.com/berth-registry/berth/storage/blob/s3"
 	"github.com/berth-registry/berth/storage/meta"
 	"github.com/berth-registry/berth/storage/meta/bolt"
+	"github.com/berth-registry/berth/storage/meta/postgres"
 )
 
 // Store is a data directory opened: the index, the blob store and the
@@ -52,13 +53,19 @@ type StoreOptions struct {
 var ErrInUse = bolt.ErrInUse
 
 // OpenStore opens (creating it unless opts.Offline) the store in dir: the
-// bbolt index at dir/index.db, which locks the directory against other
-// processes, then the blob store: the files under dir, or the bucket of
+// index, then the blob store. The index is the bbolt file dir/index.db,
+// which locks the directory against other processes, or the PostgreSQL
+// database of opts.Storage.Index.Postgres, which must be reachable and
+// whose schema it migrates (unless opts.Offline: then the schema must be
+// current). The blob store is the files under dir, or the bucket of
 // opts.Storage.Blobs.S3, which must be reachable.
 func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Storage.Index.Postgres != nil {
+		return openShared(ctx, dir, opts, log)
 	}
 	path := filepath.Join(dir, "index.db")
 	if opts.Offline {
@@ -82,16 +89,45 @@ func OpenStore(ctx context.Context, dir string, opts StoreOptions) (*Store, erro
 	if err != nil {
 		return nil, errors.Join(err, index.Close())
 	}
+	log.DebugContext(ctx, "store opened", "dir", dir)
+	return newStore(index, blobs, opts, log), nil
+}
+
+// openShared opens the store whose index is in PostgreSQL. Its blobs are
+// the files under dir (one machine) or a bucket (several replicas).
+func openShared(ctx context.Context, dir string, opts StoreOptions, log *slog.Logger) (*Store, error) {
+	if opts.Storage.Blobs.S3 == nil {
+		if opts.Offline {
+			if _, err := os.Stat(dir); err != nil {
+				return nil, fmt.Errorf("no Berth store in %s: %w", dir, err)
+			}
+		} else if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+	}
+	index, err := postgres.Open(ctx, opts.Storage.Index.Postgres.DSN, postgres.Options{Logger: log, NoMigrate: opts.Offline})
+	if err != nil {
+		return nil, fmt.Errorf("open the index in PostgreSQL: %w", err)
+	}
+	blobs, err := openBlobs(ctx, dir, opts.Storage.Blobs, log)
+	if err != nil {
+		return nil, errors.Join(err, index.Close())
+	}
+	log.DebugContext(ctx, "store opened", "dir", dir, "index", "postgres")
+	return newStore(index, blobs, opts, log), nil
+}
+
+// newStore is the storage core over index and blobs.
+func newStore(index meta.Store, blobs blob.Store, opts StoreOptions, log *slog.Logger) *Store {
 	core := opts.Core
 	if core.Logger == nil {
 		core.Logger = log
 	}
-	log.DebugContext(ctx, "store opened", "dir", dir)
 	var coreIndex meta.Store = index
 	if opts.Decorate != nil {
 		coreIndex = opts.Decorate(index)
 	}
-	return &Store{Service: storage.New(coreIndex, blobs, core), Index: index, Blobs: blobs}, nil
+	return &Store{Service: storage.New(coreIndex, blobs, core), Index: index, Blobs: blobs}
 }
 
 // openBlobs opens the blob store c names: the files under dir, or a bucket.

@@ -107,6 +107,10 @@ func resolveStore(dataFlag, configPath string) (string, registry.StorageConfig, 
 		}
 		storage = cfg.Storage
 	}
+	if storage.Index.Postgres != nil && storage.Blobs.S3 != nil {
+		// Nothing of the store is in the data directory.
+		return dir, storage, nil
+	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return "", storage, fmt.Errorf("data directory %s does not exist: use --data or --config to name the server's", dir)
 	}

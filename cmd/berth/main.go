@@ -68,6 +68,7 @@ func newRootCommand() *cobra.Command {
 		newTokenCommand(),
 		newKeysCommand(),
 		newFsckCommand(),
+		newMigrateCommand(),
 		newTagCommand(),
 		newPromoteCommand(),
 		newFindCommand(),

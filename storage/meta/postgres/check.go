@@ -14,11 +14,15 @@ import (
 	"github.com/berth-registry/berth/storage/meta"
 )
 
-// The kinds of meta.Finding that Check reports. Those the database
-// enforces (referrers, tags by digest, robot secrets: generated columns,
-// indexes and a unique constraint) cannot be found wrong, and are not
-// checked.
+// The kinds of meta.Finding that Check reports. What the database
+// enforces (tags by digest, an index; robot secrets, a unique column)
+// cannot be found wrong, and is not checked.
 const (
+	// FindingDanglingReferrer: a manifest whose subject column differs
+	// from its record's subject, so that it is listed among the referrers
+	// of a manifest it does not refer to, or missing from those of the
+	// one it does.
+	FindingDanglingReferrer = "dangling-referrer"
 	// FindingBadRecord: a record that does not decode, or a key that
 	// cannot be what its column holds (a digest that is not one). Never
 	// repaired.
@@ -192,6 +196,7 @@ func (c *checker) records() error {
 // manifestRow is a manifest as the check of derived rows reads it.
 type manifestRow struct {
 	repo, digest string
+	subject      *string
 	rec          []byte
 }
 
@@ -199,10 +204,10 @@ type manifestRow struct {
 // makes, a page of manifests at a time: their derived rows are one range
 // of each derived table's index by manifest.
 func (c *checker) derived() error {
-	return cursor(c, "SELECT repo, digest, rec::text FROM manifests ORDER BY repo, digest",
+	return cursor(c, "SELECT repo, digest, subject, rec::text FROM manifests ORDER BY repo, digest",
 		func(r pgx.CollectableRow) (manifestRow, error) {
 			var x manifestRow
-			err := r.Scan(&x.repo, &x.digest, &x.rec)
+			err := r.Scan(&x.repo, &x.digest, &x.subject, &x.rec)
 			return x, err
 		}, c.derivedPage)
 }
@@ -249,6 +254,18 @@ func (c *checker) derivedPage(page []manifestRow) error {
 			continue // reported as a bad record; its rows cannot be judged
 		}
 		k := manifestKey{m.repo, m.digest}
+		if want, got := subjectOf(&rec), m.subject; (want == nil) != (got == nil) || (want != nil && *want != *got) {
+			f := meta.Finding{Kind: FindingDanglingReferrer, Repo: m.repo, Digest: m.digest}
+			switch {
+			case got == nil:
+				f.Subject, f.Detail = *want, "the manifest is missing from the referrers of its subject"
+			case want == nil:
+				f.Subject, f.Detail = *got, "the manifest is listed as a referrer of "+*got+", but its record has no subject"
+			default:
+				f.Subject, f.Detail = *got, "the manifest is listed as a referrer of "+*got+", but its record's subject is "+*want
+			}
+			c.add(f)
+		}
 		want := map[string]bool{}
 		kinds, keys, values := pairsOf(&rec)
 		for i := range kinds {
@@ -298,7 +315,7 @@ func (s *Store) repair(ctx context.Context, found []meta.Finding) error {
 	seen := map[manifestKey]bool{}
 	for _, f := range found {
 		k := manifestKey{f.Repo, f.Digest}
-		if (f.Kind == FindingSearchIndex || f.Kind == FindingUseIndex) && !seen[k] {
+		if derivedKind(f.Kind) && !seen[k] {
 			seen[k] = true
 			todo = append(todo, k)
 		}
@@ -331,12 +348,17 @@ func (s *Store) repair(ctx context.Context, found []meta.Finding) error {
 		}
 	}
 	for i := range found {
-		if a, ok := done[manifestKey{found[i].Repo, found[i].Digest}]; ok &&
-			(found[i].Kind == FindingSearchIndex || found[i].Kind == FindingUseIndex) {
+		if a, ok := done[manifestKey{found[i].Repo, found[i].Digest}]; ok && derivedKind(found[i].Kind) {
 			found[i].Repaired = a
 		}
 	}
 	return nil
+}
+
+// derivedKind reports whether findings of kind are about what rebuild
+// makes again.
+func derivedKind(kind string) bool {
+	return kind == FindingSearchIndex || kind == FindingUseIndex || kind == FindingDanglingReferrer
 }
 
 // rebuild replaces the derived rows of manifest k with those its record
@@ -354,11 +376,12 @@ func (t *tx) rebuild(k manifestKey) (string, error) {
 		return "", nil
 	}
 	b := &pgx.Batch{}
+	b.Queue("UPDATE manifests SET subject = $3 WHERE repo = $1 AND digest = $2", k.repo, k.digest, subjectOf(&rec))
 	b.Queue("DELETE FROM search_pairs WHERE repo = $1 AND digest = $2", k.repo, k.digest)
 	b.Queue("DELETE FROM manifest_refs WHERE repo = $1 AND manifest = $2", k.repo, k.digest)
 	queueDerived(b, k.repo, digest.Digest(k.digest), &rec)
 	if err := t.batch("rebuild derived rows", b); err != nil {
 		return "", err
 	}
-	return "rebuilt the manifest's search and use entries from its record", nil
+	return "rebuilt the manifest's subject, search and use entries from its record", nil
 }

@@ -160,3 +160,40 @@ func migrate(ctx context.Context, conn *pgx.Conn) ([]Migration, error) {
 	}
 	return ms, nil
 }
+
+// current reports the migrations of the database over conn, failing
+// unless every migration this Berth knows is applied and no other.
+func current(ctx context.Context, conn *pgx.Conn) ([]Migration, error) {
+	ms, err := migrations()
+	if err != nil {
+		return nil, err
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('schema_migrations') IS NOT NULL").Scan(&exists); err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", classify(err))
+	}
+	applied := map[int]time.Time{}
+	if exists {
+		rows, err := conn.Query(ctx, "SELECT version, applied FROM schema_migrations")
+		if err != nil {
+			return nil, fmt.Errorf("read schema_migrations: %w", classify(err))
+		}
+		var v int
+		var at time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&v, &at}, func() error { applied[v] = at; return nil }); err != nil {
+			return nil, fmt.Errorf("read schema_migrations: %w", classify(err))
+		}
+	}
+	for i := range ms {
+		at, ok := applied[ms[i].Version]
+		if !ok {
+			return nil, fmt.Errorf("the index database lacks schema migration %04d_%s: run berth migrate", ms[i].Version, ms[i].Name)
+		}
+		ms[i].Applied = at
+		delete(applied, ms[i].Version)
+	}
+	for v := range applied {
+		return nil, fmt.Errorf("the index database has schema migration %d, which this Berth does not know (its latest is %d): a newer Berth migrated it", v, SchemaVersion())
+	}
+	return ms, nil
+}

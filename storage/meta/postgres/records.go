@@ -74,9 +74,9 @@ func (t *tx) Uploads(fn func(id string, u meta.Upload) error) error {
 	})
 }
 
-func (r robotRecord) robot(name string) meta.Robot {
+func (r robotRecord) robot(name, hash string) meta.Robot {
 	return meta.Robot{Name: name, Scopes: r.Scopes, Created: r.Created, Expires: r.Expires,
-		Revoked: r.Revoked, Rotated: r.Rotated, Hash: r.Hash}
+		Revoked: r.Revoked, Rotated: r.Rotated, Hash: hash}
 }
 
 // Robot returns the record of robot name.
@@ -85,7 +85,8 @@ func (t *tx) Robot(name string) (meta.Robot, bool, error) {
 		return meta.Robot{}, false, err
 	}
 	var raw []byte
-	ok, err := t.get("read robot "+name, "SELECT rec FROM robots WHERE name = $1", []any{name}, &raw)
+	var hash string
+	ok, err := t.get("read robot "+name, "SELECT rec, hash FROM robots WHERE name = $1", []any{name}, &raw, &hash)
 	if !ok || err != nil {
 		return meta.Robot{}, false, err
 	}
@@ -93,11 +94,10 @@ func (t *tx) Robot(name string) (meta.Robot, bool, error) {
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.Robot{}, false, corrupt("robots", name, err)
 	}
-	return rec.robot(name), true, nil
+	return rec.robot(name, hash), true, nil
 }
 
-// RobotBySecret finds the robot by the unique hash column the database
-// derives from its record.
+// RobotBySecret finds the robot by its unique hash column.
 func (t *tx) RobotBySecret(hash string) (string, bool, error) {
 	if err := t.read(); err != nil || !keyable(hash) {
 		return "", false, err
@@ -107,8 +107,7 @@ func (t *tx) RobotBySecret(hash string) (string, bool, error) {
 	return name, ok, err
 }
 
-// PutRobot records r, replacing the record of that name; the hash column
-// follows the record.
+// PutRobot records r, replacing the record of that name and its hash.
 func (t *tx) PutRobot(r meta.Robot) error {
 	if err := t.write(); err != nil {
 		return err
@@ -128,29 +127,39 @@ func (t *tx) PutRobot(r meta.Robot) error {
 		return fmt.Errorf("robot %s: its secret hash already names robot %s", r.Name, owner)
 	}
 	rec, err := encode(robotRecord{Scopes: r.Scopes, Created: r.Created, Expires: r.Expires, Revoked: r.Revoked,
-		Rotated: r.Rotated, Hash: r.Hash})
+		Rotated: r.Rotated})
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("record robot "+r.Name,
-		"INSERT INTO robots (name, rec) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET rec = EXCLUDED.rec", r.Name, rec)
+	_, err = t.exec("record robot "+r.Name, `INSERT INTO robots (name, rec, hash) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET rec = EXCLUDED.rec, hash = EXCLUDED.hash`, r.Name, rec, r.Hash)
 	return err
+}
+
+// robotRow is a robot's row.
+type robotRow struct {
+	name, hash string
+	rec        []byte
 }
 
 // Robots walks the robots in name order.
 func (t *tx) Robots(fn func(r meta.Robot) error) error {
-	return walk(t, "walk robots", func(last *keyRec) (string, []any) {
+	return walk(t, "walk robots", func(last *robotRow) (string, []any) {
 		after := ""
 		if last != nil {
-			after = last.key
+			after = last.name
 		}
-		return "SELECT name, rec FROM robots WHERE name > $1 ORDER BY name", []any{after}
-	}, scanKeyRec, func(r keyRec) error {
+		return "SELECT name, hash, rec FROM robots WHERE name > $1 ORDER BY name", []any{after}
+	}, func(r pgx.CollectableRow) (robotRow, error) {
+		var x robotRow
+		err := r.Scan(&x.name, &x.hash, &x.rec)
+		return x, err
+	}, func(r robotRow) error {
 		var rec robotRecord
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
-			return corrupt("robots", r.key, err)
+			return corrupt("robots", r.name, err)
 		}
-		return fn(rec.robot(r.key))
+		return fn(rec.robot(r.name, r.hash))
 	})
 }
 

@@ -18,13 +18,13 @@ package postgres
 //	blobs (digest) rec                  content present in the blob store
 //	repositories (name)                 from the first link or manifest
 //	links (repo → repositories, digest) rec {linked, seen}
-//	manifests (repo → repositories, digest) rec, subject (generated)
+//	manifests (repo → repositories, digest) rec, subject
 //	manifest_refs (repo, manifest → manifests ON DELETE CASCADE, ref)
 //	search_pairs (kind, key, value, repo, digest → manifests ON DELETE CASCADE)
 //	tags (repo → repositories, tag) digest
 //	tag_histories (repo, tag) last_seq;  tag_moves (repo, tag → tag_histories, seq) rec
 //	uploads (id) rec
-//	robots (name) rec, hash (generated, UNIQUE)
+//	robots (name) rec, hash (UNIQUE)
 //	pulls (repo, digest, actor_kind, actor_name) rec
 //	cached_manifests (repo, digest) rec;  tag_checks (repo, tag) rec
 //	synced_tags (rule, repo, tag) rec;  sync_runs (rule) rec
@@ -42,12 +42,16 @@ package postgres
 //   - A tag may name a digest the repository does not hold: the meta
 //     contract lets the core order its writes, and fsck reports a dangling
 //     tag. No foreign key from tags to manifests, therefore.
-//   - The referrers of a subject are the manifests whose record has that
-//     subject: the subject column is generated from the record by the
-//     database, and indexed. Which tags name a digest is an index on tags.
-//     Neither can fall out of step.
-//   - One secret hash names one robot: the hash column is generated from
-//     the record and unique. RobotBySecret is an index lookup.
+//   - The referrers of a subject are the manifests whose subject column
+//     names it, an index range. PutManifest writes the column with the
+//     record; Check reports and repairs one that differs from the record's
+//     subject. (A generated column would be the database's to keep, but
+//     json operators refuse a record whose annotations hold a \u0000.)
+//     Which tags name a digest is an index on tags: it cannot fall out of
+//     step.
+//   - One secret hash names one robot: the hash is a column of the robot's
+//     row, not of its record, and unique. RobotBySecret is an index
+//     lookup.
 //   - Derived rows (manifest_refs, search_pairs) die with their manifest
 //     (ON DELETE CASCADE), and cannot name a manifest that does not exist.
 //     PutManifest writes them from the record in its statement batch;
@@ -122,13 +126,14 @@ type uploadRecord struct {
 	Owner     string    `json:"owner,omitempty"`
 }
 
+// robotRecord is a robot's record; its secret's hash is a column of its
+// own, which the database keeps unique.
 type robotRecord struct {
 	Scopes  []string   `json:"scopes"`
 	Created time.Time  `json:"created"`
 	Expires time.Time  `json:"expires"`
 	Revoked *time.Time `json:"revoked,omitempty"`
 	Rotated *time.Time `json:"rotated,omitempty"`
-	Hash    string     `json:"hash"`
 }
 
 type pullRecord struct {

@@ -56,6 +56,10 @@ const (
 type Options struct {
 	// Logger receives the store's diagnostics; nil discards them.
 	Logger *slog.Logger
+	// NoMigrate opens the index without migrating it, for tools that
+	// must not change a database (fsck): a schema that lacks a migration
+	// is refused.
+	NoMigrate bool
 }
 
 // Store is the PostgreSQL index. It implements meta.Store and
@@ -108,7 +112,8 @@ func parseConfig(dsn string) (*pgxpool.Config, error) {
 }
 
 // Open connects to the database of dsn, applies the migrations it lacks
-// (see Migrate) and returns the index. A database out of reach fails with
+// (see Migrate; with opts.NoMigrate it refuses a database that lacks one)
+// and returns the index. A database out of reach fails with
 // an error wrapping meta.ErrUnavailable.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	log := opts.Logger
@@ -130,7 +135,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to the index database: %w", classify(err))
 	}
-	ms, err := migrate(ctx, conn)
+	var ms []Migration
+	if opts.NoMigrate {
+		ms, err = current(ctx, conn)
+	} else {
+		ms, err = migrate(ctx, conn)
+	}
 	_ = conn.Close(context.Background())
 	if err != nil {
 		return nil, err

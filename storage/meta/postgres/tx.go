@@ -471,9 +471,19 @@ func (t *tx) PutManifest(repo string, d digest.Digest, m meta.Manifest) error {
 	}
 	b := &pgx.Batch{}
 	b.Queue("DELETE FROM manifests WHERE repo = $1 AND digest = $2", repo, d)
-	b.Queue(withRepo+"INSERT INTO manifests (repo, digest, rec) VALUES ($1, $2, $3)", repo, d, raw)
+	b.Queue(withRepo+"INSERT INTO manifests (repo, digest, rec, subject) VALUES ($1, $2, $3, $4)", repo, d, raw, subjectOf(&rec))
 	queueDerived(b, repo, d, &rec)
 	return t.batch(fmt.Sprintf("record manifest %s in %s", d, repo), b)
+}
+
+// subjectOf is the subject column of a manifest record: its subject's
+// digest, or NULL.
+func subjectOf(rec *manifestRecord) *string {
+	if rec.Subject == nil {
+		return nil
+	}
+	s := string(rec.Subject.Digest)
+	return &s
 }
 
 // queueDerived queues the statements that write the derived rows of
@@ -551,7 +561,7 @@ func (t *tx) Manifests(repo string, after digest.Digest, fn func(d digest.Digest
 }
 
 // Referrers walks the manifests of repo whose subject is subject, by the
-// index on the subject the database derives from each record.
+// index on their subject column.
 func (t *tx) Referrers(repo string, subject digest.Digest, fn func(desc ocispec.Descriptor) error) error {
 	if !storable(repo, string(subject)) {
 		return t.read()

@@ -26,13 +26,14 @@ CREATE TABLE links (
 );
 CREATE INDEX links_by_digest ON links (digest, repo);
 
--- subject is derived by the database from the record: the referrers of a
--- subject are an index scan and cannot fall out of step.
+-- subject is the digest of the record's subject, written with it (not
+-- generated from it: json operators refuse a record whose annotations
+-- hold a \u0000): the referrers of a subject are an index range.
 CREATE TABLE manifests (
 	repo    text COLLATE "C" NOT NULL REFERENCES repositories (name) ON DELETE RESTRICT,
 	digest  text COLLATE "C" NOT NULL,
 	rec     json NOT NULL,
-	subject text COLLATE "C" GENERATED ALWAYS AS (rec -> 'subject' ->> 'digest') STORED,
+	subject text COLLATE "C",
 	PRIMARY KEY (repo, digest)
 );
 CREATE INDEX manifests_by_digest ON manifests (digest, repo);
@@ -96,12 +97,12 @@ CREATE TABLE uploads (
 	rec json NOT NULL
 );
 
--- The secret's hash is derived by the database from the record, and
--- unique: one secret names one robot.
+-- The secret's hash is a column, not part of the record, and unique: one
+-- secret names one robot.
 CREATE TABLE robots (
 	name text COLLATE "C" PRIMARY KEY CHECK (name <> ''),
 	rec  json NOT NULL,
-	hash text COLLATE "C" GENERATED ALWAYS AS (rec ->> 'hash') STORED,
+	hash text COLLATE "C" NOT NULL CHECK (hash <> ''),
 	CONSTRAINT robots_hash_unique UNIQUE (hash)
 );
 
