@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -449,5 +450,26 @@ func TestScaleOutConfigs(t *testing.T) {
 	}
 	if _, err := newIndexChoice("sqlite"); err == nil {
 		t.Error("-scale-index sqlite was accepted")
+	}
+}
+
+// TestMedianWithin: the median of the timed calls, after one untimed
+// call; at least n of them; and the first error.
+func TestMedianWithin(t *testing.T) {
+	calls := 0
+	d, k, err := medianWithin(context.Background(), 5, time.Minute, func() error { calls++; return nil })
+	if err != nil || k < 5 || k > pageMaxSamples || calls != k+1 || d < 0 {
+		t.Errorf("median %v of %d samples in %d calls, %v; want at least 5 samples and one untimed call", d, k, calls, err)
+	}
+	boom := errors.New("boom")
+	calls = 0
+	if _, _, err := medianWithin(context.Background(), 5, time.Minute, func() error {
+		calls++
+		if calls == 3 {
+			return boom
+		}
+		return nil
+	}); !errors.Is(err, boom) {
+		t.Errorf("got %v, want the third call's error", err)
 	}
 }

@@ -40,7 +40,7 @@ const (
 
 // defaultScaleIndex is berth's index on the scale-out run unless
 // -scale-index says otherwise.
-const defaultScaleIndex = indexBolt
+const defaultScaleIndex = indexPostgres
 
 // Target of issue 11: berth's manifest PUT rate at concurrency 16 over
 // Distribution's, both on the same S3-compatible server.
@@ -108,9 +108,16 @@ func (c config) checkPages() error {
 	return nil
 }
 
-// pageBudget ends a page's timed samples early, once at least three were
-// taken: a page of a registry that walks its bucket can take seconds.
-const pageBudget = 10 * time.Second
+// A page's figure is the median of at least cfg.Samples requests and of
+// as many as pageMinDur allows (at most pageMaxSamples), so that pages of
+// a fraction of a millisecond get a median the machine's noise moves
+// little; once pageBudget has passed, three requests are enough: a page
+// of a registry that walks its bucket can take seconds.
+const (
+	pageMinDur     = time.Second
+	pageMaxSamples = 1000
+	pageBudget     = 10 * time.Second
+)
 
 // ---------------------------------------------------------------------------
 // The servers.
@@ -312,9 +319,10 @@ func scaleSteps(cfg config, plan [][]blobRun, lim limits) []step {
 	return steps
 }
 
-// seedManifest is the one manifest of every seeded tag and repository: an
-// image manifest of the empty config and no layers.
-var seedManifest = manifestBody("seed")
+// seedManifest is the manifest of a seeded tag or repository: an image
+// manifest of the empty config and no layers, made its own by an
+// annotation naming it, as every image of a registry is its own.
+func seedManifest(name string) []byte { return manifestBody(name) }
 
 // seedTagsStep creates tags on scaleTagRepo, 16 (cfg.SetupConc) at a time,
 // one manifest PUT each, until it holds n; with first it uploads the
@@ -329,7 +337,8 @@ func seedTagsStep(cfg config, n int, first bool) step {
 		from := m.seededTags
 		start := time.Now()
 		err := parallel(ctx, cfg.SetupConc, n-from, func(i int) error {
-			return m.c.putManifest(ctx, scaleTagRepo, tagName(from+i), seedManifest)
+			tag := tagName(from + i)
+			return m.c.putManifest(ctx, scaleTagRepo, tag, seedManifest(scaleTagRepo+":"+tag))
 		})
 		if err != nil {
 			return nil, fmt.Errorf("seed tags %d to %d: %w", from, n, err)
@@ -354,7 +363,7 @@ func seedReposStep(cfg config, n int) step {
 			if err := m.c.mountBlob(ctx, repo, scaleTagRepo, config); err != nil {
 				return err
 			}
-			return m.c.putManifest(ctx, repo, scaleRepoTag, seedManifest)
+			return m.c.putManifest(ctx, repo, scaleRepoTag, seedManifest(repo+":"+scaleRepoTag))
 		})
 		if err != nil {
 			return nil, fmt.Errorf("seed repositories %d to %d: %w", from, n, err)
@@ -453,15 +462,20 @@ func pageRowName(what string, size int, pos, count string) string {
 	return fmt.Sprintf("%s page (n=%d) at the %s of %s", what, size, pos, count)
 }
 
-// medianWithin runs f once untimed, then n times, or fewer (but at least
-// three) once budget has passed, and returns the median and the count.
+// medianWithin runs f once untimed, then at least n times and for at
+// least pageMinDur (at most pageMaxSamples times), or just three times
+// once budget has passed, and returns the median and the count.
 func medianWithin(ctx context.Context, n int, budget time.Duration, f func() error) (time.Duration, int, error) {
 	if err := f(); err != nil {
 		return 0, 0, err
 	}
 	began := time.Now()
 	var ds []time.Duration
-	for len(ds) < n && (len(ds) < 3 || time.Since(began) < budget) {
+	for len(ds) < pageMaxSamples {
+		spent := time.Since(began)
+		if len(ds) >= 3 && spent >= budget || len(ds) >= n && spent >= pageMinDur {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return 0, 0, err
 		}
