@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -383,7 +384,7 @@ func seedRow(server, name, unit string, n int, d time.Duration) row {
 // POST ?mount=&from=, which must answer 201 Created.
 func (c *client) mountBlob(ctx context.Context, repo, from, dgst string) error {
 	q := url.Values{"mount": {dgst}, "from": {from}}
-	_, err := c.do(ctx, "POST", c.url("/v2/"+repo+"/blobs/uploads/", q), nil, 0, nil, 201, false)
+	_, err := c.do(ctx, http.MethodPost, c.url("/v2/"+repo+"/blobs/uploads/", q), nil, 0, nil, http.StatusCreated, false)
 	return err
 }
 
