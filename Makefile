@@ -163,12 +163,15 @@ fuzz:
 # "make bench" runs the benchmark harness against a real berth and, in the
 # same run, against the pinned peer registry (PEER= skips it, PEER=PATH
 # takes another binary), e.g. make bench BENCHFLAGS='-quick' or
-# BENCHFLAGS='-repeat 3 -out /tmp/bench.md'. Results of a full run are kept
-# in docs/benchmarks.md.
+# BENCHFLAGS='-repeat 3 -out /tmp/bench.md'. Its scale-out run puts both
+# on the pinned versitygw and berth's index on PostgreSQL, the test servers
+# (hence test-servers); BENCHFLAGS='-scale-out-only' runs only that,
+# '-scale-out=false' skips it, '-scale-index bolt' keeps berth's index in bbolt.
+# Results of a full run are kept in docs/benchmarks.md.
 BENCHFLAGS ?=
 PEER ?= $(TOOLS)/registry
 
-bench: build $(if $(filter $(TOOLS)/registry,$(PEER)),$(BENCH_STAMPS))
+bench: build test-servers $(if $(filter $(TOOLS)/registry,$(PEER)),$(BENCH_STAMPS))
 	$(GO) run ./hack/bench -berth $(BIN)/berth $(if $(PEER),-peer $(PEER)) $(BENCHFLAGS)
 
 # "make ui-screenshots" refreshes the screenshots docs/ui.md shows, from a

@@ -145,6 +145,10 @@ type options struct {
 	// MirrorOnly measures only the pull-through cache against a direct
 	// pull, at the full size even with -quick.
 	MirrorOnly bool
+	// ScaleOut adds the scale-out run (scaleout.go); ScaleOutOnly runs
+	// nothing else. ScaleIndex is berth's index there.
+	ScaleOut, ScaleOutOnly bool
+	ScaleIndex             string
 }
 
 func main() {
@@ -157,9 +161,16 @@ func main() {
 	flag.BoolVar(&o.MirrorOnly, "mirror-only", false, "measure only the pull through the pull-through cache against a direct pull")
 	flag.IntVar(&o.Repeat, "repeat", 1, "measure blob push and pull and manifest PUT and GET `N` times on each server,\nalternating the servers, and print each figure's median and spread")
 	flag.BoolVar(&o.WebhooksOnly, "webhooks-only", false, "measure only manifest PUT latency with and without webhook endpoints")
+	flag.BoolVar(&o.ScaleOut, "scale-out", true, "also run the scale-out comparison: berth on an S3-compatible bucket (versitygw)\nbeside the peer on its S3 driver")
+	flag.BoolVar(&o.ScaleOutOnly, "scale-out-only", false, "run only the scale-out comparison")
+	flag.StringVar(&o.ScaleIndex, "scale-index", defaultScaleIndex, "berth's index in the scale-out run: "+indexBolt+" (in its data directory) or "+indexPostgres)
 	flag.Parse()
 	if flag.NArg() > 0 || o.Repeat < 1 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected arguments %q or -repeat %d below 1\n", flag.Args(), o.Repeat)
+		os.Exit(2)
+	}
+	if _, err := newIndexChoice(o.ScaleIndex); err != nil && (o.ScaleOut || o.ScaleOutOnly) {
+		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -230,6 +241,25 @@ func run(ctx context.Context, o options) (err error) {
 		printTable(os.Stdout, rowTable(rows))
 		return nil
 	}
+	if o.ScaleOutOnly {
+		rep := report{Machine: m, Config: cfg, Rounds: o.Repeat}
+		rep.Scale, err = runScaleOut(ctx, o, berthBin, scratch, limits{})
+		rep.Machine.LoadEnd = loadAverage()
+		fmt.Printf("bench: load average at end: %s\n", rep.Machine.LoadEnd)
+		if rep.Scale != nil && len(rep.Scale.Results) > 0 {
+			rep.print(os.Stdout)
+			if o.Out != "" {
+				if werr := os.WriteFile(o.Out, rep.markdown(), 0o644); werr != nil {
+					err = errors.Join(err, werr)
+				}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Printf("bench: done in %.0fs\n", time.Since(began).Seconds())
+		return nil
+	}
 	fmt.Println("bench: measuring the machine's limits")
 	lim, err := measureLimits(ctx, dataDir, cfg.LimitBytes)
 	if err != nil {
@@ -253,7 +283,7 @@ func run(ctx context.Context, o options) (err error) {
 		rep.Peer = peerName + ": " + peerSettings
 	}
 	if !o.WebhooksOnly {
-		rep.Results, err = s.rounds(ctx, targets, o.Repeat)
+		rep.Results, err = s.rounds(ctx, targets, o.Repeat, s.steps())
 	}
 	if err == nil {
 		fmt.Println("bench: manifest PUT latency with webhook endpoints")
@@ -266,9 +296,12 @@ func run(ctx context.Context, o options) (err error) {
 			rep.Mirror = mrows
 		}
 	}
+	if err == nil && o.ScaleOut && !o.WebhooksOnly {
+		rep.Scale, err = runScaleOut(ctx, o, berthBin, scratch, lim)
+	}
 	rep.Machine.LoadEnd = loadAverage()
 	fmt.Printf("bench: load average at end: %s\n", rep.Machine.LoadEnd)
-	if len(rep.Results) > 0 || len(rep.Webhooks) > 0 || len(rep.Mirror) > 0 {
+	if len(rep.Results) > 0 || len(rep.Webhooks) > 0 || len(rep.Mirror) > 0 || rep.Scale != nil {
 		rep.print(os.Stdout)
 		if o.Out != "" {
 			if werr := os.WriteFile(o.Out, rep.markdown(), 0o644); werr != nil {
@@ -382,6 +415,8 @@ type report struct {
 	// Mirror compares a cold pull through the pull-through cache with a
 	// direct pull from its upstream.
 	Mirror []row
+	// Scale is the scale-out run, if it ran.
+	Scale *scaleReport
 }
 
 // firstRound is the first target's first round: every figure against this
@@ -415,6 +450,17 @@ func (r report) titles() (main, cmp string) {
 }
 
 func (r report) print(w io.Writer) {
+	if len(r.Targets) > 0 {
+		r.printMain(w)
+	}
+	if r.Scale != nil && len(r.Scale.Results) > 0 {
+		r.Scale.write(w, printTable, func(s string) string { return s })
+	}
+}
+
+// printMain prints the tables of the main rounds, the webhooks and the
+// mirror.
+func (r report) printMain(w io.Writer) {
 	mainTitle, cmpTitle := r.titles()
 	fmt.Fprintf(w, "\n%s:\n\n", mainTitle)
 	printTable(w, rowTable(r.firstRound()))
@@ -447,34 +493,45 @@ func (r report) markdown() []byte {
 	for _, kv := range m.pairs() {
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], kv[1])
 	}
-	fmt.Fprintln(&b)
-	fmt.Fprintf(&b, "Machine limits (%s each):\n\n", sizeName(r.Config.LimitBytes))
-	fmt.Fprintln(&b, "| limit | MB/s |")
-	fmt.Fprintln(&b, "|---|---|")
+	if len(r.Targets) > 0 {
+		r.markdownMain(&b)
+	}
+	if r.Scale != nil && len(r.Scale.Results) > 0 {
+		r.Scale.write(&b, markdownTable, upperFirst)
+	}
+	return b.Bytes()
+}
+
+// markdownMain writes the machine's limits and the tables of the main
+// rounds, the webhooks and the mirror.
+func (r report) markdownMain(b *bytes.Buffer) {
+	fmt.Fprintln(b)
+	fmt.Fprintf(b, "Machine limits (%s each):\n\n", sizeName(r.Config.LimitBytes))
+	fmt.Fprintln(b, "| limit | MB/s |")
+	fmt.Fprintln(b, "|---|---|")
 	for _, kv := range r.Limits.pairs() {
-		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], kv[1])
+		fmt.Fprintf(b, "| %s | %s |\n", kv[0], kv[1])
 	}
 	mainTitle, cmpTitle := r.titles()
-	fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(mainTitle))
-	markdownTable(&b, rowTable(r.firstRound()))
+	fmt.Fprintf(b, "\n%s:\n\n", upperFirst(mainTitle))
+	markdownTable(b, rowTable(r.firstRound()))
 	if len(r.Webhooks) > 0 {
-		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(webhookTitle))
-		markdownTable(&b, webhookTable(r.Webhooks))
+		fmt.Fprintf(b, "\n%s:\n\n", upperFirst(webhookTitle))
+		markdownTable(b, webhookTable(r.Webhooks))
 	}
 	if len(r.Mirror) > 0 {
-		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(mirrorTitle))
-		markdownTable(&b, rowTable(r.Mirror))
+		fmt.Fprintf(b, "\n%s:\n\n", upperFirst(mirrorTitle))
+		markdownTable(b, rowTable(r.Mirror))
 	}
 	if r.compared() {
 		if r.Peer != "" {
-			fmt.Fprintf(&b, "\n%s\n", r.Peer)
+			fmt.Fprintf(b, "\n%s\n", r.Peer)
 		}
-		fmt.Fprintf(&b, "\n%s:\n\n", upperFirst(cmpTitle))
-		markdownTable(&b, comparisonTable(compare(r.Results, r.Targets), r.Targets, r.Rounds))
-		fmt.Fprintln(&b)
-		markdownTable(&b, roundsTable(r.Results))
+		fmt.Fprintf(b, "\n%s:\n\n", upperFirst(cmpTitle))
+		markdownTable(b, comparisonTable(compare(r.Results, r.Targets), r.Targets, r.Rounds))
+		fmt.Fprintln(b)
+		markdownTable(b, roundsTable(r.Results))
 	}
-	return b.Bytes()
 }
 
 func upperFirst(s string) string {
@@ -1592,6 +1649,9 @@ type server struct {
 	url    string
 	exited chan struct{}
 	err    error // from Wait, once exited is closed
+	// after, if not nil, removes what the server kept outside its
+	// directory (a bucket, a database) once it has exited.
+	after func() error
 
 	mu   sync.Mutex
 	tail []string // last lines of the log
@@ -1705,8 +1765,16 @@ func (s *server) kill() {
 }
 
 // stop sends SIGTERM and waits for a clean exit, killing the process if it
-// does not exit in time.
+// does not exit in time, then runs the server's after hook.
 func (s *server) stop() error {
+	err := s.terminate()
+	if s.after != nil {
+		err = errors.Join(err, s.after())
+	}
+	return err
+}
+
+func (s *server) terminate() error {
 	select {
 	case <-s.exited:
 		return fmt.Errorf("%s exited during the run: %v", s.name, s.err)

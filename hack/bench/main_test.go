@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/berth-registry/berth/internal/testserver/versitygw"
 )
 
 // TestBlobReader checks that the generated content is reproducible, has
@@ -51,18 +54,7 @@ func TestMeasurements(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-
-	bin := os.Getenv("BERTH_BIN")
-	if bin == "" {
-		root, err := repoRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		bin = filepath.Join(t.TempDir(), "berth")
-		if err := goBuild(ctx, root, bin); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin := testBerth(t, ctx)
 	parent := t.TempDir()
 	data := filepath.Join(parent, "data")
 	if err := os.Mkdir(data, 0o755); err != nil {
@@ -99,7 +91,7 @@ func TestMeasurements(t *testing.T) {
 	s := &session{cfg: cfg, lim: lim, plan: plan, dataDir: data, keepData: true}
 	other := berthTarget(bin)
 	other.Name = "other"
-	results, err := s.rounds(ctx, []target{berthTarget(bin), other}, 2)
+	results, err := s.rounds(ctx, []target{berthTarget(bin), other}, 2, s.steps())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +149,23 @@ func TestMeasurements(t *testing.T) {
 	var out strings.Builder
 	rep.print(&out)
 	t.Logf("\n%s", out.String())
+}
+
+// testBerth is $BERTH_BIN, or a berth built for the test.
+func testBerth(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	if bin := os.Getenv("BERTH_BIN"); bin != "" {
+		return bin
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "berth")
+	if err := goBuild(ctx, root, bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
 
 // TestSpreadOf checks the median and range of odd and even counts.
@@ -225,7 +234,7 @@ func TestCompare(t *testing.T) {
 // TestPeerConfig checks the generated configuration of the peer.
 func TestPeerConfig(t *testing.T) {
 	root := filepath.Join(t.TempDir(), `odd "dir": x`)
-	data, err := peerConfig(root, "127.0.0.1:5999")
+	data, err := peerConfig(fsDriver(root), "127.0.0.1:5999")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,5 +266,210 @@ func TestPeerConfig(t *testing.T) {
 		if strings.HasPrefix(kv, "REGISTRY_") || strings.HasPrefix(kv, "OTEL_") && kv != "OTEL_TRACES_EXPORTER=none" {
 			t.Errorf("peer environment has %s", kv)
 		}
+	}
+}
+
+// TestScaleOut runs the scale-out steps in a very small form against
+// berth on versitygw, twice (berth again stands in for the peer, unless
+// BERTH_BENCH_PEER names Distribution's registry binary, which then runs
+// on its S3 driver), so that the seeding, the page checks and the tables
+// cannot rot. It asserts only
+// that each figure is positive and that the tables hold every figure,
+// never how fast anything is. Without versitygw it skips, except in CI.
+func TestScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real berth and versitygw")
+	}
+	if _, err := versitygw.Binary(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("versitygw: %v", err)
+		}
+		t.Skipf("versitygw: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	bin := testBerth(t, ctx)
+
+	gw := versitygw.New()
+	t.Cleanup(func() {
+		if err := gw.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	cfg := scaleOutConfig(true)
+	cfg.BlobSizes, cfg.BlobConc, cfg.PushBytes = []int64{1 * mib}, []int{2}, 2*mib
+	cfg.PullMinDur, cfg.ManifestConc, cfg.ManifestDur = 100*time.Millisecond, []int{2}, 200*time.Millisecond
+	cfg.Tags, cfg.Repos, cfg.PageSize, cfg.SetupConc, cfg.Samples = 100, 120, 5, 4, 3
+	if err := cfg.checkPages(); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := planBlobs(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The index make bench gives berth.
+	idx, err := newIndexChoice(defaultScaleIndex)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	t.Cleanup(func() {
+		if err := idx.stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	data := filepath.Join(t.TempDir(), "berth")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	other := berthS3Target(bin, gw, idx)
+	if peer := os.Getenv("BERTH_BENCH_PEER"); peer != "" {
+		other = peerS3Target(peer, gw)
+	}
+	other.Name = "other"
+	s := &session{cfg: cfg, plan: plan, dataDir: data, label: "scale-out "}
+	results, err := s.rounds(ctx, []target{berthS3Target(bin, gw, idx), other}, 1, scaleSteps(cfg, plan, limits{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Both measure push and pull, PUT and GET, 2 x 2 seeding rates and
+	// 2 listings x 3 positions x 2 lengths of page times; berth, the full
+	// target, also its peak RSS.
+	compared := 2 + 2 + 4 + 12
+	for _, r := range results {
+		want := compared
+		if r.Target == "berth" {
+			want++
+		}
+		if len(r.Rows) != want {
+			t.Errorf("%s: got %d rows, want %d", r.Target, len(r.Rows), want)
+		}
+		for _, row := range r.Rows {
+			if !(row.Value > 0) || math.IsInf(row.Value, 0) {
+				t.Errorf("%s, %s: value %v, want a positive figure", r.Target, row.Name, row.Value)
+			}
+		}
+	}
+	// Every bucket is gone with its server (versitygw keeps its own
+	// dot-directories beside them).
+	entries, err := os.ReadDir(gw.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("versitygw holds the bucket %s after the round", e.Name())
+		}
+	}
+
+	rep := scaleReport{Index: idx.Name, Targets: []string{"berth", "other"}, Rounds: 1, Config: cfg, Results: results}
+	if got := len(rep.comparisonTable().Cells); got != compared {
+		t.Errorf("comparison table has %d lines, want %d", got, compared)
+	}
+	flat := rep.flatnessTable()
+	if len(flat.Cells) != 4 {
+		t.Fatalf("flatness table has %d lines, want 4 (2 listings x 2 servers)", len(flat.Cells))
+	}
+	for _, line := range flat.Cells {
+		for _, c := range line {
+			if c == "NaN" || strings.Contains(c, "NaN") {
+				t.Errorf("flatness line %v has a missing figure", line)
+			}
+		}
+	}
+	var out strings.Builder
+	rep.write(&out, markdownTable, upperFirst)
+	t.Logf("\n%s", out.String())
+}
+
+// TestScaleOutConfigs checks the configurations the scale-out run writes:
+// berth's S3 blobs (and the index section only when one is given), and the
+// peer's S3 driver with redirects off.
+func TestScaleOutConfigs(t *testing.T) {
+	var b struct {
+		Storage struct {
+			Blobs struct {
+				S3 struct {
+					Endpoint, Region, Bucket string
+					AccessKey                string `yaml:"accessKey"`
+					SecretKey                string `yaml:"secretKey"`
+					ForcePathStyle           bool   `yaml:"forcePathStyle"`
+				} `yaml:"s3"`
+			}
+			Index map[string]map[string]string
+		}
+	}
+	data, err := berthScaleConfig("http://127.0.0.1:9", "bkt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &b); err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	s3 := b.Storage.Blobs.S3
+	if s3.Endpoint != "http://127.0.0.1:9" || s3.Bucket != "bkt" || s3.Region != versitygw.Region || !s3.ForcePathStyle ||
+		s3.AccessKey != versitygw.AccessKey || s3.SecretKey != versitygw.SecretKey || b.Storage.Index != nil {
+		t.Errorf("berth's configuration:\n%s", data)
+	}
+	data, err = berthScaleConfig("http://127.0.0.1:9", "bkt", map[string]any{"postgres": map[string]any{"dsn": "postgres://x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &b); err != nil || b.Storage.Index["postgres"]["dsn"] != "postgres://x" {
+		t.Errorf("berth's configuration with an index (%v):\n%s", err, data)
+	}
+
+	data, err = peerConfig(s3Driver("http://127.0.0.1:9", "bkt"), "127.0.0.1:5999")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Storage struct {
+			S3       map[string]any `yaml:"s3"`
+			Redirect struct{ Disable bool }
+		}
+	}
+	if err := yaml.Unmarshal(data, &p); err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	want := map[string]any{"regionendpoint": "http://127.0.0.1:9", "bucket": "bkt", "region": versitygw.Region,
+		"accesskey": versitygw.AccessKey, "secretkey": versitygw.SecretKey, "forcepathstyle": true, "secure": false, "v4auth": true}
+	for k, v := range want {
+		if p.Storage.S3[k] != v {
+			t.Errorf("peer's s3.%s = %v, want %v", k, p.Storage.S3[k], v)
+		}
+	}
+	if !p.Storage.Redirect.Disable {
+		t.Errorf("peer's redirects are on:\n%s", data)
+	}
+	if _, err := peerConfig(map[string]any{}, "127.0.0.1:5999"); err == nil {
+		t.Error("a configuration without a storage driver was accepted")
+	}
+	if _, err := newIndexChoice("sqlite"); err == nil {
+		t.Error("-scale-index sqlite was accepted")
+	}
+}
+
+// TestMedianWithin: the median of the timed calls, after one untimed
+// call; at least n of them; and the first error.
+func TestMedianWithin(t *testing.T) {
+	calls := 0
+	d, k, err := medianWithin(context.Background(), 5, time.Minute, func() error { calls++; return nil })
+	if err != nil || k < 5 || k > pageMaxSamples || calls != k+1 || d < 0 {
+		t.Errorf("median %v of %d samples in %d calls, %v; want at least 5 samples and one untimed call", d, k, calls, err)
+	}
+	boom := errors.New("boom")
+	calls = 0
+	if _, _, err := medianWithin(context.Background(), 5, time.Minute, func() error {
+		calls++
+		if calls == 3 {
+			return boom
+		}
+		return nil
+	}); !errors.Is(err, boom) {
+		t.Errorf("got %v, want the third call's error", err)
 	}
 }

@@ -29,14 +29,20 @@ const peerSettings = "the configuration its releases ship without authentication
 
 func peerTarget(bin string) target {
 	return target{Name: peerName, start: func(ctx context.Context, dir string) (*server, error) {
-		return startPeer(ctx, bin, dir)
+		return startPeer(ctx, bin, dir, fsDriver(filepath.Join(dir, "storage")))
 	}}
+}
+
+// fsDriver is the peer's filesystem storage driver, rooted at root.
+func fsDriver(root string) map[string]any {
+	return map[string]any{"filesystem": map[string]any{"rootdirectory": root}}
 }
 
 // peerConfig is the peer's configuration: the one its releases ship
 // (cmd/registry/config-example.yml of v3.1.2) without its htpasswd
-// authentication, with the storage root and the listen address of this
-// run, and with what a fair comparison needs: deletes enabled as berth
+// authentication, with the storage driver (driver is its section, a
+// single key naming it: see fsDriver and s3Driver) and the listen address
+// of this run, and with what a fair comparison needs: deletes enabled as berth
 // allows them; redirects off (the filesystem driver has none anyway); no
 // log line per request, as berth writes none; no upload purging, a
 // maintenance job that would otherwise start at a random time in the
@@ -44,21 +50,27 @@ func peerTarget(bin string) target {
 // in-memory blob descriptor cache of the shipped configuration is kept:
 // it caches digests and sizes, not content, and berth's index answers the
 // same questions from memory-mapped pages.
-func peerConfig(root, addr string) ([]byte, error) {
+func peerConfig(driver map[string]any, addr string) ([]byte, error) {
+	if len(driver) != 1 {
+		return nil, fmt.Errorf("peer configuration: want one storage driver, got %d", len(driver))
+	}
+	storage := map[string]any{
+		"cache":       map[string]any{"blobdescriptor": "inmemory"},
+		"delete":      map[string]any{"enabled": true},
+		"redirect":    map[string]any{"disable": true},
+		"maintenance": map[string]any{"uploadpurging": map[string]any{"enabled": false}},
+		"tag":         map[string]any{"concurrencylimit": 8},
+	}
+	for name, params := range driver {
+		storage[name] = params
+	}
 	cfg := map[string]any{
 		"version": "0.1",
 		"log": map[string]any{
 			"level":     "error",
 			"accesslog": map[string]any{"disabled": true},
 		},
-		"storage": map[string]any{
-			"filesystem":  map[string]any{"rootdirectory": root},
-			"cache":       map[string]any{"blobdescriptor": "inmemory"},
-			"delete":      map[string]any{"enabled": true},
-			"redirect":    map[string]any{"disable": true},
-			"maintenance": map[string]any{"uploadpurging": map[string]any{"enabled": false}},
-			"tag":         map[string]any{"concurrencylimit": 8},
-		},
+		"storage": storage,
 		"http": map[string]any{
 			"addr":         addr,
 			"draintimeout": "5s",
@@ -80,15 +92,15 @@ func peerEnv() []string {
 	return append(environWithout("REGISTRY_", "OTEL_"), "OTEL_TRACES_EXPORTER=none")
 }
 
-// startPeer writes the peer's configuration into dir, with its storage
-// under dir/storage, runs "bin serve dir/config.yml" on a free loopback
-// port and waits until GET /v2/ answers.
-func startPeer(ctx context.Context, bin, dir string) (*server, error) {
+// startPeer writes the peer's configuration, with the storage driver
+// section driver, into dir, runs "bin serve dir/config.yml" on a free
+// loopback port and waits until GET /v2/ answers.
+func startPeer(ctx context.Context, bin, dir string, driver map[string]any) (*server, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	conf, err := peerConfig(filepath.Join(dir, "storage"), addr)
+	conf, err := peerConfig(driver, addr)
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,7 @@ type session struct {
 	plan     [][]blobRun // the blobs every round pushes and pulls
 	dataDir  string      // the directory of the first target's first round
 	keepData bool        // dataDir was given with -data and is kept
+	label    string      // names the rounds in messages: "" or "scale-out "
 }
 
 // roundResult is what one target measured in one round.
@@ -68,6 +69,10 @@ type running struct {
 	rss  []row              // peak RSS, recorded by the push that measured it
 	rows []row
 	took time.Duration // time spent in its steps
+
+	// seededTags and seededRepos are how many tags and repositories the
+	// scale-out steps have created so far.
+	seededTags, seededRepos int
 }
 
 // steps are the measurements of a round, in order: blob push and pull and
@@ -81,7 +86,7 @@ func (s *session) steps() []step {
 	}})
 }
 
-// rounds measures the targets n times. In each round every target runs as
+// rounds measures the targets n times with steps. In each round every target runs as
 // a new server on an empty directory, and each step runs on one target
 // after the other, so that the two values of a figure are measured
 // moments apart and the machine's load changes little between them; the targets take turns in the order of targets in odd rounds and
@@ -89,14 +94,14 @@ func (s *session) steps() []step {
 // The first round of the first target runs every step; the others run
 // the steps the targets are compared on (blob push and pull, manifest PUT
 // and GET). Results are returned even after an error.
-func (s *session) rounds(ctx context.Context, targets []target, n int) ([]roundResult, error) {
+func (s *session) rounds(ctx context.Context, targets []target, n int, steps []step) ([]roundResult, error) {
 	var results []roundResult
 	for r := 1; r <= n; r++ {
 		order := slices.Clone(targets)
 		if r%2 == 0 {
 			slices.Reverse(order)
 		}
-		res, err := s.round(ctx, order, r, targets[0].Name)
+		res, err := s.round(ctx, order, r, targets[0].Name, steps)
 		results = append(results, res...)
 		if err != nil {
 			return results, fmt.Errorf("round %d: %w", r, err)
@@ -109,9 +114,9 @@ func (s *session) rounds(ctx context.Context, targets []target, n int) ([]roundR
 // them. The full target (in round 1) uses the session's data directory,
 // every other one a new directory beside it; each is removed afterwards,
 // except a kept -data one.
-func (s *session) round(ctx context.Context, order []target, r int, fullTarget string) (results []roundResult, err error) {
+func (s *session) round(ctx context.Context, order []target, r int, fullTarget string, steps []step) (results []roundResult, err error) {
 	load := loadAverage()
-	fmt.Printf("bench: round %d, load average %s\n", r, load)
+	fmt.Printf("bench: %sround %d, load average %s\n", s.label, r, load)
 	var ms []*running
 	defer func() {
 		for _, m := range ms {
@@ -137,7 +142,7 @@ func (s *session) round(ctx context.Context, order []target, r int, fullTarget s
 		}
 		ms = append(ms, m)
 	}
-	for _, st := range s.steps() {
+	for _, st := range steps {
 		for _, m := range ms {
 			if st.Full && !m.full {
 				continue
