@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -51,6 +52,10 @@ func (a *api) collectGarbage(w http.ResponseWriter, r *http.Request) {
 		dry = b
 	}
 	rep, err := a.Collect(r.Context(), grace, dry)
+	if errors.Is(err, gc.ErrGraceTooShort) {
+		writeError(w, r, http.StatusBadRequest, codeGraceInvalid, err.Error())
+		return
+	}
 	if err != nil {
 		a.failed(w, r, err)
 		return

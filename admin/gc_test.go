@@ -23,7 +23,8 @@ func TestAdminGC(t *testing.T) {
 	if _, err := s.PutBlob(ctx, "app", d, bytes.NewReader(content), int64(len(content))); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{"?grace=soon", "?grace=-1h", "?dryRun=maybe"} {
+	// A grace near the refresh period of lookups protects no lookup.
+	for _, q := range []string{"?grace=soon", "?grace=-1h", "?dryRun=maybe", "?grace=30s"} {
 		if code := adminErrorCode(t, adminDo(t, h, http.MethodPost, GCPath+q, ""), http.StatusBadRequest); code != codeGraceInvalid {
 			t.Fatalf("%s: code %s", q, code)
 		}

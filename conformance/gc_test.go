@@ -73,7 +73,13 @@ func TestGCUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), gcTimeout)
 	defer cancel()
 	bin := berthtest.Build(t)
-	srv := berthtest.Start(t)
+	// A grace of 2s needs lookups to record Seen more often than the
+	// default: at most a quarter of the grace.
+	cfg := filepath.Join(t.TempDir(), "berth.yaml")
+	if err := os.WriteFile(cfg, []byte("gc:\n  seenRefresh: 500ms\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := berthtest.Start(t, berthtest.WithArgs("--config", cfg))
 	host := srv.Addr
 	started := time.Now()
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/gc"
 )
 
@@ -17,10 +18,18 @@ type GCConfig struct {
 	// the longest push (from the first blob upload, or the first check of
 	// a blob already there, to the manifest push).
 	Grace time.Duration `yaml:"grace"`
+	// SeenRefresh is how often a blob lookup records in the index that it
+	// found a link (the link's Seen time), which collections on every
+	// replica respect; a collection needs a grace of at least
+	// gc.MinGraceRefreshes of it. Every replica sharing an index must
+	// use the same.
+	SeenRefresh time.Duration `yaml:"seenRefresh"`
 }
 
 // minScheduledGrace is the shortest grace a scheduled collection accepts:
-// anything shorter could fail pushes in progress. `berth gc --grace`
+// anything shorter could fail pushes in progress. It is also
+// gc.MinGraceRefreshes times storage.DefaultSeenRefresh, the shortest
+// grace gc.Collect accepts, other than 0, with the default gc.seenRefresh. `berth gc --grace`
 // accepts less, for an operator who knows the registry is idle.
 const minScheduledGrace = time.Minute
 
@@ -29,7 +38,9 @@ const minScheduledGrace = time.Minute
 // running it hourly is cheap, and it keeps the disk from filling with the
 // layers of CI images deleted by retention; an hour is far longer than a
 // push takes.
-func defaultGC() GCConfig { return GCConfig{Interval: time.Hour, Grace: time.Hour} }
+func defaultGC() GCConfig {
+	return GCConfig{Interval: time.Hour, Grace: time.Hour, SeenRefresh: storage.DefaultSeenRefresh}
+}
 
 // validate reports a setting that cannot work.
 func (g GCConfig) validate() error {
@@ -44,6 +55,12 @@ func (g GCConfig) validate() error {
 	}
 	if g.Interval > 0 && g.Grace < minScheduledGrace {
 		return fmt.Errorf("gc.grace %s: a scheduled collection needs at least %s, or pushes in progress could fail", g.Grace, minScheduledGrace)
+	}
+	if g.SeenRefresh <= 0 {
+		return fmt.Errorf("gc.seenRefresh %s: must be positive", g.SeenRefresh)
+	}
+	if least := gc.MinGraceRefreshes * g.SeenRefresh; g.Interval > 0 && g.Grace < least {
+		return fmt.Errorf("gc.grace %s: a collection needs at least %d times gc.seenRefresh (%s)", g.Grace, gc.MinGraceRefreshes, least)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-registry/berth/storage"
 )
 
 func TestGCConfig(t *testing.T) {
@@ -17,17 +19,21 @@ func TestGCConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.GC != (GCConfig{Interval: 6 * time.Hour, Grace: 2 * time.Hour}) {
+	if cfg.GC != (GCConfig{Interval: 6 * time.Hour, Grace: 2 * time.Hour, SeenRefresh: storage.DefaultSeenRefresh}) {
 		t.Fatalf("gc config %+v", cfg.GC)
 	}
 	if def := DefaultConfig().GC; def.Interval != time.Hour || def.Grace != time.Hour {
 		t.Fatalf("default gc config %+v", def)
 	}
+	r := storage.DefaultSeenRefresh
 	for _, bad := range []GCConfig{
-		{Interval: -time.Second, Grace: time.Hour},
-		{Interval: time.Second, Grace: time.Hour},
-		{Interval: time.Hour, Grace: time.Second},
-		{Interval: 0, Grace: -time.Second},
+		{Interval: -time.Second, Grace: time.Hour, SeenRefresh: r},
+		{Interval: time.Second, Grace: time.Hour, SeenRefresh: r},
+		{Interval: time.Hour, Grace: time.Second, SeenRefresh: r},
+		{Interval: 0, Grace: -time.Second, SeenRefresh: r},
+		{Interval: time.Hour, Grace: time.Hour, SeenRefresh: 0},
+		// A lookup could not protect its link for long enough.
+		{Interval: time.Hour, Grace: 3 * time.Minute, SeenRefresh: time.Minute},
 	} {
 		cfg := DefaultConfig()
 		cfg.GC = bad
@@ -36,7 +42,7 @@ func TestGCConfig(t *testing.T) {
 		}
 	}
 	cfg = DefaultConfig()
-	cfg.GC = GCConfig{Interval: 0, Grace: 0}
+	cfg.GC = GCConfig{Interval: 0, Grace: 0, SeenRefresh: r}
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("schedule off, grace 0: %v", err)
 	}

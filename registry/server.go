@@ -88,7 +88,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// reaches the notifier made just after, before anything is served.
 	var notifier *notify.Notifier
 	wake := storage.SinkFunc(func(ctx context.Context, e storage.Event) { notifier.Sink().Publish(ctx, e) })
-	core := storage.Options{Tags: rules, Sinks: []storage.Sink{m.Sink()}}
+	core := storage.Options{Tags: rules, Sinks: []storage.Sink{m.Sink()}, SeenRefresh: cfg.GC.SeenRefresh}
 	if endpoints.Len() > 0 {
 		core.Outbox = endpoints
 		core.Sinks = append(core.Sinks, wake)

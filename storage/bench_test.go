@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -139,4 +140,31 @@ func BenchmarkPutManifestParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkStatBlob measures a blob lookup (HEAD) over bolt: "recorded"
+// when the link was active within the refresh period (a snapshot read
+// only), "records" when every lookup must record Seen (a write
+// transaction that re-reads the link), the cost a lookup pays at most
+// once per refresh period per link.
+func BenchmarkStatBlob(b *testing.B) {
+	for _, c := range []struct {
+		name    string
+		refresh time.Duration
+	}{{"recorded", time.Hour}, {"records", time.Nanosecond}} {
+		b.Run(c.name, func(b *testing.B) {
+			s, _, _ := openService(b, b.TempDir(), nil, storage.Options{SeenRefresh: c.refresh})
+			content := []byte("looked up")
+			d := digest.FromBytes(content)
+			if _, err := s.PutBlob(context.Background(), "bench", d, bytes.NewReader(content), int64(len(content))); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				if _, err := s.StatBlob(context.Background(), "bench", d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

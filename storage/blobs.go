@@ -21,24 +21,11 @@ type BlobInfo struct {
 // StatBlob returns the blob's size if it is linked into repo.
 //
 // A client that finds a blob this way may reference it from a manifest it
-// pushes next, so the lookup leaves a seen mark for garbage collection
-// first; see seen.go. It takes no lock and never waits for a writer.
+// pushes next, so the lookup records in the index that it found the link
+// (at most once per refresh period) before it answers; see seen.go. It
+// takes no lock and never waits for a digest's lock.
 func (s *Service) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
-	k, at := seenKey{repo, d}, s.now()
-	if !s.seen.mark(k, at) {
-		// Garbage collection is removing the link right now.
-		return BlobInfo{}, fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
-	}
-	var info BlobInfo
-	err := s.index.View(ctx, func(tx meta.Tx) error {
-		var err error
-		info, err = linkedBlob(tx, repo, d)
-		return err
-	})
-	if err != nil {
-		s.seen.unmark(k, at)
-	}
-	return info, err
+	return s.see(ctx, repo, d)
 }
 
 // linkedBlob describes d if it is linked into repo.

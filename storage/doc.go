@@ -33,13 +33,22 @@
 //     rolled-back write; with an Outbox, the deliveries of those events to
 //     webhook endpoints are written into the index in that transaction.
 //
-// Locking is narrow. An upload session is serialised by its own lock. A
-// digest's lock (meta.Store.LockDigests) is held from placing its content
+// Locking is narrow. A digest's lock (meta.Store.LockDigests, which locks
+// across every replica sharing the index) is held from placing its content
 // to recording it, and by garbage collection from re-checking a candidate
 // to removing its content, so that collection never removes content a
 // concurrent commit has just placed; the order is always digest locks,
-// then a transaction. Reads take no lock: a blob lookup leaves a seen mark
-// (seen.go) that garbage collection respects without either side waiting.
+// then a transaction. Reads take no lock: a blob lookup records in the
+// index, at most once per refresh period, that it found the link (seen.go),
+// and garbage collection re-checks that record in the transaction that
+// would remove the link.
+//
+// Several replicas (processes, each with its own Service) may share one
+// index and one blob store. Nothing a replica must share lives in its
+// memory: seen records, upload sessions (uploads.go: the staged content
+// and its size are the truth, the cache of a session's running hash is
+// checked against them) and digest locks are all in the backends. What a
+// Service keeps in memory (that cache, the options) only saves work.
 //
 // Maintenance jobs are clients of the core, in packages of their own:
 // storage/gc, storage/retention and storage/fsck. They change the index

@@ -1,155 +1,115 @@
 package storage
 
 import (
-	"sync"
+	"context"
+	"fmt"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/berth-registry/berth/storage/meta"
 )
 
-// Seen marks: how garbage collection and blob lookups agree, without
-// either waiting for the other, on a link a client has just been told
-// exists.
+// Seen: how garbage collection and blob lookups agree, on every replica
+// that shares the index, on a link a client has just been told exists.
 //
 // A client that finds a blob with HEAD or GET may reference it from the
-// manifest it pushes next, without uploading it. So a lookup first marks
-// the link seen, then reads the index; collection, in the transaction that
-// would remove a link, first claims it, which fails if it was seen since
-// the collection's cutoff, and holds the claim until that transaction has
-// committed or rolled back. A lookup that finds the link claimed answers
-// that the blob is unknown, and the client uploads it. The marks and
-// claims are taken under one mutex, never held across I/O, so:
+// manifest it pushes next, without uploading it. So a lookup that tells a
+// client a link exists leaves that fact in the index, where every
+// replica's collection reads it: the link's Seen time (meta.Link.Seen).
+// Writing it on every lookup would turn every read into a write, so a
+// lookup writes it only when the link's last recorded activity (the later
+// of Linked and Seen) is older than the refresh period (Options.
+// SeenRefresh): a link a lookup finds always counts as active at most one
+// refresh period before that lookup.
 //
-//   - if the lookup marks first, the claim fails and the link stays;
-//   - if the claim comes first, the lookup answers unknown at once, even
-//     if the transaction then rolls back (harmless: the client uploads);
-//   - once the removal commits, a lookup finds no link.
+// The write happens in a read-write transaction of the index that reads
+// the link (and the blob's record) again: if it is gone, the lookup
+// answers that the blob is unknown, and the client uploads it. Collection
+// removes a link only in a read-write transaction that finds its Linked
+// and Seen both older than its cutoff (now minus its grace). The index
+// serialises read-write transactions (meta.Store.Update), so either the
+// lookup's write commits first and collection keeps the link, or
+// collection commits first and the lookup finds nothing.
 //
-// Either way no client is told a link exists that collection removes.
-// Marks live in memory: a restart forgets them, and collection then relies
-// on its grace period alone.
+// A lookup that writes nothing (the link was active within the refresh
+// period) answers from a snapshot. Collection removes such a link only if
+// its activity is older than the cutoff, that is, only a collection that
+// began at least the grace minus the refresh period after the lookup.
+// Collection therefore refuses a grace that is not several times the
+// refresh period (storage/gc), and a client has at least the grace minus
+// the refresh period (less any difference between the replicas' clocks)
+// to push the manifest that references what it found.
+//
+// Nothing of this lives in a process: a restart forgets nothing, and a
+// lookup on one replica protects the link from the collection of every
+// other.
 
-// maxSeen bounds the marks kept. Beyond it the table is cleared and
-// remembers only that it overflowed, at which moment every link counts as
-// seen: collection then keeps every link until a grace period has passed,
-// which is safe, merely slower to reclaim.
-const maxSeen = 1 << 17
+// DefaultSeenRefresh is the refresh period of a Service whose options set
+// none: a quarter of the shortest grace a scheduled collection accepts.
+const DefaultSeenRefresh = 15 * time.Second
 
-type seenKey struct {
-	repo string
-	d    digest.Digest
-}
+// SeenRefresh is the period within which a lookup of a link does not
+// record Seen again (Options.SeenRefresh); garbage collection needs a
+// grace well above it.
+func (s *Service) SeenRefresh() time.Duration { return s.seenRefresh }
 
-// seenMarks holds the marks of lookups and the claims of collection.
-type seenMarks struct {
-	mu       sync.Mutex
-	marks    map[seenKey]time.Time
-	claims   map[seenKey]int
-	overflow time.Time
-}
-
-func newSeenMarks() *seenMarks {
-	return &seenMarks{marks: map[seenKey]time.Time{}, claims: map[seenKey]int{}}
-}
-
-// mark records that repo's link to d is seen at at, unless collection has
-// claimed it: then it returns false and the caller answers unknown.
-func (t *seenMarks) mark(k seenKey, at time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.claims[k] > 0 {
-		return false
+// LastActive is when a link was last known to be in use: the later of
+// when it was linked and when a lookup last recorded finding it. Garbage
+// collection removes a link only when this is older than its cutoff.
+func LastActive(l meta.Link) time.Time {
+	if l.Seen.After(l.Linked) {
+		return l.Seen
 	}
-	if _, ok := t.marks[k]; !ok && len(t.marks) >= maxSeen {
-		clear(t.marks)
-		t.overflow = at
-		return true
-	}
-	t.marks[k] = at
-	return true
+	return l.Linked
 }
 
-// unmark forgets the mark made at at, if it is still the newest: a lookup
-// that found no link has nothing to protect.
-func (t *seenMarks) unmark(k seenKey, at time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if v, ok := t.marks[k]; ok && v.Equal(at) {
-		delete(t.marks, k)
-	}
-}
-
-// since reports whether the link was seen at or after cutoff.
-func (t *seenMarks) since(k seenKey, cutoff time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.sinceLocked(k, cutoff)
-}
-
-func (t *seenMarks) sinceLocked(k seenKey, cutoff time.Time) bool {
-	if !t.overflow.Before(cutoff) {
-		return true
-	}
-	v, ok := t.marks[k]
-	return ok && !v.Before(cutoff)
-}
-
-// claim claims the link for removal unless it was seen since cutoff.
-func (t *seenMarks) claim(k seenKey, cutoff time.Time) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.sinceLocked(k, cutoff) {
-		return false
-	}
-	t.claims[k]++
-	return true
-}
-
-// release ends one claim of each key.
-func (t *seenMarks) release(ks []seenKey) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, k := range ks {
-		if t.claims[k]--; t.claims[k] <= 0 {
-			delete(t.claims, k)
+// see describes d if it is linked into repo, as a lookup that tells a
+// client so: it records Seen in the index first when the link's activity
+// is older than the refresh period, re-reading the link in that
+// transaction.
+func (s *Service) see(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	now := s.now()
+	var info BlobInfo
+	stale := false
+	err := s.index.View(ctx, func(tx meta.Tx) error {
+		l, ok, err := tx.Link(repo, d)
+		if err != nil {
+			return err
 		}
-	}
-}
-
-// prune forgets marks older than cutoff, which no collection needs.
-func (t *seenMarks) prune(cutoff time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for k, v := range t.marks {
-		if v.Before(cutoff) {
-			delete(t.marks, k)
+		if !ok {
+			return fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
 		}
+		stale = LastActive(l).Before(now.Add(-s.seenRefresh))
+		info, err = storedBlob(tx, d)
+		return err
+	})
+	if err != nil || !stale {
+		return info, err
 	}
-}
-
-// SeenSince reports whether a lookup found repo's link to d at or after
-// cutoff; garbage collection plans around such links.
-func (s *Service) SeenSince(repo string, d digest.Digest, cutoff time.Time) bool {
-	return s.seen.since(seenKey{repo, d}, cutoff)
-}
-
-// PruneSeen forgets the marks of lookups older than cutoff.
-func (s *Service) PruneSeen(cutoff time.Time) { s.seen.prune(cutoff) }
-
-// Claim claims repo's link to d for removal in this transaction, unless a
-// lookup found it at or after cutoff; see seen.go. The claim lasts until
-// the transaction has committed or rolled back.
-func (tx *Tx) Claim(repo string, d digest.Digest, cutoff time.Time) bool {
-	k := seenKey{repo, d}
-	if !tx.s.seen.claim(k, cutoff) {
-		return false
+	err = s.index.Update(ctx, func(tx meta.Tx) error {
+		l, ok, err := tx.Link(repo, d)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			// Collection removed it since the snapshot.
+			return fmt.Errorf("%w: %s in %s", ErrBlobUnknown, d, repo)
+		}
+		if info, err = storedBlob(tx, d); err != nil {
+			return err
+		}
+		if !LastActive(l).Before(now.Add(-s.seenRefresh)) {
+			return nil // another lookup recorded it meanwhile
+		}
+		l.Seen = now
+		if err := tx.PutLink(repo, d, l); err != nil {
+			return fmt.Errorf("record lookup of %s in %s: %w", d, repo, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return BlobInfo{}, err
 	}
-	tx.claims = append(tx.claims, k)
-	return true
-}
-
-// release ends the claims of the transaction.
-func (tx *Tx) release() {
-	tx.s.seen.release(tx.claims)
-	tx.claims = nil
+	return info, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -31,6 +32,11 @@ type Options struct {
 	// per event and endpoint into the index's outbox, in the transaction
 	// of the change (see Outbox).
 	Outbox Outbox
+	// SeenRefresh is the period within which a blob lookup does not
+	// record again that it found a link (seen.go); zero means
+	// DefaultSeenRefresh. Every replica sharing an index must use the
+	// same, and garbage collection needs a grace several times longer.
+	SeenRefresh time.Duration
 }
 
 // Service is the storage core: the registry's content and its rules over
@@ -44,10 +50,12 @@ type Service struct {
 	searchScan int
 	sinks      []Sink
 	outbox     Outbox
-	// sessions holds the live state of upload sessions; seen the marks
-	// that blob lookups leave for garbage collection.
+	// seenRefresh is the period within which a lookup does not record
+	// Seen again.
+	seenRefresh time.Duration
+	// sessions caches the running hash of upload sessions this process
+	// has served; the blob store's staged content is the truth.
 	sessions *sessionTable
-	seen     *seenMarks
 }
 
 // New returns the core over index and blobs. The caller owns both and
@@ -58,9 +66,12 @@ func New(index meta.Store, blobs blob.Store, opts Options) *Service {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{index: index, blobs: blobs, log: log, tags: opts.Tags, searchScan: opts.SearchScanLimit,
-		sinks: opts.Sinks, outbox: opts.Outbox, sessions: newSessionTable(), seen: newSeenMarks()}
+		sinks: opts.Sinks, outbox: opts.Outbox, seenRefresh: opts.SeenRefresh, sessions: newSessionTable()}
 	if s.searchScan <= 0 {
 		s.searchScan = DefaultSearchScanLimit
+	}
+	if s.seenRefresh <= 0 {
+		s.seenRefresh = DefaultSeenRefresh
 	}
 	return s
 }
@@ -81,34 +92,23 @@ func (s *Service) View(ctx context.Context, fn func(meta.Tx) error) error {
 }
 
 // Tx is a read-write transaction of the core: the index's transaction, the
-// rules every change obeys (MoveTag, RemoveManifest, Claim) and the events
-// to publish once it commits.
+// rules every change obeys (MoveTag, RemoveManifest) and the events to
+// publish once it commits.
 type Tx struct {
 	meta.Tx
 	ctx    context.Context
 	s      *Service
 	events []Event
-	claims []seenKey
 }
 
 // Update runs fn in a read-write transaction of the index and, once it has
 // committed, publishes the events fn queued. With an Outbox, the events'
 // deliveries are written in the same transaction, after fn. Like
-// meta.Store.Update, fn may run more than once; only the events, claims
-// and deliveries of the run that committed count.
+// meta.Store.Update, fn may run more than once; only the events and
+// deliveries of the run that committed count.
 func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
 	var tx *Tx
-	// Claims end with the transaction, even one that panics: a claim left
-	// behind would hide its link from every lookup until a restart.
-	defer func() {
-		if tx != nil {
-			tx.release()
-		}
-	}()
 	err := s.index.Update(ctx, func(mtx meta.Tx) error {
-		if tx != nil {
-			tx.release()
-		}
 		tx = &Tx{Tx: mtx, ctx: ctx, s: s}
 		if err := fn(tx); err != nil {
 			return err

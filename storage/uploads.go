@@ -20,11 +20,25 @@ import (
 // digest algorithm, start and owner) and content staged in the blob store
 // under the session's id. Appends are all or nothing; the commit verifies
 // the digest, makes the content durable under it and, in one transaction,
-// records the blob, links it and ends the session. The running hash and
-// offset are kept in memory and rebuilt when this process has not seen the
-// session (after a restart, or on another replica): from the hash state a
+// records the blob, links it and ends the session.
+//
+// Any replica sharing the index and the blob store may serve any request
+// of a session: the record and the staged content are the session's whole
+// state. Each Service caches the running hash and offset of the sessions
+// it serves, to save rehashing, and trusts that cache only while the
+// staged content's size is the cached offset: appends only ever add bytes
+// and ids are never reused, so an equal size means the same content. When
+// another replica appended meanwhile (or this process has not seen the
+// session: after a restart), the hash is rebuilt from the hash state a
 // blob store keeps with the content (blob.HashStater), or by reading the
 // staged content back.
+//
+// A session's lock serialises the requests of one process. Requests of
+// one session that run at once on two replicas are a client's error; a
+// blob store that keeps the hash state with the content (storage/blob/s3)
+// refuses an append whose hash is not in the state of the content staged,
+// and a commit whose content does not hash to its digest, so they fail
+// rather than corrupt anything.
 
 // UploadInfo describes an upload session.
 type UploadInfo struct {
@@ -38,7 +52,8 @@ type UploadInfo struct {
 	Started time.Time
 }
 
-// session is the live state of an upload: its running hash and offset.
+// session is the cached state of an upload: its running hash and offset,
+// valid while the staged content is offset bytes long.
 type session struct {
 	mu     sync.Mutex
 	alg    digest.Algorithm
@@ -47,8 +62,11 @@ type session struct {
 	gone   bool
 }
 
-// sessionTable maps session ids to their live state. Its lock guards only
-// the map; each session has its own lock for the bytes in flight.
+// sessionTable maps session ids to their cached state. Its lock guards only
+// the map; each session has its own lock for the bytes in flight. An
+// entry goes when this process ends its session; one another replica
+// ended stays until this process looks the session up again and finds it
+// unknown.
 type sessionTable struct {
 	mu sync.Mutex
 	m  map[string]*session
@@ -73,8 +91,41 @@ func (t *sessionTable) entry(id string) *session {
 func (t *sessionTable) forget(id string, sess *session) {
 	sess.gone = true
 	t.mu.Lock()
-	delete(t.m, id)
+	if t.m[id] == sess {
+		delete(t.m, id)
+	}
 	t.mu.Unlock()
+}
+
+// ids returns the ids of the sessions cached now.
+func (t *sessionTable) ids() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ids := make([]string, 0, len(t.m))
+	for id := range t.m {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// prune forgets the cached sessions among ids that live does not hold
+// (their records were gone when live was read after ids: another replica
+// ended them), unless a request holds them, so that the table holds no
+// more than the open sessions this process served.
+func (t *sessionTable) prune(ids []string, live map[string]bool) {
+	for _, id := range ids {
+		if live[id] {
+			continue
+		}
+		t.mu.Lock()
+		sess, ok := t.m[id]
+		t.mu.Unlock()
+		if !ok || !sess.mu.TryLock() {
+			continue
+		}
+		t.forget(id, sess)
+		sess.mu.Unlock()
+	}
 }
 
 // StartUpload opens an upload session in repo for the actor ctx carries,
@@ -128,8 +179,9 @@ func (s *Service) lookupUpload(ctx context.Context, repo, id string) (meta.Uploa
 }
 
 // acquire returns the session locked with its staged content, rebuilding
-// its hash if this process has not seen it yet. The record is read under
-// the session's lock, so a session ended by a concurrent request is
+// its hash if this process has not seen it yet or the content's size is
+// not the one it cached (another replica appended). The record is read
+// under the session's lock, so a session ended by a concurrent request is
 // reported unknown.
 func (s *Service) acquire(ctx context.Context, repo, id string) (*session, meta.Upload, blob.Staged, error) {
 	// Check first, so that unknown ids never enter the table.
@@ -153,13 +205,23 @@ func (s *Service) acquire(ctx context.Context, repo, id string) (*session, meta.
 			err = fmt.Errorf("%w: %s (its content is gone)", ErrUploadUnknown, id)
 		}
 	}
+	if err == nil && sess.hash != nil {
+		// The cache holds only while nobody else appended.
+		var size int64
+		if size, err = st.Size(ctx); errors.Is(err, blob.ErrNotFound) {
+			err = fmt.Errorf("%w: %s", ErrUploadUnknown, id)
+		} else if err == nil && size != sess.offset {
+			sess.hash = nil
+		}
+	}
 	if err == nil && sess.hash == nil {
 		sess.alg = digest.Algorithm(rec.Algorithm)
 		err = s.rehash(ctx, st, sess)
 	}
 	if err != nil {
-		if sess.hash == nil {
-			// Ended while we waited: ids are never reused, so drop the entry.
+		if errors.Is(err, ErrUploadUnknown) {
+			// Ended (here or on another replica): ids are never reused,
+			// so drop the entry.
 			s.sessions.forget(id, sess)
 		}
 		sess.mu.Unlock()
@@ -308,25 +370,33 @@ func (s *Service) endLocked(ctx context.Context, id string, sess *session, st bl
 
 // ExpireUploads ends every upload session that has received nothing for at
 // least idle as of now, removing its content and record, and returns how
-// many it ended. Activity is the staged content's last write, so appending
-// costs no index write. A session that a request holds at that moment is
-// active and left alone.
+// many it ended. Activity is the staged content's last write, which the
+// blob store keeps with the content (so appending costs no index write),
+// and which counts the bytes of an append in progress on any replica: a
+// session another replica is appending to is active. A session that a
+// request of this process holds at that moment is active and left alone.
+// It also forgets the cached state of sessions that other replicas ended.
 func (s *Service) ExpireUploads(ctx context.Context, idle time.Duration, now time.Time) (int, error) {
 	type candidate struct {
 		id      string
 		started time.Time
 	}
 	var all []candidate
+	cached := s.sessions.ids()
+	live := map[string]bool{}
 	err := s.index.View(ctx, func(tx meta.Tx) error {
 		all = all[:0]
+		clear(live)
 		return tx.Uploads(func(id string, u meta.Upload) error {
 			all = append(all, candidate{id, u.Started})
+			live[id] = true
 			return nil
 		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("list uploads: %w", err)
 	}
+	s.sessions.prune(cached, live)
 	ended := 0
 	for _, c := range all {
 		if err := ctx.Err(); err != nil {

@@ -81,7 +81,11 @@ type Store interface {
 type Staged interface {
 	// Size is the number of bytes staged so far.
 	Size(ctx context.Context) (int64, error)
-	// LastWrite is when bytes were last appended (or the session began).
+	// LastWrite is when bytes were last appended (or the session began),
+	// counting the bytes of an append still in progress, in this process
+	// or another, at least each time it has written a part of a backend's
+	// choosing (fs: every write; s3: every piece), so that expiry of idle
+	// sessions never ends one that is receiving bytes.
 	LastWrite(ctx context.Context) (time.Time, error)
 	// Append copies r to the end of the content, writing every byte to h
 	// as well when h is not nil. With want >= 0, r must carry exactly want

@@ -25,47 +25,70 @@
 // the candidate (meta.Tx.Uses: links, manifests and references by digest),
 // so its cost follows the candidates, not the size of the store.
 //
-// The invariant: collection never deletes a link or a blob that a
-// committed manifest references, nor one that an upload or manifest push
-// in progress is about to reference. It rests on four things.
+// # The invariant
 //
-//   - Grace. Nothing younger than Options.Grace is a candidate: a link's
-//     time is refreshed whenever the blob is uploaded or mounted into the
-//     repository again, so the blobs of a push in progress are younger
-//     than the grace as long as the push takes less than the grace.
-//   - Seen marks. A link that a HEAD or GET found within the grace is kept:
-//     the client may be about to reference it from a manifest without
-//     uploading it. The transaction removing a link first claims it
-//     (storage.Tx.Claim), which fails if a lookup marked it since the
-//     cutoff; a lookup that finds a claim answers that the blob is
-//     unknown. Neither waits for the other (storage/seen.go). The marks
-//     live in memory, so the grace should exceed the time a client takes
-//     from checking a blob to pushing the manifest that references it.
-//   - Transactions. Every removal happens in a write transaction that
-//     first checks again that the candidate is still old and unused. The
-//     index serialises write transactions and a manifest push checks its
-//     references in its own, so either the push commits first and
-//     collection sees the reference, or collection commits first and the
-//     push fails cleanly with MANIFEST_BLOB_UNKNOWN (which the grace and
-//     the seen marks make impossible for a client that uploaded or checked
-//     its blobs in time).
-//   - Digest locks. The core places content before the transaction that
-//     records it, holding the digest's lock from placing to committing.
-//     Collection holds the locks of a batch of blob candidates across its
-//     transaction and the removal of their content, so it never removes
-//     content that a concurrent commit has just placed and is recording.
+// Collection never deletes a link or a blob that a committed manifest
+// references, nor one that an upload, a lookup or a manifest push in
+// progress is about to reference; and this holds with a collection
+// running in every replica at once, over one shared index and one shared
+// blob store, while every replica serves pushes and pulls. No collection
+// relies on anything held in a process's memory. It rests on five things.
+//
+//   - Grace. Nothing whose last activity is younger than Options.Grace is
+//     a candidate: a link's Linked time is refreshed whenever the blob is
+//     uploaded or mounted into the repository again, so the blobs of a
+//     push in progress are younger than the grace as long as the push
+//     takes less than the grace.
+//   - Seen, in the index. A lookup (HEAD or GET of a blob) that tells a
+//     client a link exists has recorded in the index, within the
+//     refresh period before it (storage.Options.SeenRefresh), that the
+//     link was active: its Linked or its Seen time (storage/seen.go). A
+//     lookup that writes Seen re-reads the link in the same transaction
+//     and answers unknown if it is gone. Collection refuses a grace below
+//     MinGraceRefreshes refresh periods, so that a client always has most
+//     of the grace to push the manifest that references what it found.
+//   - Serialisable transactions that check again. Every removal happens
+//     in a read-write transaction (meta.Store.Update, serialisable: bolt
+//     has one writer; a database backend runs SERIALIZABLE and retries)
+//     that first checks again, against the committed state, that the
+//     candidate is still old (Linked, Seen, Created) and unused
+//     (meta.Tx.Uses). A manifest push checks its references, and a lookup
+//     re-reads its link, in transactions of their own, so for each pair
+//     one commits first: the push or the lookup, and collection sees the
+//     reference or the Seen time and keeps the candidate; or collection,
+//     and the push fails cleanly with MANIFEST_BLOB_UNKNOWN (which the
+//     grace and Seen make impossible for a client that uploaded or checked
+//     its blobs in time) or the lookup answers unknown. Two collections
+//     removing the same candidate are ordered the same way: the second
+//     finds it gone and counts nothing.
+//   - Digest locks across replicas. The core places content before the
+//     transaction that records it, holding the digest's lock
+//     (meta.Store.LockDigests, which every replica sharing the index
+//     honours) from placing to committing. Collection holds the locks of a
+//     batch of blob candidates across its transaction and the removal of
+//     their content, so it never removes content that a concurrent commit
+//     on any replica has just placed and is recording, and a commit that
+//     comes after finds no record and places the content anew.
+//   - Content after records. Content is removed only after the
+//     transaction deleting its record commits, under the digest's lock: a
+//     crash in between leaves content without a record (harmless; fsck
+//     --repair removes it), never a record without content.
+//
+// The margins are wall-clock times compared across replicas: the grace
+// must exceed the longest push plus the refresh period plus any
+// difference between the replicas' clocks.
 //
 // The pull-through cache records manifests before the content they
 // reference arrives (storage.PutOptions.Upstream): such a reference is
 // pending, and there is nothing to remove for it. Its use entry exists from
 // the manifest's transaction on, so the content, once a fill commits it
 // (placed and recorded under its digest's lock, linked in the same
-// transaction), is referenced like any other, and the four points above
-// hold for it unchanged.
+// transaction), is referenced like any other, and the points above hold
+// for it unchanged.
 //
-// Content is removed after the transaction deleting its record commits: a
-// crash in between leaves content without a record (harmless; fsck
-// --repair removes it), never a record without content.
+// Upload sessions expire by the staged content's last write, which the
+// blob store keeps with the content, so an append in progress on any
+// replica keeps its session alive (storage.Service.ExpireUploads).
 package gc
 
 import (
@@ -86,9 +109,22 @@ import (
 // pushes are never stalled for long.
 const batch = 128
 
+// MinGraceRefreshes is how many of the core's seen refresh periods
+// (storage.Service.SeenRefresh) a grace must span at least, unless it is
+// zero: a lookup guarantees its link only for the grace less one refresh
+// period.
+const MinGraceRefreshes = 4
+
+// ErrGraceTooShort is returned by Collect for a grace that is positive but
+// shorter than MinGraceRefreshes seen refresh periods.
+var ErrGraceTooShort = errors.New("grace too short")
+
 // Options tune one collection.
 type Options struct {
-	// Grace is the age below which nothing is collected.
+	// Grace is the age below which nothing is collected. It must be at
+	// least MinGraceRefreshes seen refresh periods of the Service, or
+	// zero: no grace at all, for an operator who knows that nothing is
+	// being pushed (a lookup then protects nothing).
 	Grace time.Duration
 	// Now is the time of the collection; zero means time.Now().
 	Now time.Time
@@ -127,6 +163,10 @@ func Collect(ctx context.Context, svc *storage.Service, opts Options) (rep Repor
 	if opts.Grace < 0 {
 		return rep, fmt.Errorf("gc: negative grace %s", opts.Grace)
 	}
+	if least := MinGraceRefreshes * svc.SeenRefresh(); opts.Grace > 0 && opts.Grace < least {
+		return rep, fmt.Errorf("gc: %w: grace %s is less than %d times the seen refresh period %s: "+
+			"use at least %s (or 0 when nothing is being pushed)", ErrGraceTooShort, opts.Grace, MinGraceRefreshes, svc.SeenRefresh(), least)
+	}
 	now := opts.Now
 	if now.IsZero() {
 		now = start
@@ -161,7 +201,6 @@ func Collect(ctx context.Context, svc *storage.Service, opts Options) (rep Repor
 			return rep, fmt.Errorf("gc: %w", err)
 		}
 	}
-	svc.PruneSeen(cutoff)
 	log.InfoContext(ctx, "garbage collected", "uploads", rep.UploadsExpired, "manifests", rep.ManifestsRemoved,
 		"links", rep.LinksRemoved, "blobs", rep.BlobsRemoved, "bytes", rep.BytesReclaimed,
 		"repositories", rep.RepositoriesRemoved, "grace", opts.Grace, "duration", time.Since(start))
@@ -285,7 +324,7 @@ func planRepo(svc *storage.Service, tx meta.Tx, repo string, cutoff time.Time) (
 	}
 	err = tx.Links(repo, func(d digest.Digest, l meta.Link) error {
 		r.links++
-		if !l.Linked.Before(cutoff) || svc.SeenSince(repo, d, cutoff) {
+		if !storage.LastActive(l).Before(cutoff) {
 			return nil
 		}
 		referenced := false
@@ -399,10 +438,11 @@ func (c *collection) removeOrphans(ctx context.Context) error {
 	return nil
 }
 
-// removeLinks removes the planned links in batches, checking each again
-// and claiming it against lookups in the transaction. Links need no digest
-// lock: a commit that links a blob again refreshes the link in its own
-// transaction, which the index orders with this one.
+// removeLinks removes the planned links in batches, checking each again in
+// the transaction: still old (neither linked nor seen by a lookup since the
+// cutoff) and unreferenced. Links need no digest lock: a commit that links
+// a blob again, and a lookup that records Seen, change the link in their
+// own transactions, which the index orders with this one.
 func (c *collection) removeLinks(ctx context.Context) error {
 	for _, repo := range c.plan.repos {
 		for ds := range slices.Chunk(c.plan.byRepo[repo].unlinked, batch) {
@@ -417,16 +457,13 @@ func (c *collection) removeLinks(ctx context.Context) error {
 					if err != nil {
 						return err
 					}
-					if !ok || !l.Linked.Before(c.cutoff) {
-						continue
+					if !ok || !storage.LastActive(l).Before(c.cutoff) {
+						continue // gone, or linked or seen since the cutoff
 					}
 					if referenced, err := referencedIn(tx, repo, d); err != nil {
 						return err
 					} else if referenced {
 						continue
-					}
-					if !tx.Claim(repo, d, c.cutoff) {
-						continue // just seen by a lookup
 					}
 					if err := tx.DeleteLink(repo, d); err != nil {
 						return fmt.Errorf("unlink %s: %w", d, err)

@@ -378,7 +378,9 @@ func TestOpenBlobWhoseContentIsGone(t *testing.T) {
 // succeed and every remaining image must read back whole.
 func TestGCUnderConcurrentPushes(t *testing.T) {
 	ctx := context.Background()
-	s := clienttest.Open(t, "", clienttest.Options{})
+	// A short grace, so that collections during the load remove things;
+	// the refresh period of lookups must be a fraction of it.
+	s := clienttest.Open(t, "", clienttest.Options{Core: storage.Options{SeenRefresh: 2 * time.Second / gc.MinGraceRefreshes}})
 	const workers, images, shared = 4, 15, 6
 	layers := make([][]byte, shared)
 	for i := range layers {

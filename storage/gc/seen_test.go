@@ -16,34 +16,33 @@ import (
 )
 
 // A blob lookup (HEAD or GET) that runs while collection is removing the
-// link it looks up either keeps the link (it marked the link first) or
-// answers that the blob is unknown (collection claimed it first); it is
-// never told "found" about a link the collection then removes. Each case
-// is driven deterministically: the removal transaction pauses at one of
-// its steps until a lookup, in another goroutine, has answered.
+// link it looks up either keeps the link (its record of Seen committed
+// first) or answers that the blob is unknown (the removal committed
+// first); it is never told "found" about a link the collection then
+// removes. The index serialises the two transactions, so a lookup started
+// inside the removal's transaction waits for it to end.
 func TestGCLookupDuringLinkRemoval(t *testing.T) {
 	cases := []struct {
 		name string
-		// at is the method of the removal transaction, for the link,
-		// before which the lookup runs.
-		at string
-		// fail makes that method fail, rolling the transaction back.
+		// during starts the lookup inside the removal's transaction, just
+		// before it deletes the link; otherwise it runs, and ends, before
+		// the collection.
+		during bool
+		// fail makes the deletion fail, rolling the transaction back.
 		fail bool
 		// found is what the lookup must answer, kept whether the link
 		// survives the collection.
 		found, kept bool
 	}{
-		// The removal reads the link, checks its uses, claims it, then
-		// deletes it. Before the claim, the lookup marks the link seen:
-		// the claim fails and the link stays.
-		{name: "lookup before the claim", at: "Link", found: true, kept: true},
-		// After the claim, before the commit: the lookup answers unknown
-		// at once, and the link goes.
-		{name: "lookup after the claim", at: "DeleteLink", found: false, kept: false},
-		// After the claim, and the transaction then rolls back: unknown
-		// during the claim (harmless, the client uploads), and the link
-		// is there again once the claim ends.
-		{name: "lookup after a claim that rolls back", at: "DeleteLink", fail: true, found: false, kept: true},
+		// The lookup records Seen before the collection: its removal
+		// transaction finds the link seen since the cutoff and keeps it.
+		{name: "lookup before the collection", found: true, kept: true},
+		// The removal commits first: the lookup, re-reading the link in
+		// its own transaction, finds it gone and answers unknown.
+		{name: "lookup during the removal", during: true, found: false, kept: false},
+		// The removal rolls back: the lookup finds the link, records Seen
+		// and answers found.
+		{name: "lookup during a removal that rolls back", during: true, fail: true, found: true, kept: true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -57,29 +56,28 @@ func TestGCLookupDuringLinkRemoval(t *testing.T) {
 			b := s.PutBlob("app", "application/octet-stream", []byte("looked up while collected"))
 			other := s.PutBlob("app", "application/octet-stream", []byte("keeps the repository"))
 			s.Age(2 * time.Hour)
-			// A fresh mark on other keeps it, and so the repository.
+			// A fresh Seen on other keeps it, and so the repository.
 			if _, err := s.Svc.StatBlob(ctx, "app", other.Digest); err != nil {
 				t.Fatal(err)
 			}
 			sink.take()
 
-			var once sync.Once
 			var lookupErr error
-			var eventsDuring []storage.Event
+			var once sync.Once
+			lookupDone := make(chan struct{})
+			lookup := func() {
+				defer close(lookupDone)
+				_, lookupErr = s.Svc.StatBlob(ctx, "app", b.Digest)
+			}
+			if !c.during {
+				lookup()
+			}
 			failed := errors.New("the index failed")
 			w.setHook(func(method, repo string, d digest.Digest) error {
-				if method != c.at || repo != "app" || d != b.Digest {
+				if method != "DeleteLink" || repo != "app" || d != b.Digest {
 					return nil
 				}
-				once.Do(func() {
-					done := make(chan struct{})
-					go func() {
-						defer close(done)
-						_, lookupErr = s.Svc.StatBlob(ctx, "app", b.Digest)
-					}()
-					<-done
-					eventsDuring = sink.take()
-				})
+				once.Do(func() { go lookup() })
 				if c.fail {
 					return failed
 				}
@@ -93,14 +91,20 @@ func TestGCLookupDuringLinkRemoval(t *testing.T) {
 			case !c.fail && err != nil:
 				t.Fatal(err)
 			}
+			select {
+			case <-lookupDone:
+			default:
+				if !c.during {
+					t.Fatal("the lookup did not run")
+				}
+				once.Do(func() { t.Fatal("the collection never tried to remove the link: the test shows nothing") })
+				<-lookupDone
+			}
 			if found := lookupErr == nil; found != c.found {
-				t.Fatalf("the lookup during the removal answered %v; want found=%v", lookupErr, c.found)
+				t.Fatalf("the lookup answered %v; want found=%v", lookupErr, c.found)
 			}
 			if lookupErr != nil && !errors.Is(lookupErr, storage.ErrBlobUnknown) {
 				t.Fatalf("the lookup failed with %v, want ErrBlobUnknown", lookupErr)
-			}
-			if len(eventsDuring) != 0 {
-				t.Fatalf("events published before the removal committed: %+v", eventsDuring)
 			}
 			_, after := s.Svc.StatBlob(ctx, "app", b.Digest)
 			if kept := after == nil; kept != c.kept {
@@ -117,6 +121,57 @@ func TestGCLookupDuringLinkRemoval(t *testing.T) {
 				t.Fatalf("the other blob: %v", err)
 			}
 		})
+	}
+}
+
+// A lookup records Seen in the index at most once per refresh period:
+// lookups of a link found active within it write nothing.
+func TestLookupRecordsSeenOncePerRefresh(t *testing.T) {
+	ctx := context.Background()
+	var w *watchedIndex
+	s := clienttest.Open(t, "", clienttest.Options{Wrap: func(m meta.Store) meta.Store { w = watch(m); return w }})
+	b := s.PutBlob("app", "application/octet-stream", []byte("looked up often"))
+	lookups := func(n int) int {
+		w.reset()
+		for range n {
+			if _, err := s.Svc.StatBlob(ctx, "app", b.Digest); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return w.count(inUpdate, "PutLink")
+	}
+	// Just pushed: linked within the refresh period.
+	if n := lookups(5); n != 0 {
+		t.Fatalf("lookups of a link just pushed wrote it %d times", n)
+	}
+	s.Age(time.Hour)
+	if n := lookups(5); n != 1 {
+		t.Fatalf("lookups of an old link wrote it %d times, want once", n)
+	}
+	var l meta.Link
+	s.Update(func(tx meta.Tx) error {
+		var err error
+		l, _, err = tx.Link("app", b.Digest)
+		return err
+	})
+	if time.Since(l.Seen) > time.Hour || !l.Seen.After(l.Linked) {
+		t.Fatalf("link after the lookups: %+v; want Seen recorded now", l)
+	}
+}
+
+// A grace that is not several refresh periods long is refused: a lookup
+// could not protect its link for long enough.
+func TestGCRefusesGraceNearTheRefresh(t *testing.T) {
+	s := clienttest.Open(t, "", clienttest.Options{Core: storage.Options{SeenRefresh: time.Minute}})
+	for _, grace := range []time.Duration{time.Second, time.Minute, 3 * time.Minute} {
+		if _, err := gc.Collect(context.Background(), s.Svc, gc.Options{Grace: grace}); !errors.Is(err, gc.ErrGraceTooShort) {
+			t.Fatalf("grace %s with a refresh of a minute: %v, want ErrGraceTooShort", grace, err)
+		}
+	}
+	for _, grace := range []time.Duration{0, gc.MinGraceRefreshes * time.Minute} {
+		if _, err := gc.Collect(context.Background(), s.Svc, gc.Options{Grace: grace}); err != nil {
+			t.Fatalf("grace %s: %v", grace, err)
+		}
 	}
 }
 

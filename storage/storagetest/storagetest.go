@@ -1,7 +1,8 @@
 // Package storagetest is the behavioural suite of Berth's storage core:
 // every rule of storage.Service (content, uploads, manifests and their
-// references, tags and their history, promotion, search, events, locking)
-// tested through its public API over a pair of backends, so that every
+// references, tags and their history, promotion, search, events, locking,
+// several replicas sharing the backends) tested through its public API
+// over a pair of backends, so that every
 // pair of backends (the embedded index and file blob store today, a
 // database and an object store tomorrow) inherits every test.
 //
@@ -42,6 +43,13 @@ type Backends struct {
 	// it opens the same dir again, and at the end of each test. Open
 	// fails the test if it cannot open them.
 	Open func(t *testing.T, dir string) (meta.Store, blob.Store)
+	// Replica, when set, opens a second view of the store Open opened
+	// under dir while that is open, as another replica would: its own
+	// connections to the same database and the same bucket. The suite
+	// closes the index it returns. When nil, the replicas' Services share
+	// the index and blob store Open returned (a bolt index admits one
+	// process), which is the same view of one index two replicas have.
+	Replica func(t *testing.T, dir string) (meta.Store, blob.Store)
 }
 
 // suiteTest is one test of the suite.
@@ -66,6 +74,11 @@ var tests = []suiteTest{
 	{"ExpireUploads", testExpireUploads},
 	{"UploadBelongsToItsActor", testUploadBelongsToItsActor},
 	{"UploadUnsupportedAlgorithm", testUploadUnsupportedAlgorithm},
+	// Several replicas over one index and one blob store (replicas.go).
+	{"ReplicasLookupKeepsLinkFromOtherGC", testReplicasLookupKeepsLinkFromOtherGC},
+	{"ReplicasChunkedUploadResumesAnywhere", testReplicasChunkedUploadResumesAnywhere},
+	{"ReplicasCancelledUploadUnknownElsewhere", testReplicasCancelledUploadUnknownElsewhere},
+	{"ReplicasGCUnderLoad", testReplicasGCUnderLoad},
 	// Manifests (manifests.go).
 	{"ManifestReferencesCheckedAtomically", testManifestReferencesCheckedAtomically},
 	{"ManifestDescriptorSizeMustMatch", testManifestDescriptorSizeMustMatch},

@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) blob.Store) {
 		{"Cancel", testCancel},
 		{"ReaderReadsBack", testReaderReadsBack},
 		{"LastWrite", testLastWrite},
+		{"LastWriteCountsAppendInProgress", testLastWriteCountsAppendInProgress},
 		{"AppendWithoutHash", testAppendWithoutHash},
 		{"AppendReaderFails", testAppendReaderFails},
 		{"AppendUnexpectedEOF", testAppendUnexpectedEOF},
@@ -512,6 +513,68 @@ func testLastWrite(t *testing.T, s blob.Store) {
 		if id != "" {
 			within("after resume", resume(t, s, id), before, time.Now())
 		}
+	}
+}
+
+// stallingReader yields data, then, asked for more, closes stalled and
+// waits for release before it ends.
+type stallingReader struct {
+	data     []byte
+	stalled  chan struct{}
+	release  chan struct{}
+	signaled bool
+}
+
+func (r *stallingReader) Read(p []byte) (int, error) {
+	if len(r.data) > 0 {
+		n := copy(p, r.data)
+		r.data = r.data[n:]
+		return n, nil
+	}
+	if !r.signaled {
+		r.signaled = true
+		close(r.stalled)
+	}
+	<-r.release
+	return 0, io.EOF
+}
+
+// An append in progress counts as a write once a part of it has been
+// written: another process (here, a Staged of the session resumed apart)
+// sees LastWrite move on while the append has not returned, so that
+// expiry of idle sessions on any replica leaves the session alone.
+func testLastWriteCountsAppendInProgress(t *testing.T, s blob.Store) {
+	id := newID(t)
+	st := stage(t, s, id)
+	before, err := resume(t, s, id).LastWrite(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stores keep times to the second: let one pass, so that a write
+	// from now on has a later time than the session's start.
+	time.Sleep(time.Until(before.Add(1100 * time.Millisecond)))
+	// More than two parts of any backend (S3 parts are 5 to 8 MiB).
+	r := &stallingReader{data: content(17<<20, "in progress"), stalled: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Append(t.Context(), r, -1, nil)
+		done <- err
+	}()
+	select {
+	case <-r.stalled:
+	case err := <-done:
+		t.Fatalf("append ended before its reader did: %v", err)
+	}
+	during, err := resume(t, s, id).LastWrite(t.Context())
+	close(r.release)
+	if aerr := <-done; aerr != nil {
+		t.Fatalf("append: %v", aerr)
+	}
+	if err != nil {
+		t.Fatalf("last write during an append: %v", err)
+	}
+	if !during.After(before) {
+		t.Fatalf("last write while 17 MiB were being appended is %v, no later than the session's start %v", during, before)
 	}
 }
 

@@ -307,10 +307,35 @@ func (sg *staged) Size(ctx context.Context) (int64, error) {
 	return st.Size, err
 }
 
-// LastWrite implements blob.Staged.
+// LastWrite implements blob.Staged: the later of the state's last write
+// and the newest object of the session from the first piece an append
+// could write on (the pieces an append in progress has written, which no
+// state lists yet), so that an append running on any replica keeps its
+// session active as each part of it arrives. The objects' times are the
+// object store's clock.
 func (sg *staged) LastWrite(ctx context.Context) (time.Time, error) {
 	st, _, err := sg.load(ctx)
-	return st.LastWrite, err
+	if err != nil || sg.mem != nil {
+		return st.LastWrite, err
+	}
+	last := st.LastWrite
+	// Pieces are named by their offset: an append writes at or after the
+	// first small piece, or the end of the full ones.
+	after := sg.dir + fmt.Sprintf("%016x", int64(st.full())*st.PartSize)
+	p := awss3.NewListObjectsV2Paginator(sg.s.client, &awss3.ListObjectsV2Input{Bucket: &sg.s.bucket,
+		Prefix: aws.String(sg.dir), StartAfter: aws.String(after)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return time.Time{}, failed("list the pieces of "+sg.String(), err)
+		}
+		for _, o := range page.Contents {
+			if t := aws.ToTime(o.LastModified); t.After(last) {
+				last = t
+			}
+		}
+	}
+	return last, nil
 }
 
 // HashState implements blob.HashStater.

@@ -245,6 +245,9 @@ func (s *Store) Age(d time.Duration) {
 			}
 			for dg, l := range links {
 				l.Linked = l.Linked.Add(-d)
+				if !l.Seen.IsZero() {
+					l.Seen = l.Seen.Add(-d)
+				}
 				if err := tx.PutLink(repo, dg, l); err != nil {
 					return err
 				}
