@@ -6,16 +6,27 @@ import (
 	"testing"
 
 	"github.com/berth-registry/berth/conformance/internal/berthtest"
+	"github.com/berth-registry/berth/internal/testserver/postgres"
 	"github.com/berth-registry/berth/internal/testserver/versitygw"
 )
 
 // gw is the S3 server of the tests that run berth on a bucket.
 var gw = versitygw.New()
 
+// pg is the PostgreSQL server of the tests that run berth on a database
+// (several replicas on one index).
+var pg = postgres.New()
+
 func TestMain(m *testing.M) {
 	code := berthtest.Main(m)
 	if err := gw.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "testserver/versitygw:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	if err := pg.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "testserver/postgres:", err)
 		if code == 0 {
 			code = 1
 		}
