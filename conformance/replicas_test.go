@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -49,6 +50,9 @@ type replicaSet struct {
 	config string
 	bucket string
 	dsn    string
+	// pgFault and s3Fault stand between the replicas and PostgreSQL and
+	// the S3 server when replicaOptions.faults is set.
+	pgFault, s3Fault *tcpFault
 }
 
 // replicaOptions shape a replicaSet.
@@ -56,9 +60,8 @@ type replicaOptions struct {
 	// auth turns authentication on: interopUser (an administrator) may do
 	// everything, anonymous callers nothing.
 	auth bool
-	// s3Endpoint replaces the S3 server's endpoint (a fault proxy in
-	// front of it); pgAddr replaces PostgreSQL's host:port likewise.
-	s3Endpoint, pgAddr string
+	// faults puts a tcpFault between the replicas and each server.
+	faults bool
 	// gc is the configuration's gc section, if any.
 	gc string
 	// quiet requires that neither replica logs a warning or an error.
@@ -74,16 +77,21 @@ func startReplicas(t *testing.T, o replicaOptions) *replicaSet {
 	b := gw.Bucket(t)
 	rs := &replicaSet{bucket: b.Name, dsn: dsn}
 	endpoint := b.Endpoint
-	if o.s3Endpoint != "" {
-		endpoint = o.s3Endpoint
-	}
-	if o.pgAddr != "" {
+	if o.faults {
 		u, err := url.Parse(dsn)
 		if err != nil {
 			t.Fatalf("parse DSN %s: %v", dsn, err)
 		}
-		u.Host = o.pgAddr
+		rs.pgFault = newTCPFault(t, "PostgreSQL", u.Host)
+		u.Host = rs.pgFault.addr
 		dsn = u.String()
+		e, err := url.Parse(endpoint)
+		if err != nil {
+			t.Fatalf("parse endpoint %s: %v", endpoint, err)
+		}
+		rs.s3Fault = newTCPFault(t, "versitygw", e.Host)
+		e.Host = rs.s3Fault.addr
+		endpoint = e.String()
 	}
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, `storage:
@@ -117,12 +125,20 @@ func startReplicas(t *testing.T, o replicaOptions) *replicaSet {
 	}
 	rs.config = filepath.Join(t.TempDir(), "berth.yaml")
 	writeTestFile(t, rs.config, cfg.String())
-	start := func() *registryUnderTest {
+	dirs := []string{t.TempDir(), t.TempDir()}
+	if o.auth {
+		// The token signing keys live in each replica's data directory:
+		// the replicas are given the same ones, as an operator must
+		// today, or a token one of them issued is refused by the other.
+		berthCLI(t, "", nil, "keys", "rotate", "--data", dirs[0])
+		copyKeys(t, filepath.Join(dirs[0], "keys"), filepath.Join(dirs[1], "keys"))
+	}
+	start := func(dir string) *registryUnderTest {
 		reg := &registryUnderTest{mode: registryMode{name: "replica", auth: o.auth, s3: true}, bucket: b.Name}
 		if o.auth {
 			reg.user, reg.pass = interopUser, pass
 		}
-		reg.Server = berthtest.Start(t, berthtest.WithArgs("--config", rs.config))
+		reg.Server = berthtest.Start(t, berthtest.WithDataDir(dir), berthtest.WithArgs("--config", rs.config))
 		if o.quiet {
 			t.Cleanup(func() {
 				for line := range strings.SplitSeq(reg.Logs(), "\n") {
@@ -137,13 +153,34 @@ func startReplicas(t *testing.T, o replicaOptions) *replicaSet {
 	// Both start on an empty database at once: the migrations must not
 	// race.
 	var wg sync.WaitGroup
-	wg.Go(func() { rs.a = start() })
-	rs.b = start()
+	wg.Go(func() { rs.a = start(dirs[0]) })
+	rs.b = start(dirs[1])
 	wg.Wait()
 	if rs.a == nil || rs.a.Server == nil {
 		t.FailNow()
 	}
 	return rs
+}
+
+// copyKeys copies the key directory src (its files) to dst.
+func copyKeys(t *testing.T, src, dst string) {
+	t.Helper()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatalf("read the signing keys: %v", err)
+	}
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // do sends one request to a replica, with the replica's credentials in
@@ -389,6 +426,19 @@ func TestReplicasClients(t *testing.T) {
 		}
 	})
 
+	t.Run("token", func(t *testing.T) {
+		// Behind a load balancer, a token the token service of one
+		// replica issued comes with the next request to any replica.
+		for _, from := range []*registryUnderTest{a, b} {
+			tok := tokenFor(t, from.URL, from.user, from.pass, "repository:replicas/crane:pull")
+			for _, r := range []*registryUnderTest{a, b} {
+				if st := bearerStatus(t, r.URL+"/v2/replicas/crane/tags/list", tok); st != http.StatusOK {
+					t.Errorf("a token from the token service of %s, at %s: status %d, want 200", from.Addr, r.Addr, st)
+				}
+			}
+		}
+	})
+
 	t.Run("robot", func(t *testing.T) {
 		admin := func(r *registryUnderTest) []string {
 			return []string{"BERTH_REGISTRY=" + r.URL, "BERTH_USERNAME=" + r.user, "BERTH_PASSWORD=" + r.pass}
@@ -614,4 +664,640 @@ func TestReplicasGCUnderLoad(t *testing.T) {
 		"final collection %+v; bucket afterwards: %d objects, none a blob; total %s",
 		replicaGCWorkers*replicaGCImages, replicaGCWorkers, replicaGCImages, deleted, gcRuns.Load(), gcGrace,
 		loadTook.Round(time.Millisecond), final.Report, len(keys), time.Since(started).Round(time.Millisecond))
+}
+
+// The scale of TestReplicasSIGKILL.
+const (
+	killWorkers = 4
+	killImages  = 8
+	// killAfter is how many pushes are acknowledged before A is killed.
+	killAfter = 8
+)
+
+// TestReplicasSIGKILL: pushers spread their pushes over both replicas;
+// once some are acknowledged, A is killed with SIGKILL, in the middle of
+// others. A push A fails is pushed again through B, as a load balancer
+// would. B keeps serving: none of its pushes fails. Every acknowledged
+// push, through either replica, reads back completely through B, and
+// once B is stopped too, berth fsck (on the database and the bucket,
+// through the configuration) finds no inconsistency.
+func TestReplicasSIGKILL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	bin := berthtest.Build(t)
+	rs := startReplicas(t, replicaOptions{})
+	a, b := rs.a, rs.b
+	shared := make([]v1.Layer, 4)
+	for i := range shared {
+		l, err := random.Layer(48<<10, types.OCILayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared[i] = l
+	}
+	// No retries: a failure must be seen as one.
+	noRetry := []ggcrremote.Option{ggcrremote.WithContext(ctx),
+		ggcrremote.WithRetryPredicate(func(error) bool { return false }), ggcrremote.WithRetryStatusCodes()}
+
+	var (
+		killed   atomic.Bool
+		ackedN   atomic.Int64
+		mu       sync.Mutex
+		acked    []string // repository:tag@digest, without the host
+		failedA  int
+		inFlight int // pushes through A that A's death cut off
+		afterOnB int // pushes B acknowledged after the kill
+	)
+	var wg sync.WaitGroup
+	errs := make(chan error, killWorkers)
+	for w := range killWorkers {
+		wg.Go(func() {
+			errs <- func() error {
+				for i := range killImages {
+					own, err := random.Layer(4<<10, types.OCILayer)
+					if err != nil {
+						return err
+					}
+					img, err := mutate.AppendLayers(empty.Image, shared[(w+i)%len(shared)], shared[(w+i+1)%len(shared)], own)
+					if err != nil {
+						return err
+					}
+					img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+					d, err := img.Digest()
+					if err != nil {
+						return err
+					}
+					repoTag := fmt.Sprintf("kill/r%d:w%d-i%d", w%2, w, i)
+					target := []*registryUnderTest{a, b}[(w+i)%2]
+					wasKilled := killed.Load()
+					err = ggcrremote.Write(mustTag(repoTag, target.Addr), img, noRetry...)
+					if err != nil && target == a && (wasKilled || killed.Load()) {
+						// A died (before or under this push): through B.
+						mu.Lock()
+						failedA++
+						if !wasKilled {
+							inFlight++
+						}
+						mu.Unlock()
+						target = b
+						err = ggcrremote.Write(mustTag(repoTag, b.Addr), img, noRetry...)
+					}
+					if err != nil {
+						return fmt.Errorf("push %s through %s (A killed: %v): %w", repoTag, target.Addr, killed.Load(), err)
+					}
+					mu.Lock()
+					acked = append(acked, repoTag+"@"+d.String())
+					if target == b && killed.Load() {
+						afterOnB++
+					}
+					mu.Unlock()
+					if ackedN.Add(1) == killAfter {
+						killed.Store(true)
+						a.Kill()
+					}
+				}
+				return nil
+			}()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if !killed.Load() {
+		t.Fatal("A was never killed")
+	}
+	if t.Failed() {
+		return
+	}
+	if afterOnB == 0 {
+		t.Fatal("B acknowledged no push after A was killed")
+	}
+	// Every acknowledged push reads back through the survivor, by tag
+	// and completely.
+	for _, k := range acked {
+		repoTag, dg, _ := strings.Cut(k, "@")
+		ref, err := name.NewDigest(b.Addr+"/"+strings.Split(repoTag, ":")[0]+"@"+dg, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gcPull(ctx, ref); err != nil {
+			t.Fatalf("pull %s through B: %v", ref, err)
+		}
+		resp, _ := b.do(t, http.MethodHead, "/v2/"+strings.Replace(repoTag, ":", "/manifests/", 1), nil, "Accept", string(types.OCIManifestSchema1))
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Docker-Content-Digest") != dg {
+			t.Fatalf("HEAD %s through B: %s, digest %s, want %s", repoTag, resp.Status, resp.Header.Get("Docker-Content-Digest"), dg)
+		}
+	}
+	b.Stop()
+	r := fsckJSON(t, bin, 0, "--config", rs.config, "--verify-content")
+	for _, p := range r.Problems {
+		if !p.Harmless {
+			t.Errorf("fsck after the kill: %+v", p)
+		}
+	}
+	t.Logf("SIGKILL of A after %d acknowledged pushes: %d pushes acknowledged in all (%d by B after the kill), %d failed on A (%d of them in flight at the kill) and were pushed again through B; "+
+		"fsck: %d blobs, %d manifests, %d findings, %d orphans", killAfter, len(acked), afterOnB, failedA, inFlight, r.Blobs, r.Manifests, len(r.Problems), len(r.Orphans))
+}
+
+// mustTag is repoTag on host.
+func mustTag(repoTag, host string) name.Tag {
+	tag, err := name.NewTag(host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		panic(err)
+	}
+	return tag
+}
+
+// tcpFault is a loopback TCP proxy between the replicas and a server. Cut
+// makes the server look stopped: every connection through the proxy is
+// closed and new ones are refused, as they are when a server goes away;
+// Restore listens again on the same port, and the server is back.
+type tcpFault struct {
+	t      *testing.T
+	server string // the server's name, for messages
+	target string // the server's host:port
+	addr   string // the proxy's host:port
+
+	mu    sync.Mutex
+	ln    net.Listener // nil while cut
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// newTCPFault starts a proxy to target on a free loopback port; it stops
+// when the test ends.
+func newTCPFault(t *testing.T, server, target string) *tcpFault {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen on loopback: %v", err)
+	}
+	f := &tcpFault{t: t, server: server, target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	f.serve(ln)
+	t.Cleanup(func() {
+		f.Cut()
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *tcpFault) serve(ln net.Listener) {
+	f.mu.Lock()
+	f.ln = ln
+	f.mu.Unlock()
+	f.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.wg.Go(func() { f.pipe(c) })
+		}
+	})
+}
+
+// pipe forwards one connection to the server until either side closes
+// it or the proxy is cut.
+func (f *tcpFault) pipe(c net.Conn) {
+	up, err := net.DialTimeout("tcp", f.target, 5*time.Second)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	f.mu.Lock()
+	if f.ln == nil {
+		f.mu.Unlock()
+		_ = c.Close()
+		_ = up.Close()
+		return
+	}
+	f.conns[c], f.conns[up] = struct{}{}, struct{}{}
+	f.mu.Unlock()
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		_ = dst.Close()
+		_ = src.Close()
+		done <- struct{}{}
+	}
+	go cp(up, c)
+	go cp(c, up)
+	<-done
+	<-done
+	f.mu.Lock()
+	delete(f.conns, c)
+	delete(f.conns, up)
+	f.mu.Unlock()
+}
+
+// Cut closes every connection and stops listening.
+func (f *tcpFault) Cut() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ln != nil {
+		_ = f.ln.Close()
+		f.ln = nil
+	}
+	for c := range f.conns {
+		_ = c.Close()
+	}
+}
+
+// Restore listens again on the proxy's port.
+func (f *tcpFault) Restore() {
+	f.t.Helper()
+	var err error
+	for range 100 {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", f.addr); err == nil {
+			f.serve(ln)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.t.Fatalf("restore the way to %s: listen on %s again: %v", f.server, f.addr, err)
+}
+
+// loadPush is one image the background load of TestReplicasFaults pushed.
+type loadPush struct {
+	tag      string
+	manifest []byte
+	blobs    [][]byte
+}
+
+// send is one request that may fail, for goroutines (no t.Fatal).
+func send(ctx context.Context, method, url string, body []byte, header ...string) (int, http.Header, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b, err
+}
+
+// unavailable checks that an answer is the 503 of a backend out of reach:
+// the specification's error body with code UNAVAILABLE, and Retry-After.
+func unavailable(status int, h http.Header, body []byte) error {
+	var e struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if status != http.StatusServiceUnavailable {
+		return fmt.Errorf("status %d, want 503: %s", status, body)
+	}
+	if ra := h.Get("Retry-After"); ra == "" || strings.Trim(ra, "0123456789") != "" {
+		return fmt.Errorf("503 with Retry-After %q, want a number of seconds", ra)
+	}
+	if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) != 1 || e.Errors[0].Code != "UNAVAILABLE" || e.Errors[0].Message == "" {
+		return fmt.Errorf("503 with body %s, want one error of code UNAVAILABLE (%v)", body, err)
+	}
+	return nil
+}
+
+// pushLoad pushes small images to repo through the replicas in turn until
+// stop is closed (or n images), pacing itself. A push that fails must fail
+// with unavailable's 503; it returns the pushes acknowledged and those
+// refused.
+func pushLoad(ctx context.Context, reps []*registryUnderTest, repo string, n int, stop <-chan struct{}) (acked []loadPush, refused int, err error) {
+	for i := range n {
+		select {
+		case <-stop:
+			return acked, refused, nil
+		default:
+		}
+		base := reps[i%len(reps)].URL
+		layer := make([]byte, 2048)
+		if _, err := rand.Read(layer); err != nil {
+			return acked, refused, err
+		}
+		config := []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","load":%d}`, i))
+		p := loadPush{tag: fmt.Sprintf("l%d", i), blobs: [][]byte{config, layer}, manifest: imageManifest(config, [][]byte{layer}, "", "")}
+		ok := true
+		for _, blob := range p.blobs {
+			status, h, body, err := send(ctx, http.MethodPost, base+"/v2/"+repo+"/blobs/uploads/?digest="+digest.FromBytes(blob).String(), blob)
+			if err != nil {
+				return acked, refused, fmt.Errorf("push a blob through %s: %w", base, err)
+			}
+			if status != http.StatusCreated {
+				if err := unavailable(status, h, body); err != nil {
+					return acked, refused, fmt.Errorf("push a blob through %s: %w", base, err)
+				}
+				ok = false
+				break
+			}
+		}
+		if ok {
+			status, h, body, err := send(ctx, http.MethodPut, base+"/v2/"+repo+"/manifests/"+p.tag, p.manifest, "Content-Type", ocispec.MediaTypeImageManifest)
+			if err != nil {
+				return acked, refused, fmt.Errorf("push manifest %s through %s: %w", p.tag, base, err)
+			}
+			if status == http.StatusCreated {
+				acked = append(acked, p)
+			} else if err := unavailable(status, h, body); err != nil {
+				return acked, refused, fmt.Errorf("push manifest %s through %s: %w", p.tag, base, err)
+			} else {
+				ok = false
+			}
+		}
+		if !ok {
+			refused++
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return acked, refused, nil
+}
+
+// untilStatus polls GET path on r until it answers want, a bounded number
+// of times, and fails the test otherwise.
+func untilStatus(t *testing.T, r *registryUnderTest, what, path string, want int) {
+	t.Helper()
+	var status int
+	var body []byte
+	for range 200 {
+		var err error
+		status, _, body, err = send(t.Context(), http.MethodGet, r.URL+path, nil, "Accept", ocispec.MediaTypeImageManifest)
+		if err != nil {
+			t.Fatalf("%s: GET %s on %s: %v", what, path, r.Addr, err)
+		}
+		if status == want {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: GET %s on %s still answers %d (%s), want %d", what, path, r.Addr, status, body, want)
+}
+
+// TestReplicasFaults: PostgreSQL, then the S3 server, goes away for a
+// moment under two replicas and a light load of pushes through both.
+// While it is away, /readyz answers 503 and requests that need it get a
+// 503 with the specification's error body (UNAVAILABLE) and Retry-After;
+// what they would have written is not there afterwards, neither a
+// manifest without its blobs nor a tag without its manifest. A chunked
+// upload whose PATCH the fault cut in the middle stays where its last
+// acknowledged PATCH left it (or, when only the index went away after the
+// append began, holds the whole chunk), and goes on from there. Once the
+// server is back, both replicas serve again by themselves, without a
+// restart; every push acknowledged at any time reads back completely
+// through both; and fsck finds no inconsistency.
+func TestReplicasFaults(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	bin := berthtest.Build(t)
+	rs := startReplicas(t, replicaOptions{faults: true})
+	reps := []*registryUnderTest{rs.a, rs.b}
+	const repo = "faults/app"
+	ct := []string{"Content-Type", ocispec.MediaTypeImageManifest}
+
+	// What is there before the faults.
+	config := []byte(`{"architecture":"amd64","os":"linux"}`)
+	layer := randomBytes(t, 64<<10)
+	for _, blob := range [][]byte{config, layer} {
+		resp, body := rs.a.do(t, http.MethodPost, "/v2/"+repo+"/blobs/uploads/?digest="+digest.FromBytes(blob).String(), blob)
+		mustStatus(t, "push a blob", resp, body, http.StatusCreated)
+	}
+	base := imageManifest(config, [][]byte{layer}, "", "")
+	resp, body := rs.a.do(t, http.MethodPut, "/v2/"+repo+"/manifests/v1", base, ct...)
+	mustStatus(t, "push v1", resp, body, http.StatusCreated)
+	layerPath := "/v2/" + repo + "/blobs/" + digest.FromBytes(layer).String()
+
+	// A light load through both replicas for the whole test.
+	stop := make(chan struct{})
+	type loadResult struct {
+		acked   []loadPush
+		refused int
+		err     error
+	}
+	loadDone := make(chan loadResult, 1)
+	go func() {
+		acked, refused, err := pushLoad(ctx, reps, "faults/load", 1000, stop)
+		loadDone <- loadResult{acked, refused, err}
+	}()
+
+	for _, fault := range []struct {
+		name  string
+		proxy *tcpFault
+		// probe is a request that needs the server.
+		probe string
+	}{
+		{"postgres", rs.pgFault, "/v2/" + repo + "/manifests/v1"},
+		{"s3", rs.s3Fault, layerPath},
+	} {
+		t.Run(fault.name, func(t *testing.T) {
+			// A manifest of its own, and a blob only the S3 run pushes.
+			extra := []byte("blob pushed while " + fault.name + " is away")
+			m := imageManifest(config, [][]byte{layer}, "while "+fault.name+" is away", "")
+			md := digest.FromBytes(m).String()
+			tag := "during-" + fault.name
+
+			// An upload in progress, cut in the middle of a PATCH.
+			upload := cutUpload(t, rs.a, rs.b, repo, fault.proxy, fault.name == "postgres")
+
+			fault.proxy.Cut()
+			for _, r := range reps {
+				untilStatus(t, r, fault.name+" away: /readyz", "/readyz", http.StatusServiceUnavailable)
+				for _, req := range []struct {
+					what, method, path string
+					body               []byte
+					header             []string
+				}{
+					{"read", http.MethodGet, fault.probe, nil, []string{"Accept", ocispec.MediaTypeImageManifest}},
+					{"manifest push", http.MethodPut, "/v2/" + repo + "/manifests/" + tag, m, ct},
+					{"blob push", http.MethodPost, "/v2/" + repo + "/blobs/uploads/?digest=" + digest.FromBytes(extra).String(), extra, nil},
+					{"chunk", http.MethodPatch, upload.loc, extra, []string{"Content-Type", "application/octet-stream"}},
+				} {
+					status, h, body, err := send(ctx, req.method, r.URL+req.path, req.body, req.header...)
+					if err != nil {
+						t.Fatalf("%s away: %s on %s: %v", fault.name, req.what, r.Addr, err)
+					}
+					if err := unavailable(status, h, body); err != nil {
+						t.Errorf("%s away: %s %s on %s: %v", fault.name, req.method, req.path, r.Addr, err)
+					}
+				}
+			}
+			fault.proxy.Restore()
+			for _, r := range reps {
+				untilStatus(t, r, fault.name+" back: /readyz", "/readyz", http.StatusOK)
+				untilStatus(t, r, fault.name+" back", fault.probe, http.StatusOK)
+				// Nothing of the refused pushes is there.
+				for _, path := range []string{"/v2/" + repo + "/manifests/" + md, "/v2/" + repo + "/manifests/" + tag,
+					"/v2/" + repo + "/blobs/" + digest.FromBytes(extra).String()} {
+					resp, body := r.do(t, http.MethodGet, path, nil, "Accept", ocispec.MediaTypeImageManifest)
+					mustStatus(t, fault.name+" back: what was refused", resp, body, http.StatusNotFound)
+				}
+			}
+			// The upload goes on from where its record says it is.
+			upload.resume(t)
+			// And the same pushes now succeed.
+			resp, body := rs.b.do(t, http.MethodPost, "/v2/"+repo+"/blobs/uploads/?digest="+digest.FromBytes(extra).String(), extra)
+			mustStatus(t, fault.name+" back: push the blob", resp, body, http.StatusCreated)
+			resp, body = rs.b.do(t, http.MethodPut, "/v2/"+repo+"/manifests/"+tag, m, ct...)
+			mustStatus(t, fault.name+" back: push the manifest", resp, body, http.StatusCreated)
+			resp, body = rs.a.do(t, http.MethodGet, "/v2/"+repo+"/manifests/"+tag, nil, "Accept", ocispec.MediaTypeImageManifest)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, m) {
+				t.Fatalf("%s back: %s through A: %s", fault.name, tag, resp.Status)
+			}
+		})
+	}
+	close(stop)
+	load := <-loadDone
+	if load.err != nil {
+		t.Fatalf("load: %v", load.err)
+	}
+
+	// Every acknowledged push reads back completely through both; every
+	// tag there is names a manifest whose blobs are all there.
+	for _, r := range reps {
+		for _, p := range load.acked {
+			resp, body := r.do(t, http.MethodGet, "/v2/faults/load/manifests/"+p.tag, nil, "Accept", ocispec.MediaTypeImageManifest)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, p.manifest) {
+				t.Fatalf("acknowledged push %s through %s: %s", p.tag, r.Addr, resp.Status)
+			}
+			for _, blob := range p.blobs {
+				resp, body := r.do(t, http.MethodGet, "/v2/faults/load/blobs/"+digest.FromBytes(blob).String(), nil)
+				if resp.StatusCode != http.StatusOK || !bytes.Equal(body, blob) {
+					t.Fatalf("blob of acknowledged push %s through %s: %s", p.tag, r.Addr, resp.Status)
+				}
+			}
+		}
+		resp, body := r.do(t, http.MethodGet, "/v2/faults/load/tags/list", nil)
+		mustStatus(t, "tags of the load", resp, body, http.StatusOK)
+		var tags struct{ Tags []string }
+		if err := json.Unmarshal(body, &tags); err != nil {
+			t.Fatal(err)
+		}
+		if len(tags.Tags) < len(load.acked) {
+			t.Fatalf("%s lists %d tags of the load, fewer than the %d acknowledged", r.Addr, len(tags.Tags), len(load.acked))
+		}
+		for _, tag := range tags.Tags {
+			ref := fmt.Sprintf("%s/faults/load:%s", r.Addr, tag)
+			img, err := ggcrremote.Image(mustTag("faults/load:"+tag, r.Addr), ggcrremote.WithContext(ctx))
+			if err != nil {
+				t.Fatalf("tag %s: %v", ref, err)
+			}
+			d, err := img.Digest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := gcPull(ctx, mustTag("faults/load:"+tag, r.Addr).Context().Digest(d.String())); err != nil {
+				t.Fatalf("tag %s names an incomplete image: %v", ref, err)
+			}
+		}
+	}
+	rs.a.Stop()
+	rs.b.Stop()
+	r := fsckJSON(t, bin, 0, "--config", rs.config, "--verify-content")
+	for _, p := range r.Problems {
+		if !p.Harmless {
+			t.Errorf("fsck after the faults: %+v", p)
+		}
+	}
+	t.Logf("faults: load of %d pushes acknowledged and %d refused with 503 while a server was away; fsck: %d blobs, %d manifests, %d findings, %d orphans",
+		len(load.acked), load.refused, r.Blobs, r.Manifests, len(r.Problems), len(r.Orphans))
+}
+
+// interruptedUpload is a chunked upload whose second PATCH a fault cut
+// off in the middle.
+type interruptedUpload struct {
+	a, b     *registryUnderTest
+	repo     string
+	loc      string
+	whole    []byte
+	recorded int // bytes the first PATCH stored
+}
+
+// cutUpload starts an upload on a, stores its first chunk there, then
+// sends the second through b with a body that stops in the middle: the
+// fault cuts the server away, and the rest of the body follows. b must
+// answer 503, or, with mayFinish (the server is one the append no longer
+// needs once it began), 202 having stored the whole chunk; the server is
+// left cut.
+func cutUpload(t *testing.T, a, b *registryUnderTest, repo string, fault *tcpFault, mayFinish bool) *interruptedUpload {
+	t.Helper()
+	first, second := randomBytes(t, 1<<20), randomBytes(t, 7<<20)
+	u := &interruptedUpload{a: a, b: b, repo: repo, whole: append(slices.Clone(first), second...), recorded: len(first)}
+	resp, body := a.do(t, http.MethodPost, "/v2/"+repo+"/blobs/uploads/", nil)
+	mustStatus(t, "start an upload", resp, body, http.StatusAccepted)
+	resp, body = a.do(t, http.MethodPatch, relative(t, resp.Header.Get("Location")), first,
+		"Content-Type", "application/octet-stream", "Content-Range", fmt.Sprintf("0-%d", len(first)-1))
+	mustStatus(t, "first PATCH", resp, body, http.StatusAccepted)
+	u.loc = relative(t, resp.Header.Get("Location"))
+
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, b.URL+u.loc, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(second))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", len(first), len(u.whole)-1))
+	go func() {
+		// Six MiB, more than a part of the bucket, go before the cut.
+		if _, err := pw.Write(second[:6<<20]); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		fault.Cut()
+		_, err := pw.Write(second[6<<20:])
+		pw.CloseWithError(err)
+	}()
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the PATCH cut off by the fault: %v", err)
+	}
+	defer r.Body.Close()
+	rb, _ := io.ReadAll(r.Body)
+	if r.StatusCode == http.StatusAccepted && mayFinish {
+		// The session is in the bucket: its append needed the index
+		// only before it began.
+		u.recorded = len(u.whole)
+	} else if err := unavailable(r.StatusCode, r.Header, rb); err != nil {
+		t.Errorf("the PATCH cut off by the fault, on %s: %v", b.Addr, err)
+	}
+	t.Logf("the PATCH cut off in the middle by the fault: %s", r.Status)
+	return u
+}
+
+// resume asks b where the upload is, sends the rest from there through a
+// and closes it through b; the blob then reads back whole through both.
+func (u *interruptedUpload) resume(t *testing.T) {
+	t.Helper()
+	resp, body := u.b.do(t, http.MethodGet, u.loc, nil)
+	mustStatus(t, "status of the interrupted upload", resp, body, http.StatusNoContent)
+	if got, want := resp.Header.Get("Range"), fmt.Sprintf("0-%d", u.recorded-1); got != want {
+		t.Fatalf("the interrupted upload is at %q, want %q (what the acknowledged PATCH stored)", got, want)
+	}
+	loc := u.loc
+	if rest := u.whole[u.recorded:]; len(rest) > 0 {
+		resp, body = u.a.do(t, http.MethodPatch, u.loc, rest,
+			"Content-Type", "application/octet-stream", "Content-Range", fmt.Sprintf("%d-%d", u.recorded, len(u.whole)-1))
+		mustStatus(t, "resume the upload", resp, body, http.StatusAccepted)
+		loc = relative(t, resp.Header.Get("Location"))
+	}
+	sep := "?"
+	if strings.Contains(loc, "?") {
+		sep = "&"
+	}
+	d := digest.FromBytes(u.whole)
+	resp, body = u.b.do(t, http.MethodPut, loc+sep+"digest="+d.String(), nil)
+	mustStatus(t, "close the resumed upload", resp, body, http.StatusCreated)
+	for _, r := range []*registryUnderTest{u.a, u.b} {
+		resp, body = r.do(t, http.MethodGet, "/v2/"+u.repo+"/blobs/"+d.String(), nil)
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, u.whole) {
+			t.Fatalf("the resumed upload's blob through %s: %s, %d bytes, want %d", r.Addr, resp.Status, len(body), len(u.whole))
+		}
+	}
 }
