@@ -482,11 +482,20 @@ func relative(t *testing.T, loc string) string {
 const (
 	replicaGCWorkers = 6
 	replicaGCImages  = 8
+	// replicaGCGrace must exceed the longest push plus the refresh
+	// period (storage/gc): on two replicas sharing PostgreSQL and the S3
+	// server on two shared cores with both collecting, a push here has
+	// taken up to 4s, so TestGCUnderLoad's 2s would make pushes fail
+	// (cleanly, with MANIFEST_BLOB_UNKNOWN), as the invariant says.
+	replicaGCGrace   = "10s"
+	replicaGCRefresh = "gc:\n  seenRefresh: 2s\n"
 )
 
 // TestReplicasGCUnderLoad is TestGCUnderLoad on two replicas at once:
 // pushers push through both (and delete through the other), while each
-// replica collects with a small grace, back to back. Every push succeeds;
+// replica collects with a small grace, back to back; images deleted just
+// before the load share their layers with the load's, and become
+// collectable during it. Every push succeeds;
 // every remaining image pulls completely through both replicas; every
 // orphaned referrer is collected exactly once over both; and once
 // everything is deleted, a final collection leaves no blob object in the
@@ -495,7 +504,7 @@ func TestReplicasGCUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), gcTimeout)
 	defer cancel()
 	bin := berthtest.Build(t)
-	rs := startReplicas(t, replicaOptions{gc: "gc:\n  seenRefresh: 500ms\n"})
+	rs := startReplicas(t, replicaOptions{gc: replicaGCRefresh})
 	reps := []*registryUnderTest{rs.a, rs.b}
 	started := time.Now()
 
@@ -522,7 +531,7 @@ func TestReplicasGCUnderLoad(t *testing.T) {
 					return
 				default:
 				}
-				res, err := gcRun(ctx, r.URL, gcGrace)
+				res, err := gcRun(ctx, r.URL, replicaGCGrace)
 				if err != nil {
 					gcDone <- fmt.Errorf("collection on %s: %w", r.Addr, err)
 					return
@@ -537,53 +546,78 @@ func TestReplicasGCUnderLoad(t *testing.T) {
 	var mu sync.Mutex
 	var kept []string // repository@digest, without the host
 	deleted := 0
+	var longest time.Duration // the longest push
+	// pushOne pushes an image of worker w through one replica, with two
+	// shared layers and one of its own; with del it pushes a referrer of
+	// it, then deletes it through the other replica.
+	pushOne := func(w, i int, tagName string, del bool) error {
+		push, other := reps[(w+i)%2], reps[(w+i+1)%2]
+		repoPath := fmt.Sprintf("gc/r%d", w%gcRepos)
+		own, err := random.Layer(4<<10, types.OCILayer)
+		if err != nil {
+			return err
+		}
+		img, err := mutate.AppendLayers(empty.Image, shared[(w+i)%gcSharedLayers], shared[(w+i+1)%gcSharedLayers], own)
+		if err != nil {
+			return err
+		}
+		img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+		tag, err := name.NewTag(fmt.Sprintf("%s/%s:%s", push.Addr, repoPath, tagName), name.Insecure)
+		if err != nil {
+			return err
+		}
+		began := time.Now()
+		if err := ggcrremote.Write(tag, img, ggcrremote.WithContext(ctx)); err != nil {
+			return fmt.Errorf("push %s (for %s): %w", tag, time.Since(began).Round(time.Millisecond), err)
+		}
+		took := time.Since(began)
+		d, err := img.Digest()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		longest = max(longest, took)
+		mu.Unlock()
+		if !del {
+			mu.Lock()
+			kept = append(kept, repoPath+"@"+d.String())
+			mu.Unlock()
+			return nil
+		}
+		// An SBOM-like referrer first, orphaned by the delete:
+		// collection removes it with its layer.
+		if err := gcPushReferrer(ctx, tag.Context(), img); err != nil {
+			return err
+		}
+		ref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", other.Addr, repoPath, d), name.Insecure)
+		if err != nil {
+			return err
+		}
+		if err := ggcrremote.Delete(ref, ggcrremote.WithContext(ctx)); err != nil {
+			return fmt.Errorf("delete %s: %w", ref, err)
+		}
+		mu.Lock()
+		deleted++
+		mu.Unlock()
+		return nil
+	}
+	// Images deleted before the load, which the collections can reclaim
+	// once the grace has passed, while the load pushes images that share
+	// their layers.
+	for w := range replicaGCWorkers {
+		if err := pushOne(w, 0, fmt.Sprintf("early-w%d", w), true); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, replicaGCWorkers)
 	for w := range replicaGCWorkers {
 		wg.Go(func() {
 			errs <- func() error {
 				for i := range replicaGCImages {
-					push, del := reps[(w+i)%2], reps[(w+i+1)%2]
-					repoPath := fmt.Sprintf("gc/r%d", w%gcRepos)
-					own, err := random.Layer(4<<10, types.OCILayer)
-					if err != nil {
+					if err := pushOne(w, i, fmt.Sprintf("w%d-i%d", w, i), i%gcDeleteEvery == 0); err != nil {
 						return err
 					}
-					img, err := mutate.AppendLayers(empty.Image, shared[(w+i)%gcSharedLayers], shared[(w+i+1)%gcSharedLayers], own)
-					if err != nil {
-						return err
-					}
-					img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
-					tag, err := name.NewTag(fmt.Sprintf("%s/%s:w%d-i%d", push.Addr, repoPath, w, i), name.Insecure)
-					if err != nil {
-						return err
-					}
-					if err := ggcrremote.Write(tag, img, ggcrremote.WithContext(ctx)); err != nil {
-						return fmt.Errorf("push %s: %w", tag, err)
-					}
-					d, err := img.Digest()
-					if err != nil {
-						return err
-					}
-					if i%gcDeleteEvery == 0 {
-						if err := gcPushReferrer(ctx, tag.Context(), img); err != nil {
-							return err
-						}
-						ref, err := name.NewDigest(fmt.Sprintf("%s/%s@%s", del.Addr, repoPath, d), name.Insecure)
-						if err != nil {
-							return err
-						}
-						if err := ggcrremote.Delete(ref, ggcrremote.WithContext(ctx)); err != nil {
-							return fmt.Errorf("delete %s: %w", ref, err)
-						}
-						mu.Lock()
-						deleted++
-						mu.Unlock()
-						continue
-					}
-					mu.Lock()
-					kept = append(kept, repoPath+"@"+d.String())
-					mu.Unlock()
 				}
 				return nil
 			}()
@@ -660,10 +694,10 @@ func TestReplicasGCUnderLoad(t *testing.T) {
 	if len(r.Problems) != 0 || len(r.Orphans) != 0 || r.Blobs != 0 {
 		t.Fatalf("fsck after the final collection: %d blobs, problems %v, orphans %v", r.Blobs, r.Problems, r.Orphans)
 	}
-	t.Logf("GC under load on two replicas: %d images (%d workers x %d), %d deleted during the load; %d collections (grace %s) during %s of load; "+
+	t.Logf("GC under load on two replicas: %d images (%d workers x %d, and %d before; the longest push %s), %d deleted; %d collections (grace %s) during %s of load removed %d orphaned referrers; "+
 		"final collection %+v; bucket afterwards: %d objects, none a blob; total %s",
-		replicaGCWorkers*replicaGCImages, replicaGCWorkers, replicaGCImages, deleted, gcRuns.Load(), gcGrace,
-		loadTook.Round(time.Millisecond), final.Report, len(keys), time.Since(started).Round(time.Millisecond))
+		replicaGCWorkers*replicaGCImages, replicaGCWorkers, replicaGCImages, replicaGCWorkers, longest.Round(time.Millisecond), deleted, gcRuns.Load(), replicaGCGrace,
+		loadTook.Round(time.Millisecond), gcManifests.Load(), final.Report, len(keys), time.Since(started).Round(time.Millisecond))
 }
 
 // The scale of TestReplicasSIGKILL.
