@@ -71,7 +71,7 @@ ARGS ?=
 # "make fuzz" runs each fuzz target for this long, e.g. make fuzz FUZZTIME=5m.
 FUZZTIME ?= 30s
 
-.PHONY: all build run tools clients test-servers debs lint test test-unit test-conformance fuzz bench ui-screenshots clean
+.PHONY: all build run tools clients test-servers postgres debs lint test test-unit test-conformance fuzz bench ui-screenshots clean
 
 all: test
 
@@ -100,7 +100,13 @@ $(OCI_CONFORMANCE): conformance/suite/go.mod conformance/suite/go.sum
 
 clients: $(CLIENT_STAMPS) debs
 
-test-servers: $(SERVER_STAMPS)
+# PostgreSQL comes from Debian (hack/install-postgres.sh: only when its
+# server is missing, and without starting its service); versitygw is built
+# pinned through the Go module proxy.
+test-servers: $(SERVER_STAMPS) postgres
+
+postgres:
+	hack/install-postgres.sh
 
 $(TOOLS)/.stamp-%:
 	@mkdir -p $(TOOLS)

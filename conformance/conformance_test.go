@@ -33,9 +33,10 @@ const (
 
 // TestOCIConformance runs the official OCI distribution-spec conformance
 // suite against a fresh berth process, once with OCI_VERSION=1.1 (with every
-// API switch turned on) and once with the "dev" defaults, and both again
+// API switch turned on) and once with the "dev" defaults, both again
 // against a berth whose blobs are in an S3 bucket (with the embedded
-// index). Data switches are left at the suite's defaults; the registry must
+// index), and both again against a berth whose index is in PostgreSQL and
+// whose blobs are in an S3 bucket, as replicas run. Data switches are left at the suite's defaults; the registry must
 // pass everything that runs and nothing may be skipped.
 func TestOCIConformance(t *testing.T) {
 	if testing.Short() {
@@ -75,6 +76,9 @@ func TestOCIConformance(t *testing.T) {
 		{"", func(*testing.T) []berthtest.Option { return nil }},
 		{"s3", func(t *testing.T) []berthtest.Option {
 			return []berthtest.Option{berthtest.WithArgs("--config", s3ConfigFile(t, false))}
+		}},
+		{"postgres-s3", func(t *testing.T) []berthtest.Option {
+			return []berthtest.Option{berthtest.WithArgs("--config", postgresS3ConfigFile(t))}
 		}},
 	}
 	for _, store := range stores {

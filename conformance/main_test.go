@@ -10,8 +10,12 @@ import (
 	"github.com/berth-registry/berth/internal/testserver/versitygw"
 )
 
-// gw is the S3 server of the tests that run berth on a bucket.
-var gw = versitygw.New()
+// gw is the S3 server of the tests that run berth on a bucket, pg the
+// PostgreSQL server of those that run it on a database.
+var (
+	gw = versitygw.New()
+	pg = postgres.New()
+)
 
 // pg is the PostgreSQL server of the tests that run berth on a database
 // (several replicas on one index).

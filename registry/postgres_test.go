@@ -251,6 +251,9 @@ func TestDatabaseDownForAMoment(t *testing.T) {
 	want503(do(http.MethodPost, "/v2/r/blobs/uploads/", nil), "upload start")
 	want503(do(http.MethodGet, "/v2/r/blobs/"+ds.String(), nil), "pull")
 	want503(do(http.MethodGet, "/v2/r/tags/list", nil), "tag list")
+	if resp := do(http.MethodGet, "/readyz", nil); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while the database is down: %s", resp.Status)
+	}
 	proxy.down.Store(false)
 
 	// Nothing partial: the refused push left no blob.
@@ -265,5 +268,8 @@ func TestDatabaseDownForAMoment(t *testing.T) {
 	got, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, stored) {
 		t.Fatalf("pull once the database is back: %s, %q", resp.Status, got)
+	}
+	if resp := do(http.MethodGet, "/readyz", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz once the database is back: %s", resp.Status)
 	}
 }

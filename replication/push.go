@@ -18,15 +18,21 @@ import (
 // every repository the rule covers (the rescan that makes delivery
 // survive a restart), then delivers the pending repositories whenever
 // there are some. Repositories whose delivery failed are pending again,
-// retried after a wait that doubles from a second up to RetryMax.
+// retried after a wait that doubles from a second up to RetryMax. The
+// rescan repeats every Options.Rescan: the events of this process tell
+// it of changes at once, the rescan of those made through other
+// processes sharing the index.
 func (r *Replicator) deliver(ctx context.Context, svc *storage.Service, rs *ruleState) {
-	repos, err := r.covered(ctx, svc, rs)
-	if err != nil {
-		if ctx.Err() == nil {
+	rescan := func() {
+		repos, err := r.covered(ctx, svc, rs)
+		if err != nil && ctx.Err() == nil {
 			r.log.ErrorContext(ctx, "sync rule: list the repositories it covers", "rule", rs.Name, "error", err)
 		}
+		rs.add(repos...)
 	}
-	rs.add(repos...)
+	rescan()
+	every := time.NewTicker(r.opts.Rescan)
+	defer every.Stop()
 	// While a failed delivery waits for its retry, new content only joins
 	// the pending set: a failing remote is not asked more often than the
 	// wait allows.
@@ -40,6 +46,9 @@ func (r *Replicator) deliver(ctx context.Context, svc *storage.Service, rs *rule
 		select {
 		case <-ctx.Done():
 			return
+		case <-every.C:
+			rescan() // joins the pending set; delivered at the next wake
+			continue
 		case <-wake:
 		case <-retry:
 			retry = nil

@@ -24,6 +24,16 @@
 // records, so that a change whose delivery a stop cut short, or that
 // arrived while the remote was down, is delivered all the same, and
 // nothing already delivered is asked of the remote again.
+//
+// # Several processes
+//
+// When several Berth processes share one index, each runs every rule.
+// A push rule hears at once of the changes made through its own process
+// and, by repeating the rescan every Options.Rescan, of those made
+// through the others, or left undelivered by one that went away. Runs of
+// one rule in two processes may overlap: each copies what the destination
+// lacks and records what it delivered, so the overlap costs repeated work,
+// never a wrong copy.
 package replication
 
 import (
@@ -65,6 +75,12 @@ type Options struct {
 	// RetryMax bounds the wait before a push rule retries a failed
 	// delivery (the wait doubles from a second); zero means five minutes.
 	RetryMax time.Duration
+	// Rescan is how often a push rule looks again at every repository it
+	// covers, delivering what differs from its records: the changes made
+	// through other processes sharing the index, whose events this one
+	// never hears, and those a process that went away had not delivered.
+	// Zero means ten minutes.
+	Rescan time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -111,6 +127,9 @@ func New(cfg Config, opts Options) (*Replicator, error) {
 	}
 	if opts.RetryMax <= 0 {
 		opts.RetryMax = 5 * time.Minute
+	}
+	if opts.Rescan <= 0 {
+		opts.Rescan = 10 * time.Minute
 	}
 	if opts.MaxManifestBytes <= 0 {
 		opts.MaxManifestBytes = transfer.DefaultMaxManifestBytes

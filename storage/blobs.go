@@ -23,7 +23,9 @@ type BlobInfo struct {
 // A client that finds a blob this way may reference it from a manifest it
 // pushes next, so the lookup records in the index that it found the link
 // (at most once per refresh period) before it answers; see seen.go. It
-// takes no lock and never waits for a digest's lock.
+// takes no digest lock. A lookup that finds the link recorded active
+// within the refresh period only reads a snapshot; one that records Seen
+// runs a small write transaction, which waits for the index's writers.
 func (s *Service) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
 	return s.see(ctx, repo, d)
 }

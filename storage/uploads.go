@@ -65,8 +65,8 @@ type session struct {
 // sessionTable maps session ids to their cached state. Its lock guards only
 // the map; each session has its own lock for the bytes in flight. An
 // entry goes when this process ends its session; one another replica
-// ended stays until this process looks the session up again and finds it
-// unknown.
+// ended goes when this process looks the session up again and finds it
+// unknown, or at its next ExpireUploads (prune).
 type sessionTable struct {
 	mu sync.Mutex
 	m  map[string]*session

@@ -44,9 +44,13 @@
 //     refresh period before it (storage.Options.SeenRefresh), that the
 //     link was active: its Linked or its Seen time (storage/seen.go). A
 //     lookup that writes Seen re-reads the link in the same transaction
-//     and answers unknown if it is gone. Collection refuses a grace below
-//     MinGraceRefreshes refresh periods, so that a client always has most
-//     of the grace to push the manifest that references what it found.
+//     and answers unknown if it is gone. A link is thus removed only by a
+//     collection whose cutoff is after the link's recorded activity, one
+//     that began at least the grace less one refresh period after the
+//     lookup. Collection refuses a positive grace below MinGraceRefreshes
+//     refresh periods, so that a client always has most of the grace to
+//     push the manifest that references what it found. (A grace of 0, for
+//     a registry where nothing is being pushed, protects no lookup.)
 //   - Serialisable transactions that check again. Every removal happens
 //     in a read-write transaction (meta.Store.Update, serialisable: bolt
 //     has one writer; a database backend runs SERIALIZABLE and retries)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -356,6 +357,83 @@ func testReplicasGCUnderLoad(t *testing.T, b Backends) {
 	}
 	if _, err := gc.Collect(ctx(), a.Service, gc.Options{Now: time.Now().Add(time.Minute)}); err != nil {
 		t.Fatal(err)
+	}
+	wantNoContent(t, a)
+}
+
+// stallingReader is a request body that delivers data, then, asked for
+// more, closes stalled and waits for release before it ends: a client in
+// the middle of a long chunk.
+type stallingReader struct {
+	data     []byte
+	stalled  chan struct{}
+	release  *latch
+	signaled bool
+}
+
+func (r *stallingReader) Read(p []byte) (int, error) {
+	if len(r.data) > 0 {
+		n := copy(p, r.data)
+		r.data = r.data[n:]
+		return n, nil
+	}
+	if !r.signaled {
+		r.signaled = true
+		close(r.stalled)
+	}
+	<-r.release.C
+	return 0, io.EOF
+}
+
+// Expiry of idle sessions on one replica leaves alone a session the other
+// is appending to, though the append has not ended and the session began
+// longer ago than the idle limit: the blob store counts the bytes of an
+// append in progress as writes. Once the session is idle, expiry on
+// either replica ends it.
+func testReplicasExpiryLeavesAppendInProgress(t *testing.T, b Backends) {
+	a, r := openReplicas(t, b)
+	const idle = 2 * time.Second
+	up, err := a.StartUpload(ctx(), "r", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stores keep times to the second: the session is older than the
+	// idle limit by more than that before the append begins.
+	time.Sleep(idle + 100*time.Millisecond)
+	// More than two parts of any blob store (S3 parts are 5 to 8 MiB).
+	body := &stallingReader{data: bytes.Repeat([]byte("in flight "), 17<<20/10), stalled: make(chan struct{}), release: newLatch(t)}
+	type result struct {
+		info storage.UploadInfo
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		info, err := a.AppendUpload(ctx(), "r", up.ID, 0, body, -1)
+		done <- result{info, err}
+	}()
+	select {
+	case <-body.stalled:
+	case res := <-done:
+		t.Fatalf("the append ended before its body did: %+v, %v", res.info, res.err)
+	}
+	n, err := r.ExpireUploads(ctx(), idle, time.Now())
+	body.release.open()
+	res := <-done
+	if err != nil {
+		t.Fatalf("expiry on B: %v", err)
+	}
+	if n != 0 {
+		t.Fatalf("expiry on B ended %d sessions while A was appending to one", n)
+	}
+	if res.err != nil || res.info.Offset != int64(17<<20/10*len("in flight ")) {
+		t.Fatalf("the append on A: %+v, %v", res.info, res.err)
+	}
+	// Idle now (as of an hour later): expiry on B ends it, for A too.
+	if n, err := r.ExpireUploads(ctx(), idle, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("expiry of the idle session on B: %d, %v; want 1 ended", n, err)
+	}
+	if _, err := a.UploadStatus(ctx(), "r", up.ID); !errors.Is(err, storage.ErrUploadUnknown) {
+		t.Fatalf("status on A of a session expired on B: %v, want ErrUploadUnknown", err)
 	}
 	wantNoContent(t, a)
 }

@@ -78,6 +78,7 @@ var tests = []suiteTest{
 	{"ReplicasLookupKeepsLinkFromOtherGC", testReplicasLookupKeepsLinkFromOtherGC},
 	{"ReplicasChunkedUploadResumesAnywhere", testReplicasChunkedUploadResumesAnywhere},
 	{"ReplicasCancelledUploadUnknownElsewhere", testReplicasCancelledUploadUnknownElsewhere},
+	{"ReplicasExpiryLeavesAppendInProgress", testReplicasExpiryLeavesAppendInProgress},
 	{"ReplicasGCUnderLoad", testReplicasGCUnderLoad},
 	// Manifests (manifests.go).
 	{"ManifestReferencesCheckedAtomically", testManifestReferencesCheckedAtomically},

@@ -25,9 +25,9 @@ func lockKey(d digest.Digest) int64 {
 // session of the lock pool and, on it, the session advisory lock of each
 // digest's key, in ascending order of key, each once, so that two holders
 // cannot deadlock. The session is held until the unlock, which releases
-// the locks and returns it to the pool. A done ctx cancels the wait on the
-// server and returns its error, holding nothing. The unlock may be called
-// more than once.
+// its locks and returns it to the pool. A done ctx cancels the wait on the
+// server and returns its error, holding nothing (the session is closed).
+// The unlock may be called more than once.
 func (s *Store) LockDigests(ctx context.Context, ds ...digest.Digest) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock digests: %w", err)
@@ -45,14 +45,16 @@ func (s *Store) LockDigests(ctx context.Context, ds ...digest.Digest) (func(), e
 	if err != nil {
 		return nil, fmt.Errorf("lock digests: %w", lockErr(ctx, err))
 	}
-	for i, k := range keys {
+	for _, k := range keys {
 		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", k); err != nil {
-			release(conn, keys[:i])
+			// The server may have granted the lock as the wait was
+			// cancelled: closing the session releases whatever it holds.
+			discard(conn)
 			return nil, fmt.Errorf("lock digests: %w", lockErr(ctx, err))
 		}
 	}
 	var once sync.Once
-	return func() { once.Do(func() { release(conn, keys) }) }, nil
+	return func() { once.Do(func() { release(conn) }) }, nil
 }
 
 // lockErr is the error of a failed lock: ctx's when it ended the wait.
@@ -63,17 +65,20 @@ func lockErr(ctx context.Context, err error) error {
 	return classify(err)
 }
 
-// release unlocks keys on conn and returns it to the pool; a session that
-// cannot be unlocked is closed, which releases its locks on the server.
-func release(conn *pgxpool.Conn, keys []int64) {
-	ctx := context.Background()
-	for _, k := range slices.Backward(keys) {
-		var ok bool
-		if err := conn.QueryRow(ctx, "SELECT pg_advisory_unlock($1)", k).Scan(&ok); err != nil || !ok {
-			_ = conn.Conn().Close(ctx)
-			conn.Release()
-			return
-		}
+// release unlocks every advisory lock of conn's session (the session is
+// this holder's alone) and returns it to the pool; a session that cannot
+// be unlocked is closed, which releases its locks on the server.
+func release(conn *pgxpool.Conn) {
+	if _, err := conn.Exec(context.Background(), "SELECT pg_advisory_unlock_all()"); err != nil {
+		discard(conn)
+		return
 	}
+	conn.Release()
+}
+
+// discard closes conn's session and gives it back to the pool, which
+// drops it.
+func discard(conn *pgxpool.Conn) {
+	_ = conn.Conn().Close(context.Background())
 	conn.Release()
 }

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
@@ -192,8 +193,9 @@ func current(ctx context.Context, conn *pgx.Conn) ([]Migration, error) {
 		ms[i].Applied = at
 		delete(applied, ms[i].Version)
 	}
-	for v := range applied {
-		return nil, fmt.Errorf("the index database has schema migration %d, which this Berth does not know (its latest is %d): a newer Berth migrated it", v, SchemaVersion())
+	if len(applied) > 0 {
+		unknown := slices.Sorted(maps.Keys(applied))
+		return nil, fmt.Errorf("the index database has schema migration %d, which this Berth does not know (its latest is %d): a newer Berth migrated it", unknown[0], SchemaVersion())
 	}
 	return ms, nil
 }

@@ -25,6 +25,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +74,10 @@ type Store struct {
 	log   *slog.Logger
 	// Migrations is what Open found and applied.
 	migrations []Migration
+	// retryLane runs the transactions that conflicted once, one at a
+	// time: run again together, as they arrived, they would mostly
+	// conflict again.
+	retryLane sync.Mutex
 	// retries counts the functions run again after a conflict.
 	retries atomic.Uint64
 	// commits counts the transactions Update committed.
@@ -200,12 +205,21 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 // Update runs fn in a SERIALIZABLE transaction and commits it if fn
 // returns nil. A transaction that fails to serialise or deadlocks, whether
 // fn or the commit saw it, is rolled back and fn run again in a new one,
-// up to maxAttempts runs with a randomised, growing wait between them. fn's
-// own error is returned as is; errors of the index are wrapped.
+// up to maxAttempts runs with a randomised, growing wait between them;
+// the runs after the first wait for the retry lane, so that the
+// transactions of this process that conflicted run again one at a time.
+// fn's own error is returned as is; errors of the index are wrapped.
 func (s *Store) Update(ctx context.Context, fn func(meta.Tx) error) error {
 	wait := retryBase
 	for attempt := 1; ; attempt++ {
-		err := s.update(ctx, fn)
+		var err error
+		if attempt == 1 {
+			err = s.update(ctx, fn)
+		} else {
+			s.retryLane.Lock()
+			err = s.update(ctx, fn)
+			s.retryLane.Unlock()
+		}
 		if err == nil || !retryable(err) || attempt == maxAttempts {
 			if err != nil && retryable(err) {
 				return fmt.Errorf("index transaction conflicted %d times: %w", attempt, err)
