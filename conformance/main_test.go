@@ -17,10 +17,6 @@ var (
 	pg = postgres.New()
 )
 
-// pg is the PostgreSQL server of the tests that run berth on a database
-// (several replicas on one index).
-var pg = postgres.New()
-
 func TestMain(m *testing.M) {
 	code := berthtest.Main(m)
 	if err := gw.Stop(); err != nil {
