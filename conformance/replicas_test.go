@@ -710,7 +710,8 @@ const (
 
 // TestReplicasSIGKILL: pushers spread their pushes over both replicas;
 // once some are acknowledged, A is killed with SIGKILL, in the middle of
-// others. A push A fails is pushed again through B, as a load balancer
+// others and of a PATCH of a chunked upload, which then goes on through B
+// from where its last acknowledged PATCH left it. A push A fails is pushed again through B, as a load balancer
 // would. B keeps serving: none of its pushes fails. Every acknowledged
 // push, through either replica, reads back completely through B, and
 // once B is stopped too, berth fsck (on the database and the bucket,
@@ -742,6 +743,7 @@ func TestReplicasSIGKILL(t *testing.T) {
 		inFlight int // pushes through A that A's death cut off
 		afterOnB int // pushes B acknowledged after the kill
 	)
+	killNow := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, killWorkers)
 	for w := range killWorkers {
@@ -786,15 +788,30 @@ func TestReplicasSIGKILL(t *testing.T) {
 					}
 					mu.Unlock()
 					if ackedN.Add(1) == killAfter {
-						killed.Store(true)
-						a.Kill()
+						close(killNow)
 					}
 				}
 				return nil
 			}()
 		})
 	}
-	wg.Wait()
+	// Once enough pushes are acknowledged, A dies under a PATCH of a
+	// chunked upload (and whatever pushes it is serving).
+	workersDone := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(workersDone)
+	}()
+	var upload *interruptedUpload
+	select {
+	case <-killNow:
+		upload = cutUpload(t, a, b, "kill/chunked", func() {
+			killed.Store(true)
+			a.Kill()
+		}, cutKilled)
+	case <-workersDone:
+	}
+	<-workersDone
 	close(errs)
 	for err := range errs {
 		if err != nil {
@@ -804,6 +821,9 @@ func TestReplicasSIGKILL(t *testing.T) {
 	if !killed.Load() {
 		t.Fatal("A was never killed")
 	}
+	// The upload goes on through B from where its last acknowledged
+	// PATCH left it.
+	upload.resume(t)
 	if t.Failed() {
 		return
 	}
@@ -834,7 +854,7 @@ func TestReplicasSIGKILL(t *testing.T) {
 		}
 	}
 	t.Logf("SIGKILL of A after %d acknowledged pushes: %d pushes acknowledged in all (%d by B after the kill), %d failed on A (%d of them in flight at the kill) and were pushed again through B; "+
-		"fsck: %d blobs, %d manifests, %d findings, %d orphans", killAfter, len(acked), afterOnB, failedA, inFlight, r.Blobs, r.Manifests, len(r.Problems), len(r.Orphans))
+		"fsck: %d blobs, %d manifests, harmless findings %v, orphans %v", killAfter, len(acked), afterOnB, failedA, inFlight, r.Blobs, r.Manifests, findings(r.Problems), findings(r.Orphans))
 }
 
 // mustTag is repoTag on host.
@@ -1138,7 +1158,13 @@ func TestReplicasFaults(t *testing.T) {
 			tag := "during-" + fault.name
 
 			// An upload in progress, cut in the middle of a PATCH.
-			upload := cutUpload(t, rs.a, rs.b, repo, fault.proxy, fault.name == "postgres")
+			want := cutRefused
+			if fault.name == "postgres" {
+				// The session is in the bucket: its append needs the
+				// index only before it begins.
+				want = cutRefusedOrDone
+			}
+			upload := cutUpload(t, rs.a, rs.b, repo, fault.proxy.Cut, want)
 
 			fault.proxy.Cut()
 			for _, r := range reps {
@@ -1239,8 +1265,8 @@ func TestReplicasFaults(t *testing.T) {
 			t.Errorf("fsck after the faults: %+v", p)
 		}
 	}
-	t.Logf("faults: load of %d pushes acknowledged and %d refused with 503 while a server was away; fsck: %d blobs, %d manifests, %d findings, %d orphans",
-		len(load.acked), load.refused, r.Blobs, r.Manifests, len(r.Problems), len(r.Orphans))
+	t.Logf("faults: load of %d pushes acknowledged and %d refused with 503 while a server was away; fsck: %d blobs, %d manifests, harmless findings %v, orphans %v",
+		len(load.acked), load.refused, r.Blobs, r.Manifests, findings(r.Problems), findings(r.Orphans))
 }
 
 // interruptedUpload is a chunked upload whose second PATCH a fault cut
@@ -1253,13 +1279,24 @@ type interruptedUpload struct {
 	recorded int // bytes the first PATCH stored
 }
 
+// cutOutcome is what the PATCH cut off in the middle must answer.
+type cutOutcome int
+
+const (
+	// cutRefused: 503 UNAVAILABLE.
+	cutRefused cutOutcome = iota
+	// cutRefusedOrDone: 503, or 202 having stored the whole chunk (the
+	// server cut is one the append no longer needs once it began).
+	cutRefusedOrDone
+	// cutKilled: the PATCH goes to a, which the cut kills: no answer.
+	cutKilled
+)
+
 // cutUpload starts an upload on a, stores its first chunk there, then
-// sends the second through b with a body that stops in the middle: the
-// fault cuts the server away, and the rest of the body follows. b must
-// answer 503, or, with mayFinish (the server is one the append no longer
-// needs once it began), 202 having stored the whole chunk; the server is
-// left cut.
-func cutUpload(t *testing.T, a, b *registryUnderTest, repo string, fault *tcpFault, mayFinish bool) *interruptedUpload {
+// sends the second through b (through a with cutKilled) with a body that
+// stops in the middle: cut runs, and the rest of the body follows. The
+// answer must be want's.
+func cutUpload(t *testing.T, a, b *registryUnderTest, repo string, cut func(), want cutOutcome) *interruptedUpload {
 	t.Helper()
 	first, second := randomBytes(t, 1<<20), randomBytes(t, 7<<20)
 	u := &interruptedUpload{a: a, b: b, repo: repo, whole: append(slices.Clone(first), second...), recorded: len(first)}
@@ -1270,8 +1307,13 @@ func cutUpload(t *testing.T, a, b *registryUnderTest, repo string, fault *tcpFau
 	mustStatus(t, "first PATCH", resp, body, http.StatusAccepted)
 	u.loc = relative(t, resp.Header.Get("Location"))
 
+	target := b
+	if want == cutKilled {
+		target = a
+		u.a = b // a is gone: the rest goes through b
+	}
 	pr, pw := io.Pipe()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, b.URL+u.loc, pr)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, target.URL+u.loc, pr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1284,22 +1326,28 @@ func cutUpload(t *testing.T, a, b *registryUnderTest, repo string, fault *tcpFau
 			pw.CloseWithError(err)
 			return
 		}
-		fault.Cut()
+		cut()
 		_, err := pw.Write(second[6<<20:])
 		pw.CloseWithError(err)
 	}()
 	r, err := http.DefaultClient.Do(req)
+	if want == cutKilled {
+		if err == nil {
+			r.Body.Close()
+			t.Fatalf("the PATCH to the replica killed under it was answered: %s", r.Status)
+		}
+		t.Logf("the PATCH cut off in the middle by the kill: %v", err)
+		return u
+	}
 	if err != nil {
 		t.Fatalf("the PATCH cut off by the fault: %v", err)
 	}
 	defer r.Body.Close()
 	rb, _ := io.ReadAll(r.Body)
-	if r.StatusCode == http.StatusAccepted && mayFinish {
-		// The session is in the bucket: its append needed the index
-		// only before it began.
+	if r.StatusCode == http.StatusAccepted && want == cutRefusedOrDone {
 		u.recorded = len(u.whole)
 	} else if err := unavailable(r.StatusCode, r.Header, rb); err != nil {
-		t.Errorf("the PATCH cut off by the fault, on %s: %v", b.Addr, err)
+		t.Errorf("the PATCH cut off by the fault, on %s: %v", target.Addr, err)
 	}
 	t.Logf("the PATCH cut off in the middle by the fault: %s", r.Status)
 	return u
@@ -1334,4 +1382,13 @@ func (u *interruptedUpload) resume(t *testing.T) {
 			t.Fatalf("the resumed upload's blob through %s: %s, %d bytes, want %d", r.Addr, resp.Status, len(body), len(u.whole))
 		}
 	}
+}
+
+// findings names fsck's findings, kind and path, for the log.
+func findings(fs []fsckFinding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Kind+" "+f.Path+f.Digest)
+	}
+	return out
 }
