@@ -30,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	ggcrremote "github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/jackc/pgx/v5"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/crypto/bcrypt"
@@ -1141,14 +1142,17 @@ func TestReplicasFaults(t *testing.T) {
 		loadDone <- loadResult{acked, refused, err}
 	}()
 
+	refusing := databaseRefusal(t, rs.dsn)
 	for _, fault := range []struct {
-		name  string
-		proxy *tcpFault
+		name string
+		// cut takes the server away (idempotent), restore brings it back.
+		cut, restore func()
 		// probe is a request that needs the server.
 		probe string
 	}{
-		{"postgres", rs.pgFault, "/v2/" + repo + "/manifests/v1"},
-		{"s3", rs.s3Fault, layerPath},
+		{"postgres", rs.pgFault.Cut, rs.pgFault.Restore, "/v2/" + repo + "/manifests/v1"},
+		{"postgres-refusing", refusing.cut, refusing.restore, "/v2/" + repo + "/manifests/v1"},
+		{"s3", rs.s3Fault.Cut, rs.s3Fault.Restore, layerPath},
 	} {
 		t.Run(fault.name, func(t *testing.T) {
 			// A manifest of its own, and a blob only the S3 run pushes.
@@ -1159,14 +1163,14 @@ func TestReplicasFaults(t *testing.T) {
 
 			// An upload in progress, cut in the middle of a PATCH.
 			want := cutRefused
-			if fault.name == "postgres" {
+			if strings.HasPrefix(fault.name, "postgres") {
 				// The session is in the bucket: its append needs the
 				// index only before it begins.
 				want = cutRefusedOrDone
 			}
-			upload := cutUpload(t, rs.a, rs.b, repo, fault.proxy.Cut, want)
+			upload := cutUpload(t, rs.a, rs.b, repo, fault.cut, want)
 
-			fault.proxy.Cut()
+			fault.cut()
 			for _, r := range reps {
 				untilStatus(t, r, fault.name+" away: /readyz", "/readyz", http.StatusServiceUnavailable)
 				for _, req := range []struct {
@@ -1188,7 +1192,7 @@ func TestReplicasFaults(t *testing.T) {
 					}
 				}
 			}
-			fault.proxy.Restore()
+			fault.restore()
 			for _, r := range reps {
 				untilStatus(t, r, fault.name+" back: /readyz", "/readyz", http.StatusOK)
 				untilStatus(t, r, fault.name+" back", fault.probe, http.StatusOK)
@@ -1392,3 +1396,47 @@ func findings(fs []fsckFinding) []string {
 	}
 	return out
 }
+
+// dbRefusal makes PostgreSQL refuse one database, the way a server does
+// to an administrator's ALTER DATABASE ... ALLOW_CONNECTIONS false: it
+// ends the database's sessions (pg_terminate_backend, which their clients
+// see as an administrator's shutdown) and refuses new ones, until restore.
+type dbRefusal struct {
+	t    *testing.T
+	name string // the database
+}
+
+// databaseRefusal returns a dbRefusal of the database of dsn; the
+// database accepts connections again when the test ends.
+func databaseRefusal(t *testing.T, dsn string) *dbRefusal {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("parse DSN: %v", err)
+	}
+	r := &dbRefusal{t: t, name: strings.TrimPrefix(u.Path, "/")}
+	if strings.Trim(r.name, "abcdefghijklmnopqrstuvwxyz_0123456789") != "" {
+		t.Fatalf("database name %q", r.name)
+	}
+	t.Cleanup(func() { r.admin(`ALTER DATABASE ` + r.name + ` ALLOW_CONNECTIONS true`) })
+	return r
+}
+
+func (r *dbRefusal) admin(sql string) {
+	r.t.Helper()
+	conn, err := pgx.Connect(context.Background(), pg.DSN("postgres"))
+	if err != nil {
+		r.t.Fatalf("connect to PostgreSQL as its administrator: %v", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		r.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (r *dbRefusal) cut() {
+	r.admin(`ALTER DATABASE ` + r.name + ` ALLOW_CONNECTIONS false`)
+	r.admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '` + r.name + `' AND pid <> pg_backend_pid()`)
+}
+
+func (r *dbRefusal) restore() { r.admin(`ALTER DATABASE ` + r.name + ` ALLOW_CONNECTIONS true`) }
