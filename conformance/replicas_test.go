@@ -50,7 +50,8 @@ type replicaSet struct {
 	// config is the configuration both run with; fsck reads it too.
 	config string
 	bucket string
-	dsn    string
+	// dsn is the database's own DSN, not through pgFault.
+	dsn string
 	// pgFault and s3Fault stand between the replicas and PostgreSQL and
 	// the S3 server when replicaOptions.faults is set.
 	pgFault, s3Fault *tcpFault
