@@ -515,13 +515,18 @@ func (sg *staged) Append(ctx context.Context, r io.Reader, want int64, h hash.Ha
 func pieceName(off int64) string { return fmt.Sprintf("%016x-%s", off, randomName()) }
 
 // fill reads from r until p is full (returning nil) or r ends (returning
-// io.EOF, with what it read), or fails.
+// io.EOF, with what it read), or fails. A reader that returns its last
+// bytes with io.EOF (an HTTP body of known length does) and so fills p
+// exactly has filled it: the next fill sees the end.
 func fill(r io.Reader, p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		k, err := r.Read(p[n:])
 		n += k
 		if err != nil {
+			if n == len(p) && errors.Is(err, io.EOF) {
+				return n, nil
+			}
 			return n, err
 		}
 	}

@@ -237,6 +237,8 @@ func unavailable(err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false
 	}
+	var ce *pgconn.ConnectError
+	connecting := errors.As(err, &ce)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
@@ -246,11 +248,12 @@ func unavailable(err error) bool {
 			return true
 		case pe.Code == "53300": // too many connections
 			return true
+		case pe.Code == "55000" && connecting: // the database accepts no connections now (ALLOW_CONNECTIONS false)
+			return true
 		}
 		return false
 	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
+	if connecting {
 		return true
 	}
 	var ne net.Error
