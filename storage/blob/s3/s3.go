@@ -227,7 +227,13 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 			// No client-side rate limit of retries: throttling is the
 			// server's to decide, and an exhausted quota would fail
 			// requests that a retry would have served.
-			return retry.NewStandard(func(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None })
+			std := retry.NewStandard(func(o *retry.StandardOptions) { o.RateLimiter = ratelimit.None })
+			// A store on a file system (versitygw's posix backend) may
+			// refuse a write with ExistingObjectIsDirectory while a
+			// concurrent delete removes the directory the key's parent
+			// was; Berth chose the key, so writing it again is safe, and
+			// a key that really is a directory fails again.
+			return retry.AddWithErrorCodes(std, "ExistingObjectIsDirectory")
 		}),
 	}
 	if opts.Region != "" {

@@ -598,3 +598,61 @@ func TestRacingAppendsLoseNothing(t *testing.T) {
 	}
 	t.Logf("%d bytes landed from %d racing appends", landed, writers)
 }
+
+// directoryRaceTransport answers the first plain PUT of an object (one
+// not conditional on its absence: a staged piece or an upload's state)
+// with the 409 ExistingObjectIsDirectory that a posix-backed store gives
+// while a concurrent delete removes the key's parent directory, then
+// passes requests through.
+type directoryRaceTransport struct {
+	refused atomic.Int32
+}
+
+func (d *directoryRaceTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPut && r.URL.Query().Get("uploadId") == "" && r.Header.Get("If-None-Match") == "" &&
+		r.Header.Get("X-Amz-Copy-Source") == "" && d.refused.CompareAndSwap(0, 1) {
+		if r.Body != nil {
+			_, _ = io.Copy(io.Discard, r.Body)
+			_ = r.Body.Close()
+		}
+		body := `<?xml version="1.0" encoding="UTF-8"?><Error><Code>ExistingObjectIsDirectory</Code><Message>Existing Object is a directory.</Message></Error>`
+		return &http.Response{StatusCode: http.StatusConflict, Status: "409 Conflict", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/xml"}}, Body: io.NopCloser(strings.NewReader(body)),
+			ContentLength: int64(len(body)), Request: r}, nil
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestWriteRetriedAfterDirectoryRace: a chunk whose write was refused
+// because the store briefly saw the key's parent as a directory is written
+// again, and the content commits whole.
+func TestWriteRetriedAfterDirectoryRace(t *testing.T) {
+	opts := options(t)
+	race := &directoryRaceTransport{}
+	opts.HTTPClient = &http.Client{Transport: race}
+	s := openStore(t, opts)
+	data := random(t, 1<<10)
+	d := digest.FromBytes(data)
+	st, err := s.Stage(t.Context(), "race")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(t.Context(), bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		t.Fatalf("append after a transient ExistingObjectIsDirectory: %v", err)
+	}
+	if err := st.Commit(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	if race.refused.Load() != 1 {
+		t.Fatal("the transport never refused a write: the test tested nothing")
+	}
+	f, err := s.Open(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, %v; want the %d written", len(got), err, len(data))
+	}
+}
