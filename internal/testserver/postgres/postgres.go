@@ -46,6 +46,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/berth-registry/berth/internal/testserver/output"
 )
 
 // EnvBinDir names the environment variable that may name the directory
@@ -67,8 +69,6 @@ const (
 	startTimeout = 60 * time.Second
 	// stopTimeout bounds the fast shutdown before the server is killed.
 	stopTimeout = 15 * time.Second
-	// maxLog caps the server output kept for failure messages.
-	maxLog = 1 << 20
 )
 
 // Server is a PostgreSQL server for the tests of one package. It starts on
@@ -80,7 +80,7 @@ type Server struct {
 	dir  string // the temporary directory: data/ and the socket
 	port int
 	cmd  *exec.Cmd
-	log  *logBuffer
+	log  *output.Buffer
 	done chan struct{} // closed when the server process has exited
 
 	// n numbers the databases made.
@@ -195,7 +195,7 @@ func (s *Server) Stop() error {
 	defer func() { _ = os.RemoveAll(s.dir) }()
 	select {
 	case <-s.done:
-		return fmt.Errorf("postgres exited before it was stopped: %s", s.log.tail())
+		return fmt.Errorf("postgres exited before it was stopped: %s", s.log.Tail())
 	default:
 	}
 	// SIGINT is PostgreSQL's fast shutdown: it ends the sessions.
@@ -298,12 +298,12 @@ func (s *Server) start() error {
 
 // run starts the server on a free port and waits until it answers.
 func (s *Server) run(ctx context.Context, bin string, asUser bool, uid, gid uint32) error {
-	port, err := freePort()
+	port, err := output.FreePort()
 	if err != nil {
 		return err
 	}
 	s.port = port
-	s.log = &logBuffer{}
+	s.log = &output.Buffer{}
 	s.done = make(chan struct{})
 	args := []string{
 		"-D", filepath.Join(s.dir, "data"),
@@ -343,57 +343,12 @@ func (s *Server) run(ctx context.Context, bin string, asUser bool, uid, gid uint
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("postgres exited at start: %s", s.log.tail())
+			return fmt.Errorf("postgres exited at start: %s", s.log.Tail())
 		case <-ctx.Done():
 			_ = s.cmd.Process.Kill()
 			<-done
-			return fmt.Errorf("postgres did not answer within %s: %w; output: %s", startTimeout, err, s.log.tail())
+			return fmt.Errorf("postgres did not answer within %s: %w; output: %s", startTimeout, err, s.log.Tail())
 		case <-tick.C:
 		}
 	}
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// logBuffer keeps the server's output, at most maxLog bytes of it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buf.Len()+len(p) > maxLog {
-		keep := bytes.Clone(l.buf.Bytes()[l.buf.Len()/2:])
-		l.buf.Reset()
-		l.buf.Write(keep)
-	}
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// tail is the end of the output, for error messages.
-func (l *logBuffer) tail() string {
-	s := strings.TrimSpace(l.String())
-	if len(s) > 4000 {
-		s = "..." + s[len(s)-4000:]
-	}
-	if s == "" {
-		return "(no output)"
-	}
-	return s
 }

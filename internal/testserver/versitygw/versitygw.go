@@ -25,7 +25,6 @@
 package versitygw
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +44,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/berth-registry/berth/internal/testserver/output"
 )
 
 // The account and region of the server.
@@ -65,8 +66,6 @@ const (
 	startTimeout = 30 * time.Second
 	// stopTimeout bounds the graceful stop before the server is killed.
 	stopTimeout = 15 * time.Second
-	// maxLog caps the server output kept for failure messages.
-	maxLog = 1 << 20
 	// modulePath is the module path of the Berth repository, whose
 	// bin/tools holds the pinned binary.
 	modulePath = "github.com/berth-registry/berth"
@@ -81,7 +80,7 @@ type Server struct {
 	dir  string // the posix backend's root: a directory per bucket
 	port int
 	cmd  *exec.Cmd
-	log  *logBuffer
+	log  *output.Buffer
 	done chan struct{} // closed when the server process has exited
 
 	// n numbers the buckets made.
@@ -189,7 +188,7 @@ func (s *Server) Stop() error {
 	defer func() { _ = os.RemoveAll(s.dir) }()
 	select {
 	case <-s.done:
-		return fmt.Errorf("versitygw exited before it was stopped: %s", s.log.tail())
+		return fmt.Errorf("versitygw exited before it was stopped: %s", s.log.Tail())
 	default:
 	}
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -280,12 +279,12 @@ func (s *Server) start() error {
 
 // run starts the server on a free port and waits until it answers.
 func (s *Server) run(ctx context.Context, bin string) error {
-	port, err := freePort()
+	port, err := output.FreePort()
 	if err != nil {
 		return err
 	}
 	s.port = port
-	s.log = &logBuffer{}
+	s.log = &output.Buffer{}
 	s.done = make(chan struct{})
 	// Global options first, then the backend and its directory. Keep-alive
 	// is off by default, which would make every request a new connection.
@@ -324,11 +323,11 @@ func (s *Server) run(ctx context.Context, bin string) error {
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("versitygw exited at start: %s", s.log.tail())
+			return fmt.Errorf("versitygw exited at start: %s", s.log.Tail())
 		case <-ctx.Done():
 			_ = s.cmd.Process.Kill()
 			<-done
-			return fmt.Errorf("versitygw did not answer within %s: %w; output: %s", startTimeout, err, s.log.tail())
+			return fmt.Errorf("versitygw did not answer within %s: %w; output: %s", startTimeout, err, s.log.Tail())
 		case <-tick.C:
 		}
 	}
@@ -345,49 +344,4 @@ func cleanEnv() []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// logBuffer keeps the server's output, at most maxLog bytes of it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buf.Len()+len(p) > maxLog {
-		keep := bytes.Clone(l.buf.Bytes()[l.buf.Len()/2:])
-		l.buf.Reset()
-		l.buf.Write(keep)
-	}
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// tail is the end of the output, for error messages.
-func (l *logBuffer) tail() string {
-	s := strings.TrimSpace(l.String())
-	if len(s) > 4000 {
-		s = "..." + s[len(s)-4000:]
-	}
-	if s == "" {
-		return "(no output)"
-	}
-	return s
 }
