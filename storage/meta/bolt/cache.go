@@ -3,27 +3,15 @@ package bolt
 import (
 	"bytes"
 	"fmt"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // The pull-through cache's records (meta.CacheIndex), in cache/; see
 // schema.go.
-
-type cachedRecord struct {
-	Upstream string    `json:"upstream"`
-	Cached   time.Time `json:"cached"`
-	Pulled   time.Time `json:"pulled"`
-}
-
-type tagCheckRecord struct {
-	Upstream string        `json:"upstream"`
-	Checked  time.Time     `json:"checked"`
-	Digest   digest.Digest `json:"digest,omitempty"`
-}
 
 // The kinds of cache/ keys.
 const (
@@ -49,7 +37,7 @@ func (t *tx) Cached(repo string, d digest.Digest) (meta.Cached, bool, error) {
 	if err := t.read(); err != nil {
 		return meta.Cached{}, false, err
 	}
-	var rec cachedRecord
+	var rec record.Cached
 	ok, err := getJSON(t.btx.Bucket(bucketCache), "cache", cacheKey(cacheManifest, repo, string(d)), &rec)
 	return meta.Cached(rec), ok, err
 }
@@ -65,7 +53,7 @@ func (t *tx) PutCached(repo string, d digest.Digest, c meta.Cached) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	return putJSON(t.btx.Bucket(bucketCache), cacheKey(cacheManifest, repo, string(d)), cachedRecord(c))
+	return putJSON(t.btx.Bucket(bucketCache), cacheKey(cacheManifest, repo, string(d)), record.Cached(c))
 }
 
 // DeleteCached removes the cache record of manifest d in repo.
@@ -86,7 +74,7 @@ func (t *tx) CachedManifests(repo string, fn func(d digest.Digest, c meta.Cached
 	}
 	prefix := cachePrefix(cacheManifest, repo)
 	return t.walk(t.btx.Bucket(bucketCache), prefix, false, prefix, func(k, v []byte) error {
-		var rec cachedRecord
+		var rec record.Cached
 		if err := decode(v, &rec); err != nil {
 			return corrupt("cache", k, err)
 		}
@@ -103,7 +91,7 @@ func (t *tx) TagCheck(repo, tag string) (meta.TagCheck, bool, error) {
 	if err := t.read(); err != nil {
 		return meta.TagCheck{}, false, err
 	}
-	var rec tagCheckRecord
+	var rec record.TagCheck
 	ok, err := getJSON(t.btx.Bucket(bucketCache), "cache", cacheKey(cacheTag, repo, tag), &rec)
 	return meta.TagCheck(rec), ok, err
 }
@@ -119,7 +107,7 @@ func (t *tx) PutTagCheck(repo, tag string, c meta.TagCheck) error {
 	if err := validName("tag", tag); err != nil {
 		return err
 	}
-	return putJSON(t.btx.Bucket(bucketCache), cacheKey(cacheTag, repo, tag), tagCheckRecord(c))
+	return putJSON(t.btx.Bucket(bucketCache), cacheKey(cacheTag, repo, tag), record.TagCheck(c))
 }
 
 // DeleteTagCheck removes the check of tag in repo.

@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // The kinds of meta.Finding that Check reports.
@@ -153,7 +154,7 @@ func (c *checker) each(b *bolt.Bucket, fn func(k, v []byte)) error {
 
 func (c *checker) blobs() error {
 	return c.each(c.tx.Bucket(bucketBlobs), func(k, v []byte) {
-		var rec blobRecord
+		var rec record.Blob
 		if err := checkRecord(k, v, &rec); err != "" {
 			c.bad(meta.Finding{Digest: string(k), Detail: "blobs/ " + err})
 		}
@@ -196,7 +197,7 @@ func (c *checker) repos() error {
 			}
 		})
 		_ = c.each(rb.Bucket(bucketLinks), func(k, v []byte) {
-			var rec linkRecord
+			var rec record.Link
 			if err := checkRecord(k, v, &rec); err != "" {
 				c.bad(meta.Finding{Repo: repo, Digest: string(k), Detail: path(repo, bucketLinks) + " " + err})
 			}
@@ -252,7 +253,7 @@ func (c *checker) manifest(rb *bolt.Bucket, repo string, k, v []byte) {
 		c.want(FindingUseIndex, bucketUses, useKey(d, repo, meta.UseManifest, ""),
 			meta.Finding{Repo: repo, Digest: string(d), Detail: "uses/ has no entry for the manifest"}, (*lookup).useWanted)
 	}
-	var rec manifestRecord
+	var rec record.Manifest
 	if err := checkRecord(k, v, &rec); err != "" {
 		c.bad(meta.Finding{Repo: repo, Digest: string(d), Detail: path(repo, bucketManifests) + " " + err})
 		return
@@ -406,7 +407,7 @@ func validUploadID(id string) bool {
 
 func (c *checker) uploads() error {
 	return c.each(c.tx.Bucket(bucketUploads), func(k, v []byte) {
-		var rec uploadRecord
+		var rec record.Upload
 		if err := decode(v, &rec); err != nil {
 			c.bad(meta.Finding{Detail: fmt.Sprintf("uploads/ record of %q: %v", k, err)})
 		} else if !validUploadID(string(k)) {
@@ -464,7 +465,7 @@ func (c *checker) history() error {
 func (c *checker) pulls() error {
 	return c.each(c.tx.Bucket(bucketPulls), func(k, v []byte) {
 		repo, d, _, _, ok := parsePullKey(k)
-		var rec pullRecord
+		var rec record.Pull
 		switch err := decode(v, &rec); {
 		case !ok || d.Validate() != nil:
 			c.bad(meta.Finding{Repo: repo, Detail: fmt.Sprintf("pulls/ key %q names no repository, digest and identity", k)})
@@ -484,7 +485,7 @@ type lookup struct {
 
 type cachedManifest struct {
 	exists bool
-	rec    *manifestRecord // nil if it does not decode
+	rec    *record.Manifest // nil if it does not decode
 }
 
 // maxCached bounds the manifest records a check keeps decoded.
@@ -509,7 +510,7 @@ func (l *lookup) manifest(repo string, d digest.Digest) cachedManifest {
 	if rb := l.tx.Bucket(bucketRepos).Bucket([]byte(repo)); rb != nil {
 		manifests := rb.Bucket(bucketManifests)
 		m.exists = has(manifests, []byte(d))
-		var rec manifestRecord
+		var rec record.Manifest
 		if m.exists && decode(manifests.Get([]byte(d)), &rec) == nil {
 			m.rec = &rec
 		}
@@ -604,7 +605,7 @@ func (l *lookup) referrer(repo string, subject, d digest.Digest) (want bool, val
 	if !m.exists || m.rec.Subject == nil || m.rec.Subject.Digest != subject {
 		return false, nil, true
 	}
-	value, err := json.Marshal(m.rec.manifest().Descriptor(d))
+	value, err := json.Marshal(m.rec.Meta().Descriptor(d))
 	if err != nil {
 		return false, nil, false
 	}

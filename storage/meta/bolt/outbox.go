@@ -3,45 +3,13 @@ package bolt
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
-
-// deliveryRecord is a delivery of the outbox or a dead letter (schema.go).
-// The endpoint, key and Seq of an outbox delivery are its key; a dead
-// letter, keyed by Seq, carries its endpoint and key.
-type deliveryRecord struct {
-	Endpoint    string          `json:"endpoint,omitempty"`
-	Key         string          `json:"key,omitempty"`
-	EventID     string          `json:"eventID"`
-	Payload     json.RawMessage `json:"payload"`
-	Created     time.Time       `json:"created"`
-	Attempts    int             `json:"attempts,omitempty"`
-	NextAttempt time.Time       `json:"nextAttempt,omitzero"`
-	LastError   string          `json:"lastError,omitempty"`
-	Holder      string          `json:"holder,omitempty"`
-	LeaseUntil  time.Time       `json:"leaseUntil,omitzero"`
-	Died        time.Time       `json:"died,omitzero"`
-}
-
-func toDeliveryRecord(d meta.Delivery, dead bool) deliveryRecord {
-	rec := deliveryRecord{EventID: d.EventID, Payload: d.Payload, Created: d.Created, Attempts: d.Attempts,
-		NextAttempt: d.NextAttempt, LastError: d.LastError, Holder: d.Holder, LeaseUntil: d.LeaseUntil, Died: d.Died}
-	if dead {
-		rec.Endpoint, rec.Key = d.Endpoint, d.Key
-	}
-	return rec
-}
-
-func (r deliveryRecord) delivery(endpoint, key string, seq uint64) meta.Delivery {
-	return meta.Delivery{Seq: seq, Endpoint: endpoint, Key: key, EventID: r.EventID, Payload: []byte(r.Payload),
-		Created: r.Created, Attempts: r.Attempts, NextAttempt: r.NextAttempt, LastError: r.LastError,
-		Holder: r.Holder, LeaseUntil: r.LeaseUntil, Died: r.Died}
-}
 
 // outboxPrefix is the prefix of the outbox keys of endpoint, and of key
 // when withKey.
@@ -101,7 +69,7 @@ func (t *tx) AppendDelivery(d meta.Delivery) (meta.Delivery, error) {
 		return d, fmt.Errorf("number delivery: %w", err)
 	}
 	d.Seq, d.Died = seq, time.Time{}
-	return d, putJSON(b, outboxKey(d.Endpoint, d.Key, seq), toDeliveryRecord(d, false))
+	return d, putJSON(b, outboxKey(d.Endpoint, d.Key, seq), record.FromDelivery(d, false))
 }
 
 // Delivery returns one delivery of the outbox.
@@ -112,12 +80,12 @@ func (t *tx) Delivery(endpoint, key string, seq uint64) (meta.Delivery, bool, er
 	if validDelivery(endpoint, key) != nil {
 		return meta.Delivery{}, false, nil
 	}
-	var rec deliveryRecord
+	var rec record.Delivery
 	ok, err := getJSON(t.btx.Bucket(bucketOutbox), "outbox", outboxKey(endpoint, key, seq), &rec)
 	if !ok || err != nil {
 		return meta.Delivery{}, false, err
 	}
-	return rec.delivery(endpoint, key, seq), true, nil
+	return rec.Meta(endpoint, key, seq), true, nil
 }
 
 // PutDelivery replaces the record of a delivery of the outbox.
@@ -132,7 +100,7 @@ func (t *tx) PutDelivery(d meta.Delivery) error {
 		return fmt.Errorf("%w: delivery without a sequence number", ErrInvalidKey)
 	}
 	d.Died = time.Time{}
-	return putJSON(t.btx.Bucket(bucketOutbox), outboxKey(d.Endpoint, d.Key, d.Seq), toDeliveryRecord(d, false))
+	return putJSON(t.btx.Bucket(bucketOutbox), outboxKey(d.Endpoint, d.Key, d.Seq), record.FromDelivery(d, false))
 }
 
 // DeleteDelivery removes a delivery from the outbox.
@@ -155,11 +123,11 @@ func decodeDelivery(k, v []byte) (meta.Delivery, error) {
 	if !ok {
 		return meta.Delivery{}, corrupt("outbox", k, fmt.Errorf("not an outbox key"))
 	}
-	var rec deliveryRecord
+	var rec record.Delivery
 	if err := decode(v, &rec); err != nil {
 		return meta.Delivery{}, corrupt("outbox", k, err)
 	}
-	return rec.delivery(endpoint, key, seq), nil
+	return rec.Meta(endpoint, key, seq), nil
 }
 
 // Deliveries walks the outbox, or the part of it of one endpoint.
@@ -227,19 +195,19 @@ func (t *tx) PutDeadLetter(d meta.Delivery) error {
 	if d.Seq == 0 {
 		return fmt.Errorf("%w: dead letter without a sequence number", ErrInvalidKey)
 	}
-	return putJSON(t.btx.Bucket(bucketDeadLetters), deadKey(d.Seq), toDeliveryRecord(d, true))
+	return putJSON(t.btx.Bucket(bucketDeadLetters), deadKey(d.Seq), record.FromDelivery(d, true))
 }
 
 // decodeDeadLetter decodes the dead letter k, v.
 func decodeDeadLetter(k, v []byte) (meta.Delivery, error) {
-	var rec deliveryRecord
+	var rec record.Delivery
 	if len(k) != 8 {
 		return meta.Delivery{}, corrupt("deadLetters", k, fmt.Errorf("not a sequence number"))
 	}
 	if err := decode(v, &rec); err != nil {
 		return meta.Delivery{}, corrupt("deadLetters", k, err)
 	}
-	return rec.delivery(rec.Endpoint, rec.Key, binary.BigEndian.Uint64(k)), nil
+	return rec.Meta(rec.Endpoint, rec.Key, binary.BigEndian.Uint64(k)), nil
 }
 
 // DeadLetter returns one dead letter.

@@ -4,19 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
-
-// pullRecord is the value of a pulls/ entry; the key names the repository,
-// digest and identity.
-type pullRecord struct {
-	Time    time.Time `json:"time"`
-	Address string    `json:"address,omitempty"`
-}
 
 // pullPrefix is the prefix of the pulls/ keys of repo, of d in it when d
 // is set.
@@ -66,12 +59,12 @@ func (t *tx) PutPull(p meta.Pull) error {
 	}
 	b := t.btx.Bucket(bucketPulls)
 	key := pullKey(p.Repo, p.Digest, p.Actor.Kind, p.Actor.Name)
-	var old pullRecord
+	var old record.Pull
 	// A record that does not decode is replaced.
 	if ok, err := getJSON(b, "pulls", key, &old); err == nil && ok && old.Time.After(p.Time) {
 		return nil
 	}
-	return putJSON(b, key, pullRecord{Time: p.Time, Address: p.Actor.Address})
+	return putJSON(b, key, record.Pull{Time: p.Time, Address: p.Actor.Address})
 }
 
 // Pulls walks the pulls/ entries of repo, of d when it is set.
@@ -88,7 +81,7 @@ func (t *tx) Pulls(repo string, d digest.Digest, fn func(p meta.Pull) error) err
 		if !ok || r != repo {
 			return corrupt("pulls", k, fmt.Errorf("not a pull key"))
 		}
-		var rec pullRecord
+		var rec record.Pull
 		if err := decode(v, &rec); err != nil {
 			return corrupt("pulls", k, err)
 		}

@@ -10,18 +10,18 @@ package bolt
 //	  "schema"                      -> schema version, decimal ("2")
 //
 //	blobs/                          bucket: content present in the blob store
-//	  <digest>                      -> blobRecord {size, created}
+//	  <digest>                      -> record.Blob {size, created}
 //
 //	uploads/                        bucket: open upload sessions
-//	  <session id>                  -> uploadRecord {repo, algorithm,
+//	  <session id>                  -> record.Upload {repo, algorithm,
 //	                                   started, owner}
 //
 //	repos/                          bucket: one nested bucket per repository
 //	  <repository name>/            bucket
 //	    blobs/                      bucket: blobs linked into the repository
-//	      <digest>                  -> linkRecord {linked, seen}
+//	      <digest>                  -> record.Link {linked, seen}
 //	    manifests/                  bucket
-//	      <digest>                  -> manifestRecord {mediaType, size,
+//	      <digest>                  -> record.Manifest {mediaType, size,
 //	                                   artifactType, subject, annotations,
 //	                                   references, created, labels,
 //	                                   configCreated}
@@ -66,7 +66,7 @@ package bolt
 //
 //	pulls/                          bucket
 //	  <repository> 0x00 <digest> 0x00 <actor kind> 0x00 <actor name>
-//	                                -> pullRecord {time, address}
+//	                                -> record.Pull {time, address}
 //
 // The pulls of a repository, and of one digest in it, are each a prefix of
 // keys. An anonymous actor has an empty name.
@@ -75,10 +75,10 @@ package bolt
 //
 //	cache/                          bucket
 //	  "m" <repository> 0x00 <digest>
-//	                                -> cachedRecord {upstream, cached,
+//	                                -> record.Cached {upstream, cached,
 //	                                   pulled}: the manifest was recorded
 //	                                   from that upstream
-//	  "t" <repository> 0x00 <tag>   -> tagCheckRecord {upstream, checked,
+//	  "t" <repository> 0x00 <tag>   -> record.TagCheck {upstream, checked,
 //	                                   digest}: the tag's last check
 //	                                   against its upstream
 //
@@ -91,11 +91,11 @@ package bolt
 // lacks the bucket, without a change of schema version:
 //
 //	sync/                           bucket
-//	  "r" <rule> 0x00               -> syncRunRecord {started, finished,
+//	  "r" <rule> 0x00               -> record.SyncRun {started, finished,
 //	                                   error, tags, manifests, blobs,
 //	                                   bytes}: the rule's last run
 //	  "t" <rule> 0x00 <repository> 0x00 <tag>
-//	                                -> syncedTagRecord {digest,
+//	                                -> record.SyncedTag {digest,
 //	                                   fingerprint, synced}: what a push
 //	                                   rule last delivered of the tag
 //
@@ -107,12 +107,12 @@ package bolt
 //
 //	outbox/                         bucket; its sequence numbers deliveries
 //	  <endpoint> 0x00 <key> 0x00 <seq, 8 bytes big-endian>
-//	                                -> deliveryRecord {eventID, payload (the
+//	                                -> record.Delivery {eventID, payload (the
 //	                                   event's JSON, as the core wrote it),
 //	                                   created, attempts, nextAttempt,
 //	                                   lastError, holder, leaseUntil}
 //	deadLetters/                    bucket
-//	  <seq, 8 bytes big-endian>     -> deliveryRecord, with its endpoint and
+//	  <seq, 8 bytes big-endian>     -> record.Delivery, with its endpoint and
 //	                                   key, and died
 //
 // The deliveries of one endpoint and key (a repository) are a run of keys
@@ -219,9 +219,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // SchemaVersion is the version of the index this package reads and writes.
@@ -266,49 +266,8 @@ var (
 	repoBuckets = [][]byte{bucketLinks, bucketManifests, bucketTags, bucketReferrers}
 )
 
-// The records, with the JSON field names of schema "1".
-
-type blobRecord struct {
-	Size    int64     `json:"size"`
-	Created time.Time `json:"created"`
-}
-
-type linkRecord struct {
-	Linked time.Time `json:"linked"`
-	Seen   time.Time `json:"seen,omitzero"`
-}
-
-type manifestRecord struct {
-	MediaType     string              `json:"mediaType"`
-	Size          int64               `json:"size"`
-	ArtifactType  string              `json:"artifactType,omitempty"`
-	Subject       *ocispec.Descriptor `json:"subject,omitempty"`
-	Annotations   map[string]string   `json:"annotations,omitempty"`
-	References    []digest.Digest     `json:"references,omitempty"`
-	Created       time.Time           `json:"created"`
-	Labels        map[string]string   `json:"labels,omitempty"`
-	ConfigCreated *time.Time          `json:"configCreated,omitempty"`
-}
-
-func toManifestRecord(m meta.Manifest) manifestRecord {
-	return manifestRecord{MediaType: m.MediaType, Size: m.Size, ArtifactType: m.ArtifactType,
-		Subject: m.Subject, Annotations: m.Annotations, References: m.References, Created: m.Created,
-		Labels: m.Labels, ConfigCreated: m.ConfigCreated}
-}
-
-func (r manifestRecord) manifest() meta.Manifest {
-	return meta.Manifest{MediaType: r.MediaType, Size: r.Size, ArtifactType: r.ArtifactType,
-		Subject: r.Subject, Annotations: r.Annotations, References: r.References, Created: r.Created,
-		Labels: r.Labels, ConfigCreated: r.ConfigCreated}
-}
-
-type uploadRecord struct {
-	Repo      string    `json:"repo"`
-	Algorithm string    `json:"algorithm"`
-	Started   time.Time `json:"started"`
-	// Owner is new in schema "2"; sessions of older stores have none.
-	Owner string `json:"owner,omitempty"`
-}
+// The records are package record's, with the JSON field names of schema
+// "1"; the robot's keeps its secret's hash too.
 
 type robotRecord struct {
 	Scopes  []string   `json:"scopes"`
@@ -370,7 +329,7 @@ func parseSearchKey(k []byte) (e searchEntry, ok bool) {
 
 // searchKeys calls fn with the search key of every indexed annotation and
 // label of manifest d of repo, whose record is rec.
-func searchKeys(repo string, d digest.Digest, rec *manifestRecord, fn func(key []byte) error) error {
+func searchKeys(repo string, d digest.Digest, rec *record.Manifest, fn func(key []byte) error) error {
 	for _, c := range []struct {
 		kind  meta.PairKind
 		pairs map[string]string
@@ -438,7 +397,7 @@ func parseUseKey(k []byte) (d digest.Digest, u meta.Use, ok bool) {
 // manifestUseKeys calls fn with the uses keys that manifest d of repo,
 // whose record is rec, makes: its own, and one per reference that can be
 // a key.
-func manifestUseKeys(repo string, d digest.Digest, rec *manifestRecord, fn func(key []byte) error) error {
+func manifestUseKeys(repo string, d digest.Digest, rec *record.Manifest, fn func(key []byte) error) error {
 	if err := fn(useKey(d, repo, meta.UseManifest, "")); err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // ErrInUse means another process, normally a running server, holds the
@@ -201,7 +202,7 @@ func (b buildSet) run(tx *bolt.Tx) (buildCounts, error) {
 		}
 		if manifests := rb.Bucket(bucketManifests); manifests != nil && (b.uses || b.search) {
 			err := manifests.ForEach(func(k, v []byte) error {
-				var rec manifestRecord
+				var rec record.Manifest
 				if !keyable(string(k)) || decode(v, &rec) != nil {
 					n.skipped++
 					return nil

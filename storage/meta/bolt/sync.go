@@ -4,30 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
-	"time"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // Replication's records (meta.SyncIndex), in sync/; see schema.go.
-
-type syncedTagRecord struct {
-	Digest      digest.Digest `json:"digest"`
-	Fingerprint string        `json:"fingerprint,omitempty"`
-	Synced      time.Time     `json:"synced"`
-}
-
-type syncRunRecord struct {
-	Started   time.Time `json:"started"`
-	Finished  time.Time `json:"finished"`
-	Error     string    `json:"error,omitempty"`
-	Tags      int       `json:"tags"`
-	Manifests int       `json:"manifests"`
-	Blobs     int       `json:"blobs"`
-	Bytes     int64     `json:"bytes"`
-}
 
 // The kinds of sync/ keys.
 const (
@@ -63,7 +45,7 @@ func (t *tx) SyncedTag(rule, repo, tag string) (meta.SyncedTag, bool, error) {
 	if err := t.read(); err != nil {
 		return meta.SyncedTag{}, false, err
 	}
-	var rec syncedTagRecord
+	var rec record.SyncedTag
 	ok, err := getJSON(t.btx.Bucket(bucketSync), "sync", syncTagKey(rule, repo, tag), &rec)
 	return meta.SyncedTag(rec), ok, err
 }
@@ -85,7 +67,7 @@ func (t *tx) PutSyncedTag(rule, repo, tag string, s meta.SyncedTag) error {
 	if err := validDigest(s.Digest); err != nil {
 		return err
 	}
-	return putJSON(t.btx.Bucket(bucketSync), syncTagKey(rule, repo, tag), syncedTagRecord(s))
+	return putJSON(t.btx.Bucket(bucketSync), syncTagKey(rule, repo, tag), record.SyncedTag(s))
 }
 
 // SyncedTags walks the tag records of rule by repository and tag.
@@ -99,7 +81,7 @@ func (t *tx) SyncedTags(rule string, fn func(repo, tag string, s meta.SyncedTag)
 		if !ok || len(repo) == 0 || len(tag) == 0 || bytes.IndexByte(tag, 0) >= 0 {
 			return corrupt("sync", k, fmt.Errorf("a key no record can have"))
 		}
-		var rec syncedTagRecord
+		var rec record.SyncedTag
 		if err := decode(v, &rec); err != nil {
 			return corrupt("sync", k, err)
 		}
@@ -112,7 +94,7 @@ func (t *tx) SyncRun(rule string) (meta.SyncRun, bool, error) {
 	if err := t.read(); err != nil {
 		return meta.SyncRun{}, false, err
 	}
-	var rec syncRunRecord
+	var rec record.SyncRun
 	ok, err := getJSON(t.btx.Bucket(bucketSync), "sync", syncPrefix(syncRun, rule), &rec)
 	return meta.SyncRun(rec), ok, err
 }
@@ -125,5 +107,5 @@ func (t *tx) PutSyncRun(rule string, r meta.SyncRun) error {
 	if err := validRule(rule); err != nil {
 		return err
 	}
-	return putJSON(t.btx.Bucket(bucketSync), syncPrefix(syncRun, rule), syncRunRecord(r))
+	return putJSON(t.btx.Bucket(bucketSync), syncPrefix(syncRun, rule), record.SyncRun(r))
 }

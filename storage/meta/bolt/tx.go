@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // ErrReadOnly is wrapped by the error of a change attempted in a View.
@@ -232,7 +233,7 @@ func (t *tx) Blob(d digest.Digest) (meta.Blob, bool, error) {
 	if err := t.read(); err != nil {
 		return meta.Blob{}, false, err
 	}
-	var rec blobRecord
+	var rec record.Blob
 	ok, err := getJSON(t.btx.Bucket(bucketBlobs), "blobs", []byte(d), &rec)
 	return meta.Blob{Size: rec.Size, Created: rec.Created}, ok, err
 }
@@ -245,7 +246,7 @@ func (t *tx) PutBlob(d digest.Digest, b meta.Blob) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	return putJSON(t.btx.Bucket(bucketBlobs), []byte(d), blobRecord{Size: b.Size, Created: b.Created})
+	return putJSON(t.btx.Bucket(bucketBlobs), []byte(d), record.Blob{Size: b.Size, Created: b.Created})
 }
 
 // DeleteBlob removes the record of d.
@@ -265,7 +266,7 @@ func (t *tx) Blobs(fn func(d digest.Digest, b meta.Blob) error) error {
 		return err
 	}
 	return t.walk(t.btx.Bucket(bucketBlobs), nil, false, nil, func(k, v []byte) error {
-		var rec blobRecord
+		var rec record.Blob
 		if err := decode(v, &rec); err != nil {
 			return corrupt("blobs", k, err)
 		}
@@ -351,7 +352,7 @@ func (t *tx) Link(repo string, d digest.Digest) (meta.Link, bool, error) {
 	if err != nil {
 		return meta.Link{}, false, err
 	}
-	var rec linkRecord
+	var rec record.Link
 	ok, err := getJSON(links, path(repo, bucketLinks), []byte(d), &rec)
 	return meta.Link{Linked: rec.Linked, Seen: rec.Seen}, ok, err
 }
@@ -368,7 +369,7 @@ func (t *tx) PutLink(repo string, d digest.Digest, l meta.Link) error {
 	if err != nil {
 		return err
 	}
-	if err := putJSON(rb.Bucket(bucketLinks), []byte(d), linkRecord{Linked: l.Linked, Seen: l.Seen}); err != nil {
+	if err := putJSON(rb.Bucket(bucketLinks), []byte(d), record.Link{Linked: l.Linked, Seen: l.Seen}); err != nil {
 		return err
 	}
 	return t.putEntry(bucketUses, useKey(d, repo, meta.UseLink, ""))
@@ -402,7 +403,7 @@ func (t *tx) Links(repo string, fn func(d digest.Digest, l meta.Link) error) err
 		return err
 	}
 	return t.walk(links, nil, false, nil, func(k, v []byte) error {
-		var rec linkRecord
+		var rec record.Link
 		if err := decode(v, &rec); err != nil {
 			return corrupt(path(repo, bucketLinks), k, err)
 		}
@@ -434,12 +435,12 @@ func (t *tx) Manifest(repo string, d digest.Digest) (meta.Manifest, bool, error)
 	if err != nil {
 		return meta.Manifest{}, false, err
 	}
-	var rec manifestRecord
+	var rec record.Manifest
 	ok, err := getJSON(manifests, path(repo, bucketManifests), []byte(d), &rec)
 	if !ok || err != nil {
 		return meta.Manifest{}, false, err
 	}
-	return rec.manifest(), true, nil
+	return rec.Meta(), true, nil
 }
 
 // PutManifest records manifest d in repo with its derived entries,
@@ -468,7 +469,7 @@ func (t *tx) PutManifest(repo string, d digest.Digest, m meta.Manifest) error {
 	if err := t.dropManifestEntries(rb, repo, d); err != nil {
 		return err
 	}
-	rec := toManifestRecord(m)
+	rec := record.FromManifest(m)
 	if err := putJSON(rb.Bucket(bucketManifests), []byte(d), rec); err != nil {
 		return err
 	}
@@ -477,7 +478,7 @@ func (t *tx) PutManifest(repo string, d digest.Digest, m meta.Manifest) error {
 
 // addManifestEntries adds the derived entries of manifest d of repo,
 // whose record is rec: search, uses and referrers.
-func (t *tx) addManifestEntries(rb *bolt.Bucket, repo string, d digest.Digest, rec *manifestRecord) error {
+func (t *tx) addManifestEntries(rb *bolt.Bucket, repo string, d digest.Digest, rec *record.Manifest) error {
 	put := func(bucket []byte) func([]byte) error {
 		return func(k []byte) error { return t.putEntry(bucket, k) }
 	}
@@ -494,7 +495,7 @@ func (t *tx) addManifestEntries(rb *bolt.Bucket, repo string, d digest.Digest, r
 	if err != nil {
 		return fmt.Errorf("record referrer %s of %s: %w", d, rec.Subject.Digest, err)
 	}
-	return putJSON(sb, []byte(d), rec.manifest().Descriptor(d))
+	return putJSON(sb, []byte(d), rec.Meta().Descriptor(d))
 }
 
 // dropManifestEntries removes the derived entries of the manifest record
@@ -508,7 +509,7 @@ func (t *tx) dropManifestEntries(rb *bolt.Bucket, repo string, d digest.Digest) 
 	del := func(bucket []byte) func([]byte) error {
 		return func(k []byte) error { return t.deleteEntry(bucket, k) }
 	}
-	var rec manifestRecord
+	var rec record.Manifest
 	if decode(v, &rec) == nil {
 		if err := searchKeys(repo, d, &rec, del(bucketSearch)); err != nil {
 			return err
@@ -617,11 +618,11 @@ func (t *tx) Manifests(repo string, after digest.Digest, fn func(d digest.Digest
 		seek = []byte(after)
 	}
 	return t.walk(manifests, seek, true, nil, func(k, v []byte) error {
-		var rec manifestRecord
+		var rec record.Manifest
 		if err := decode(v, &rec); err != nil {
 			return corrupt(path(repo, bucketManifests), k, err)
 		}
-		return fn(digest.Digest(k), rec.manifest())
+		return fn(digest.Digest(k), rec.Meta())
 	})
 }
 

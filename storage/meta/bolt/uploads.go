@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // Upload returns the record of session id.
@@ -11,13 +12,9 @@ func (t *tx) Upload(id string) (meta.Upload, bool, error) {
 	if err := t.read(); err != nil {
 		return meta.Upload{}, false, err
 	}
-	var rec uploadRecord
+	var rec record.Upload
 	ok, err := getJSON(t.btx.Bucket(bucketUploads), "uploads", []byte(id), &rec)
-	return rec.upload(), ok, err
-}
-
-func (r uploadRecord) upload() meta.Upload {
-	return meta.Upload{Repo: r.Repo, Algorithm: r.Algorithm, Started: r.Started, Owner: r.Owner}
+	return rec.Meta(), ok, err
 }
 
 // PutUpload records session id.
@@ -28,7 +25,7 @@ func (t *tx) PutUpload(id string, u meta.Upload) error {
 	if err := validName("upload id", id); err != nil {
 		return err
 	}
-	rec := uploadRecord{Repo: u.Repo, Algorithm: u.Algorithm, Started: u.Started, Owner: u.Owner}
+	rec := record.Upload{Repo: u.Repo, Algorithm: u.Algorithm, Started: u.Started, Owner: u.Owner}
 	return putJSON(t.btx.Bucket(bucketUploads), []byte(id), rec)
 }
 
@@ -49,10 +46,10 @@ func (t *tx) Uploads(fn func(id string, u meta.Upload) error) error {
 		return err
 	}
 	return t.walk(t.btx.Bucket(bucketUploads), nil, false, nil, func(k, v []byte) error {
-		var rec uploadRecord
+		var rec record.Upload
 		if err := decode(v, &rec); err != nil {
 			return corrupt("uploads", k, err)
 		}
-		return fn(string(k), rec.upload())
+		return fn(string(k), rec.Meta())
 	})
 }

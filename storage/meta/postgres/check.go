@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // The kinds of meta.Finding that Check reports. What the database
@@ -121,19 +122,19 @@ type table struct {
 }
 
 var recordTables = []table{
-	{"blobs", "digest", "digest", "", func() any { return &blobRecord{} }},
-	{"links", "repo || '@' || digest", "digest", "repo", func() any { return &linkRecord{} }},
-	{"manifests", "repo || '@' || digest", "digest", "repo", func() any { return &manifestRecord{} }},
+	{"blobs", "digest", "digest", "", func() any { return &record.Blob{} }},
+	{"links", "repo || '@' || digest", "digest", "repo", func() any { return &record.Link{} }},
+	{"manifests", "repo || '@' || digest", "digest", "repo", func() any { return &record.Manifest{} }},
 	{"tag_moves", "repo || ':' || tag || '#' || seq", "", "repo", func() any { return &meta.Move{} }},
-	{"uploads", "id", "", "", func() any { return &uploadRecord{} }},
+	{"uploads", "id", "", "", func() any { return &record.Upload{} }},
 	{"robots", "name", "", "", func() any { return &robotRecord{} }},
-	{"pulls", "repo || '@' || digest || ' ' || actor_kind || ':' || actor_name", "digest", "repo", func() any { return &pullRecord{} }},
-	{"cached_manifests", "repo || '@' || digest", "digest", "repo", func() any { return &cachedRecord{} }},
-	{"tag_checks", "repo || ':' || tag", "", "repo", func() any { return &tagCheckRecord{} }},
-	{"synced_tags", "rule || ' ' || repo || ':' || tag", "", "repo", func() any { return &syncedTagRecord{} }},
-	{"sync_runs", "rule", "", "", func() any { return &syncRunRecord{} }},
-	{"deliveries", "endpoint || ' ' || key || ' #' || seq", "", "", func() any { return &deliveryRecord{} }},
-	{"dead_letters", "seq::text", "", "", func() any { return &deliveryRecord{} }},
+	{"pulls", "repo || '@' || digest || ' ' || actor_kind || ':' || actor_name", "digest", "repo", func() any { return &record.Pull{} }},
+	{"cached_manifests", "repo || '@' || digest", "digest", "repo", func() any { return &record.Cached{} }},
+	{"tag_checks", "repo || ':' || tag", "", "repo", func() any { return &record.TagCheck{} }},
+	{"synced_tags", "rule || ' ' || repo || ':' || tag", "", "repo", func() any { return &record.SyncedTag{} }},
+	{"sync_runs", "rule", "", "", func() any { return &record.SyncRun{} }},
+	{"deliveries", "endpoint || ' ' || key || ' #' || seq", "", "", func() any { return &record.Delivery{} }},
+	{"dead_letters", "seq::text", "", "", func() any { return &record.Delivery{} }},
 }
 
 // recordRow is a row of a record table, as the check reads it.
@@ -249,7 +250,7 @@ func (c *checker) derivedPage(page []manifestRow) error {
 		return err
 	}
 	for _, m := range page {
-		var rec manifestRecord
+		var rec record.Manifest
 		if err := json.Unmarshal(m.rec, &rec); err != nil {
 			continue // reported as a bad record; its rows cannot be judged
 		}
@@ -371,7 +372,7 @@ func (t *tx) rebuild(k manifestKey) (string, error) {
 	if !ok || err != nil {
 		return "", err
 	}
-	var rec manifestRecord
+	var rec record.Manifest
 	if json.Unmarshal(raw, &rec) != nil {
 		return "", nil
 	}

@@ -9,39 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
-
-// deliveryRecord is a delivery of the outbox or a dead letter. The
-// endpoint, key and Seq of an outbox delivery are its row's key; a dead
-// letter, keyed by Seq, carries its endpoint and key.
-type deliveryRecord struct {
-	Endpoint    string          `json:"endpoint,omitempty"`
-	Key         string          `json:"key,omitempty"`
-	EventID     string          `json:"eventID"`
-	Payload     json.RawMessage `json:"payload"`
-	Created     time.Time       `json:"created"`
-	Attempts    int             `json:"attempts,omitempty"`
-	NextAttempt time.Time       `json:"nextAttempt,omitzero"`
-	LastError   string          `json:"lastError,omitempty"`
-	Holder      string          `json:"holder,omitempty"`
-	LeaseUntil  time.Time       `json:"leaseUntil,omitzero"`
-	Died        time.Time       `json:"died,omitzero"`
-}
-
-func toDeliveryRecord(d meta.Delivery, dead bool) deliveryRecord {
-	rec := deliveryRecord{EventID: d.EventID, Payload: d.Payload, Created: d.Created, Attempts: d.Attempts,
-		NextAttempt: d.NextAttempt, LastError: d.LastError, Holder: d.Holder, LeaseUntil: d.LeaseUntil, Died: d.Died}
-	if dead {
-		rec.Endpoint, rec.Key = d.Endpoint, d.Key
-	}
-	return rec
-}
-
-func (r deliveryRecord) delivery(endpoint, key string, seq uint64) meta.Delivery {
-	return meta.Delivery{Seq: seq, Endpoint: endpoint, Key: key, EventID: r.EventID, Payload: []byte(r.Payload),
-		Created: r.Created, Attempts: r.Attempts, NextAttempt: r.NextAttempt, LastError: r.LastError,
-		Holder: r.Holder, LeaseUntil: r.LeaseUntil, Died: r.Died}
-}
 
 // validDelivery checks the endpoint and key of a delivery can be a key.
 func validDelivery(endpoint, key string) error {
@@ -59,7 +28,7 @@ func encodeDelivery(d meta.Delivery, dead bool) (string, error) {
 	if len(d.Payload) > 0 && !json.Valid(d.Payload) {
 		return "", fmt.Errorf("delivery %s: payload is not JSON", d.EventID)
 	}
-	return encode(toDeliveryRecord(d, dead))
+	return encode(record.FromDelivery(d, dead))
 }
 
 // AppendDelivery locks the row of d's endpoint and key in outbox_keys
@@ -103,11 +72,11 @@ func (t *tx) Delivery(endpoint, key string, seq uint64) (meta.Delivery, bool, er
 	if !ok || err != nil {
 		return meta.Delivery{}, false, err
 	}
-	var rec deliveryRecord
+	var rec record.Delivery
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.Delivery{}, false, corrupt("deliveries", strconv.FormatUint(seq, 10), err)
 	}
-	return rec.delivery(endpoint, key, seq), true, nil
+	return rec.Meta(endpoint, key, seq), true, nil
 }
 
 // PutDelivery replaces the record of a delivery of the outbox.
@@ -161,11 +130,11 @@ func scanDelivery(r pgx.CollectableRow) (deliveryRow, error) {
 }
 
 func (r deliveryRow) decode() (meta.Delivery, error) {
-	var rec deliveryRecord
+	var rec record.Delivery
 	if err := json.Unmarshal(r.rec, &rec); err != nil {
 		return meta.Delivery{}, corrupt("deliveries", strconv.FormatInt(r.seq, 10), err)
 	}
-	return rec.delivery(r.endpoint, r.key, uint64(r.seq)), nil
+	return rec.Meta(r.endpoint, r.key, uint64(r.seq)), nil
 }
 
 // Deliveries walks the outbox, or the part of it of one endpoint.
@@ -240,11 +209,11 @@ type seqRec struct {
 }
 
 func (r seqRec) decode() (meta.Delivery, error) {
-	var rec deliveryRecord
+	var rec record.Delivery
 	if err := json.Unmarshal(r.rec, &rec); err != nil {
 		return meta.Delivery{}, corrupt("dead_letters", strconv.FormatInt(r.seq, 10), err)
 	}
-	return rec.delivery(rec.Endpoint, rec.Key, uint64(r.seq)), nil
+	return rec.Meta(rec.Endpoint, rec.Key, uint64(r.seq)), nil
 }
 
 // DeadLetter returns one dead letter.

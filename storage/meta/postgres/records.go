@@ -8,6 +8,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // Upload returns the record of session id.
@@ -20,15 +21,11 @@ func (t *tx) Upload(id string) (meta.Upload, bool, error) {
 	if !ok || err != nil {
 		return meta.Upload{}, false, err
 	}
-	var rec uploadRecord
+	var rec record.Upload
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.Upload{}, false, corrupt("uploads", id, err)
 	}
-	return rec.upload(), true, nil
-}
-
-func (r uploadRecord) upload() meta.Upload {
-	return meta.Upload{Repo: r.Repo, Algorithm: r.Algorithm, Started: r.Started, Owner: r.Owner}
+	return rec.Meta(), true, nil
 }
 
 // PutUpload records session id.
@@ -39,7 +36,7 @@ func (t *tx) PutUpload(id string, u meta.Upload) error {
 	if err := validName("upload id", id); err != nil {
 		return err
 	}
-	rec, err := encode(uploadRecord{Repo: u.Repo, Algorithm: u.Algorithm, Started: u.Started, Owner: u.Owner})
+	rec, err := encode(record.Upload{Repo: u.Repo, Algorithm: u.Algorithm, Started: u.Started, Owner: u.Owner})
 	if err != nil {
 		return err
 	}
@@ -66,11 +63,11 @@ func (t *tx) Uploads(fn func(id string, u meta.Upload) error) error {
 		}
 		return "SELECT id, rec FROM uploads WHERE id > $1 ORDER BY id", []any{after}
 	}, scanKeyRec, func(r keyRec) error {
-		var rec uploadRecord
+		var rec record.Upload
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("uploads", r.key, err)
 		}
-		return fn(r.key, rec.upload())
+		return fn(r.key, rec.Meta())
 	})
 }
 
@@ -184,12 +181,12 @@ func (t *tx) PutPull(p meta.Pull) error {
 	if err != nil {
 		return err
 	}
-	var old pullRecord
+	var old record.Pull
 	// A record that does not decode is replaced.
 	if ok && json.Unmarshal(raw, &old) == nil && old.Time.After(p.Time) {
 		return nil
 	}
-	rec, err := encode(pullRecord{Time: p.Time, Address: p.Actor.Address})
+	rec, err := encode(record.Pull{Time: p.Time, Address: p.Actor.Address})
 	if err != nil {
 		return err
 	}
@@ -222,7 +219,7 @@ func (t *tx) Pulls(repo string, d digest.Digest, fn func(p meta.Pull) error) err
 		err := r.Scan(&x.digest, &x.kind, &x.name, &x.rec)
 		return x, err
 	}, func(r pullRow) error {
-		var rec pullRecord
+		var rec record.Pull
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("pulls", repo+"@"+r.digest+" "+r.kind+":"+r.name, err)
 		}
@@ -241,7 +238,7 @@ func (t *tx) Cached(repo string, d digest.Digest) (meta.Cached, bool, error) {
 	if !ok || err != nil {
 		return meta.Cached{}, false, err
 	}
-	var rec cachedRecord
+	var rec record.Cached
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.Cached{}, false, corrupt("cached_manifests", repo+"@"+string(d), err)
 	}
@@ -259,7 +256,7 @@ func (t *tx) PutCached(repo string, d digest.Digest, c meta.Cached) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	rec, err := encode(cachedRecord(c))
+	rec, err := encode(record.Cached(c))
 	if err != nil {
 		return err
 	}
@@ -290,7 +287,7 @@ func (t *tx) CachedManifests(repo string, fn func(d digest.Digest, c meta.Cached
 		}
 		return "SELECT digest, rec FROM cached_manifests WHERE repo = $1 AND digest > $2 ORDER BY digest", []any{repo, after}
 	}, scanKeyRec, func(r keyRec) error {
-		var rec cachedRecord
+		var rec record.Cached
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("cached_manifests", repo+"@"+r.key, err)
 		}
@@ -308,7 +305,7 @@ func (t *tx) TagCheck(repo, tag string) (meta.TagCheck, bool, error) {
 	if !ok || err != nil {
 		return meta.TagCheck{}, false, err
 	}
-	var rec tagCheckRecord
+	var rec record.TagCheck
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.TagCheck{}, false, corrupt("tag_checks", repo+":"+tag, err)
 	}
@@ -326,7 +323,7 @@ func (t *tx) PutTagCheck(repo, tag string, c meta.TagCheck) error {
 	if err := validName("tag", tag); err != nil {
 		return err
 	}
-	rec, err := encode(tagCheckRecord(c))
+	rec, err := encode(record.TagCheck(c))
 	if err != nil {
 		return err
 	}
@@ -364,7 +361,7 @@ func (t *tx) SyncedTag(rule, repo, tag string) (meta.SyncedTag, bool, error) {
 	if !ok || err != nil {
 		return meta.SyncedTag{}, false, err
 	}
-	var rec syncedTagRecord
+	var rec record.SyncedTag
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.SyncedTag{}, false, corrupt("synced_tags", rule+" "+repo+":"+tag, err)
 	}
@@ -388,7 +385,7 @@ func (t *tx) PutSyncedTag(rule, repo, tag string, s meta.SyncedTag) error {
 	if err := validDigest(s.Digest); err != nil {
 		return err
 	}
-	rec, err := encode(syncedTagRecord(s))
+	rec, err := encode(record.SyncedTag(s))
 	if err != nil {
 		return err
 	}
@@ -419,7 +416,7 @@ func (t *tx) SyncedTags(rule string, fn func(repo, tag string, s meta.SyncedTag)
 		err := r.Scan(&x.repo, &x.tag, &x.rec)
 		return x, err
 	}, func(r syncedRow) error {
-		var rec syncedTagRecord
+		var rec record.SyncedTag
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("synced_tags", rule+" "+r.repo+":"+r.tag, err)
 		}
@@ -437,7 +434,7 @@ func (t *tx) SyncRun(rule string) (meta.SyncRun, bool, error) {
 	if !ok || err != nil {
 		return meta.SyncRun{}, false, err
 	}
-	var rec syncRunRecord
+	var rec record.SyncRun
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.SyncRun{}, false, corrupt("sync_runs", rule, err)
 	}
@@ -452,7 +449,7 @@ func (t *tx) PutSyncRun(rule string, r meta.SyncRun) error {
 	if err := validRule(rule); err != nil {
 		return err
 	}
-	rec, err := encode(syncRunRecord(r))
+	rec, err := encode(record.SyncRun(r))
 	if err != nil {
 		return err
 	}

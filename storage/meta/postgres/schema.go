@@ -76,55 +76,10 @@ package postgres
 
 import (
 	"time"
-
-	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"github.com/berth-registry/berth/storage/meta"
 )
 
-// The records, in the JSON of the embedded index.
-
-type blobRecord struct {
-	Size    int64     `json:"size"`
-	Created time.Time `json:"created"`
-}
-
-type linkRecord struct {
-	Linked time.Time `json:"linked"`
-	Seen   time.Time `json:"seen,omitzero"`
-}
-
-type manifestRecord struct {
-	MediaType     string              `json:"mediaType"`
-	Size          int64               `json:"size"`
-	ArtifactType  string              `json:"artifactType,omitempty"`
-	Subject       *ocispec.Descriptor `json:"subject,omitempty"`
-	Annotations   map[string]string   `json:"annotations,omitempty"`
-	References    []digest.Digest     `json:"references,omitempty"`
-	Created       time.Time           `json:"created"`
-	Labels        map[string]string   `json:"labels,omitempty"`
-	ConfigCreated *time.Time          `json:"configCreated,omitempty"`
-}
-
-func toManifestRecord(m meta.Manifest) manifestRecord {
-	return manifestRecord{MediaType: m.MediaType, Size: m.Size, ArtifactType: m.ArtifactType,
-		Subject: m.Subject, Annotations: m.Annotations, References: m.References, Created: m.Created,
-		Labels: m.Labels, ConfigCreated: m.ConfigCreated}
-}
-
-func (r manifestRecord) manifest() meta.Manifest {
-	return meta.Manifest{MediaType: r.MediaType, Size: r.Size, ArtifactType: r.ArtifactType,
-		Subject: r.Subject, Annotations: r.Annotations, References: r.References, Created: r.Created,
-		Labels: r.Labels, ConfigCreated: r.ConfigCreated}
-}
-
-type uploadRecord struct {
-	Repo      string    `json:"repo"`
-	Algorithm string    `json:"algorithm"`
-	Started   time.Time `json:"started"`
-	Owner     string    `json:"owner,omitempty"`
-}
+// The records are in the JSON of the embedded index (package record), but
+// for robots, whose secret's hash is a column of their own.
 
 // robotRecord is a robot's record; its secret's hash is a column of its
 // own, which the database keeps unique.
@@ -134,39 +89,6 @@ type robotRecord struct {
 	Expires time.Time  `json:"expires"`
 	Revoked *time.Time `json:"revoked,omitempty"`
 	Rotated *time.Time `json:"rotated,omitempty"`
-}
-
-type pullRecord struct {
-	Time    time.Time `json:"time"`
-	Address string    `json:"address,omitempty"`
-}
-
-type cachedRecord struct {
-	Upstream string    `json:"upstream"`
-	Cached   time.Time `json:"cached"`
-	Pulled   time.Time `json:"pulled"`
-}
-
-type tagCheckRecord struct {
-	Upstream string        `json:"upstream"`
-	Checked  time.Time     `json:"checked"`
-	Digest   digest.Digest `json:"digest,omitempty"`
-}
-
-type syncedTagRecord struct {
-	Digest      digest.Digest `json:"digest"`
-	Fingerprint string        `json:"fingerprint,omitempty"`
-	Synced      time.Time     `json:"synced"`
-}
-
-type syncRunRecord struct {
-	Started   time.Time `json:"started"`
-	Finished  time.Time `json:"finished"`
-	Error     string    `json:"error,omitempty"`
-	Tags      int       `json:"tags"`
-	Manifests int       `json:"manifests"`
-	Blobs     int       `json:"blobs"`
-	Bytes     int64     `json:"bytes"`
 }
 
 // maxIndexedPair bounds the length of an annotation or label (key and

@@ -15,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/berth-registry/berth/storage/meta"
+	"github.com/berth-registry/berth/storage/meta/internal/record"
 )
 
 // ErrReadOnly is wrapped by the error of a change attempted in a View.
@@ -227,7 +228,7 @@ func (t *tx) Blob(d digest.Digest) (meta.Blob, bool, error) {
 	if !ok || err != nil {
 		return meta.Blob{}, false, err
 	}
-	var rec blobRecord
+	var rec record.Blob
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.Blob{}, false, corrupt("blobs", string(d), err)
 	}
@@ -242,7 +243,7 @@ func (t *tx) PutBlob(d digest.Digest, b meta.Blob) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	rec, err := encode(blobRecord{Size: b.Size, Created: b.Created})
+	rec, err := encode(record.Blob{Size: b.Size, Created: b.Created})
 	if err != nil {
 		return err
 	}
@@ -268,7 +269,7 @@ func (t *tx) Blobs(fn func(d digest.Digest, b meta.Blob) error) error {
 		}
 		return "SELECT digest, rec FROM blobs WHERE digest > $1 ORDER BY digest", []any{last.key}
 	}, scanKeyRec, func(r keyRec) error {
-		var rec blobRecord
+		var rec record.Blob
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("blobs", r.key, err)
 		}
@@ -367,7 +368,7 @@ func (t *tx) Link(repo string, d digest.Digest) (meta.Link, bool, error) {
 	if !ok || err != nil {
 		return meta.Link{}, false, err
 	}
-	var rec linkRecord
+	var rec record.Link
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.Link{}, false, corrupt("links", repo+"@"+string(d), err)
 	}
@@ -385,7 +386,7 @@ func (t *tx) PutLink(repo string, d digest.Digest, l meta.Link) error {
 	if err := validDigest(d); err != nil {
 		return err
 	}
-	rec, err := encode(linkRecord{Linked: l.Linked, Seen: l.Seen})
+	rec, err := encode(record.Link{Linked: l.Linked, Seen: l.Seen})
 	if err != nil {
 		return err
 	}
@@ -416,7 +417,7 @@ func (t *tx) Links(repo string, fn func(d digest.Digest, l meta.Link) error) err
 		}
 		return "SELECT digest, rec FROM links WHERE repo = $1 AND digest > $2 ORDER BY digest", []any{repo, after}
 	}, scanKeyRec, func(r keyRec) error {
-		var rec linkRecord
+		var rec record.Link
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("links", repo+"@"+r.key, err)
 		}
@@ -434,11 +435,11 @@ func (t *tx) Manifest(repo string, d digest.Digest) (meta.Manifest, bool, error)
 	if !ok || err != nil {
 		return meta.Manifest{}, false, err
 	}
-	var rec manifestRecord
+	var rec record.Manifest
 	if err := json.Unmarshal(raw, &rec); err != nil {
 		return meta.Manifest{}, false, corrupt("manifests", repo+"@"+string(d), err)
 	}
-	return rec.manifest(), true, nil
+	return rec.Meta(), true, nil
 }
 
 // PutManifest records manifest d in repo, replacing a record there may be
@@ -464,7 +465,7 @@ func (t *tx) PutManifest(repo string, d digest.Digest, m meta.Manifest) error {
 			return fmt.Errorf("subject of %s: %w", d, err)
 		}
 	}
-	rec := toManifestRecord(m)
+	rec := record.FromManifest(m)
 	raw, err := encode(rec)
 	if err != nil {
 		return err
@@ -478,7 +479,7 @@ func (t *tx) PutManifest(repo string, d digest.Digest, m meta.Manifest) error {
 
 // subjectOf is the subject column of a manifest record: its subject's
 // digest, or NULL.
-func subjectOf(rec *manifestRecord) *string {
+func subjectOf(rec *record.Manifest) *string {
 	if rec.Subject == nil {
 		return nil
 	}
@@ -489,7 +490,7 @@ func subjectOf(rec *manifestRecord) *string {
 // queueDerived queues the statements that write the derived rows of
 // manifest d of repo, whose record is rec: its references and its search
 // pairs.
-func queueDerived(b *pgx.Batch, repo string, d digest.Digest, rec *manifestRecord) {
+func queueDerived(b *pgx.Batch, repo string, d digest.Digest, rec *record.Manifest) {
 	if refs := refsOf(rec); len(refs) > 0 {
 		b.Queue(`INSERT INTO manifest_refs (repo, manifest, ref) SELECT $1, $2, r FROM unnest($3::text[]) AS r
 			ON CONFLICT DO NOTHING`, repo, d, refs)
@@ -503,7 +504,7 @@ func queueDerived(b *pgx.Batch, repo string, d digest.Digest, rec *manifestRecor
 
 // refsOf is the references of a manifest record as manifest_refs holds
 // them: each once.
-func refsOf(rec *manifestRecord) []string {
+func refsOf(rec *record.Manifest) []string {
 	seen := make(map[digest.Digest]bool, len(rec.References))
 	var out []string
 	for _, r := range rec.References {
@@ -517,7 +518,7 @@ func refsOf(rec *manifestRecord) []string {
 
 // pairsOf is the search pairs of a manifest record: its indexed
 // annotations and labels, as three parallel columns.
-func pairsOf(rec *manifestRecord) (kinds, keys, values []string) {
+func pairsOf(rec *record.Manifest) (kinds, keys, values []string) {
 	for _, c := range []struct {
 		kind  meta.PairKind
 		pairs map[string]string
@@ -552,11 +553,11 @@ func (t *tx) Manifests(repo string, after digest.Digest, fn func(d digest.Digest
 		}
 		return "SELECT digest, rec FROM manifests WHERE repo = $1 AND digest > $2 ORDER BY digest", []any{repo, from}
 	}, scanKeyRec, func(r keyRec) error {
-		var rec manifestRecord
+		var rec record.Manifest
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("manifests", repo+"@"+r.key, err)
 		}
-		return fn(digest.Digest(r.key), rec.manifest())
+		return fn(digest.Digest(r.key), rec.Meta())
 	})
 }
 
@@ -574,10 +575,10 @@ func (t *tx) Referrers(repo string, subject digest.Digest, fn func(desc ocispec.
 		return `SELECT digest, rec FROM manifests WHERE repo = $1 AND subject = $2 AND digest > $3
 			ORDER BY digest`, []any{repo, subject, after}
 	}, scanKeyRec, func(r keyRec) error {
-		var rec manifestRecord
+		var rec record.Manifest
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
 			return corrupt("manifests", repo+"@"+r.key, err)
 		}
-		return fn(rec.manifest().Descriptor(digest.Digest(r.key)))
+		return fn(rec.Meta().Descriptor(digest.Digest(r.key)))
 	})
 }
