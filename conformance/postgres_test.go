@@ -25,7 +25,9 @@ func postgresS3ConfigFile(t *testing.T) string {
 	dsn := pg.Database(t)
 	b := gw.Bucket(t)
 	path := filepath.Join(t.TempDir(), "berth.yaml")
-	writeTestFile(t, path, fmt.Sprintf(`storage:
+	writeTestFile(t, path, fmt.Sprintf(`http:
+  secret: a secret the replicas would share
+storage:
   blobs:
     s3: {endpoint: %q, region: %s, bucket: %s, prefix: "", accessKey: %s, secretKey: %s, forcePathStyle: true, redirect: false}
   index:

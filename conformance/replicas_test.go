@@ -101,6 +101,8 @@ func startReplicas(t *testing.T, o replicaOptions) *replicaSet {
     s3: {endpoint: %q, region: %s, bucket: %s, prefix: "", accessKey: %s, secretKey: %s, forcePathStyle: true}
   index:
     postgres: {dsn: %q}
+http:
+  secret: the secret every replica of this set shares
 `, endpoint, b.Region, b.Name, b.AccessKey, b.SecretKey, dsn)
 	cfg.WriteString(o.gc)
 	pass := ""
@@ -428,6 +430,44 @@ func TestReplicasClients(t *testing.T) {
 		}
 	})
 
+	// A search page's cursor, issued by one replica, opens on the other:
+	// every replica seals cursors with the key of the shared http.secret.
+	t.Run("search-cursor", func(t *testing.T) {
+		path := "/v2/_berth/search?repository=replicas/moves&n=1"
+		seen := map[string]bool{}
+		for page, r := 0, a; path != ""; page++ {
+			if page > 5 {
+				t.Fatal("the search's pages do not end")
+			}
+			resp, body := r.do(t, http.MethodGet, path, nil)
+			mustStatus(t, fmt.Sprintf("search page %d through %s", page, r.Addr), resp, body, http.StatusOK)
+			var res struct {
+				Results []struct{ Digest string } `json:"results"`
+			}
+			if err := json.Unmarshal(body, &res); err != nil {
+				t.Fatalf("search page %d: %v\n%s", page, err, body)
+			}
+			for _, x := range res.Results {
+				if seen[x.Digest] {
+					t.Errorf("search page %d through %s repeats %s", page, r.Addr, x.Digest)
+				}
+				seen[x.Digest] = true
+			}
+			path = ""
+			if link := resp.Header.Get("Link"); link != "" {
+				path = relative(t, strings.TrimSuffix(strings.TrimPrefix(link, "<"), `>; rel="next"`))
+			}
+			// The next page is asked of the other replica.
+			if r == a {
+				r = b
+			} else {
+				r = a
+			}
+		}
+		if len(seen) != 3 {
+			t.Errorf("paging the search across the replicas found %d manifests of replicas/moves, want its 3", len(seen))
+		}
+	})
 	t.Run("token", func(t *testing.T) {
 		// Behind a load balancer, a token the token service of one
 		// replica issued comes with the next request to any replica.
