@@ -131,3 +131,40 @@ func TestOperationsReceiverExample(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleOutConfigLoads loads docs/scale-out.md's complete configuration,
+// with the secrets its environment gives: every key in it must exist and
+// every value be valid, so the page cannot drift from the code.
+func TestScaleOutConfigLoads(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(berthtest.RepoRoot(t), "docs", "scale-out.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := bytes.Cut(doc, []byte("```yaml\n"))
+	if !ok {
+		t.Fatal("docs/scale-out.md has no yaml block")
+	}
+	block, _, ok := bytes.Cut(rest, []byte("```"))
+	if !ok {
+		t.Fatal("docs/scale-out.md: the yaml block is not closed")
+	}
+	path := filepath.Join(t.TempDir(), "berth.yaml")
+	if err := os.WriteFile(path, block, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"BERTH_S3_ACCESS_KEY": "access", "BERTH_S3_SECRET_KEY": "secret",
+		"BERTH_POSTGRES_DSN": "postgres://berth:pw@db.internal.example:5432/berth?sslmode=verify-full",
+		"BERTH_HTTP_SECRET":  "sixteen or more random characters",
+	}
+	cfg, err := registry.LoadConfig(path, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("load docs/scale-out.md's configuration: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("docs/scale-out.md's configuration: %v", err)
+	}
+	if cfg.Storage.Index.Postgres == nil || cfg.Storage.Blobs.S3 == nil || cfg.HTTP.Secret == "" {
+		t.Errorf("docs/scale-out.md's configuration does not set the index, the bucket and the secret: %+v", cfg.Storage)
+	}
+}
