@@ -277,21 +277,8 @@ func (t *tx) DeleteCached(repo string, d digest.Digest) error {
 
 // CachedManifests walks the cache records of repo in digest order.
 func (t *tx) CachedManifests(repo string, fn func(d digest.Digest, c meta.Cached) error) error {
-	if !storable(repo) {
-		return t.read()
-	}
-	return walk(t, "walk cache records of "+repo, func(last *keyRec) (string, []any) {
-		after := ""
-		if last != nil {
-			after = last.key
-		}
-		return "SELECT digest, rec FROM cached_manifests WHERE repo = $1 AND digest > $2 ORDER BY digest", []any{repo, after}
-	}, scanKeyRec, func(r keyRec) error {
-		var rec record.Cached
-		if err := json.Unmarshal(r.rec, &rec); err != nil {
-			return corrupt("cached_manifests", repo+"@"+r.key, err)
-		}
-		return fn(digest.Digest(r.key), meta.Cached(rec))
+	return walkRecords(t, "cached_manifests", repo, "", func(d digest.Digest, rec record.Cached) error {
+		return fn(d, meta.Cached(rec))
 	})
 }
 

@@ -407,21 +407,31 @@ func (t *tx) DeleteLink(repo string, d digest.Digest) error {
 
 // Links walks the links of repo in digest order.
 func (t *tx) Links(repo string, fn func(d digest.Digest, l meta.Link) error) error {
-	if !storable(repo) {
+	return walkRecords(t, "links", repo, "", func(d digest.Digest, rec record.Link) error {
+		return fn(d, meta.Link{Linked: rec.Linked, Seen: rec.Seen})
+	})
+}
+
+// walkRecords walks the rows of table (links, manifests, cached_manifests:
+// keyed by repository and digest, holding a JSON record) of repo after the
+// digest after, in digest order, decoding each record as an R.
+func walkRecords[R any](t *tx, table, repo string, after digest.Digest, fn func(d digest.Digest, rec R) error) error {
+	if !storable(repo, string(after)) {
 		return t.read()
 	}
-	return walk(t, "walk links of "+repo, func(last *keyRec) (string, []any) {
-		after := ""
+	query := "SELECT digest, rec FROM " + table + " WHERE repo = $1 AND digest > $2 ORDER BY digest"
+	return walk(t, "walk "+table+" of "+repo, func(last *keyRec) (string, []any) {
+		from := string(after)
 		if last != nil {
-			after = last.key
+			from = last.key
 		}
-		return "SELECT digest, rec FROM links WHERE repo = $1 AND digest > $2 ORDER BY digest", []any{repo, after}
+		return query, []any{repo, from}
 	}, scanKeyRec, func(r keyRec) error {
-		var rec record.Link
+		var rec R
 		if err := json.Unmarshal(r.rec, &rec); err != nil {
-			return corrupt("links", repo+"@"+r.key, err)
+			return corrupt(table, repo+"@"+r.key, err)
 		}
-		return fn(digest.Digest(r.key), meta.Link{Linked: rec.Linked, Seen: rec.Seen})
+		return fn(digest.Digest(r.key), rec)
 	})
 }
 
@@ -543,21 +553,8 @@ func (t *tx) DeleteManifest(repo string, d digest.Digest) error {
 
 // Manifests walks the manifests of repo after after.
 func (t *tx) Manifests(repo string, after digest.Digest, fn func(d digest.Digest, m meta.Manifest) error) error {
-	if !storable(repo, string(after)) {
-		return t.read()
-	}
-	return walk(t, "walk manifests of "+repo, func(last *keyRec) (string, []any) {
-		from := string(after)
-		if last != nil {
-			from = last.key
-		}
-		return "SELECT digest, rec FROM manifests WHERE repo = $1 AND digest > $2 ORDER BY digest", []any{repo, from}
-	}, scanKeyRec, func(r keyRec) error {
-		var rec record.Manifest
-		if err := json.Unmarshal(r.rec, &rec); err != nil {
-			return corrupt("manifests", repo+"@"+r.key, err)
-		}
-		return fn(digest.Digest(r.key), rec.Meta())
+	return walkRecords(t, "manifests", repo, after, func(d digest.Digest, rec record.Manifest) error {
+		return fn(d, rec.Meta())
 	})
 }
 
