@@ -47,7 +47,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/berth-registry/berth/internal/testserver/output"
+	"github.com/berth-registry/berth/internal/testserver/process"
 )
 
 // EnvBinDir names the environment variable that may name the directory
@@ -80,7 +80,7 @@ type Server struct {
 	dir  string // the temporary directory: data/ and the socket
 	port int
 	cmd  *exec.Cmd
-	log  *output.Buffer
+	log  *process.Buffer
 	done chan struct{} // closed when the server process has exited
 
 	// n numbers the databases made.
@@ -193,23 +193,8 @@ func (s *Server) Stop() error {
 		return nil
 	}
 	defer func() { _ = os.RemoveAll(s.dir) }()
-	select {
-	case <-s.done:
-		return fmt.Errorf("postgres exited before it was stopped: %s", s.log.Tail())
-	default:
-	}
 	// SIGINT is PostgreSQL's fast shutdown: it ends the sessions.
-	if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		return fmt.Errorf("stop postgres: %w", err)
-	}
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(stopTimeout):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-		return fmt.Errorf("postgres did not stop within %s of SIGINT; killed it", stopTimeout)
-	}
+	return process.Stop("postgres", s.cmd, s.done, syscall.SIGINT, stopTimeout, s.log)
 }
 
 // BinDir finds the directory of PostgreSQL's programs: $BERTH_POSTGRES_BIN,
@@ -298,12 +283,12 @@ func (s *Server) start() error {
 
 // run starts the server on a free port and waits until it answers.
 func (s *Server) run(ctx context.Context, bin string, asUser bool, uid, gid uint32) error {
-	port, err := output.FreePort()
+	port, err := process.FreePort()
 	if err != nil {
 		return err
 	}
 	s.port = port
-	s.log = &output.Buffer{}
+	s.log = &process.Buffer{}
 	s.done = make(chan struct{})
 	args := []string{
 		"-D", filepath.Join(s.dir, "data"),

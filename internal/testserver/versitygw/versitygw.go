@@ -45,7 +45,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/berth-registry/berth/internal/testserver/output"
+	"github.com/berth-registry/berth/internal/testserver/process"
 )
 
 // The account and region of the server.
@@ -80,7 +80,7 @@ type Server struct {
 	dir  string // the posix backend's root: a directory per bucket
 	port int
 	cmd  *exec.Cmd
-	log  *output.Buffer
+	log  *process.Buffer
 	done chan struct{} // closed when the server process has exited
 
 	// n numbers the buckets made.
@@ -186,22 +186,7 @@ func (s *Server) Stop() error {
 		return nil
 	}
 	defer func() { _ = os.RemoveAll(s.dir) }()
-	select {
-	case <-s.done:
-		return fmt.Errorf("versitygw exited before it was stopped: %s", s.log.Tail())
-	default:
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stop versitygw: %w", err)
-	}
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(stopTimeout):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-		return fmt.Errorf("versitygw did not stop within %s of SIGTERM; killed it", stopTimeout)
-	}
+	return process.Stop("versitygw", s.cmd, s.done, syscall.SIGTERM, stopTimeout, s.log)
 }
 
 // Binary finds the versitygw binary: $BERTH_VERSITYGW, then the
@@ -279,12 +264,12 @@ func (s *Server) start() error {
 
 // run starts the server on a free port and waits until it answers.
 func (s *Server) run(ctx context.Context, bin string) error {
-	port, err := output.FreePort()
+	port, err := process.FreePort()
 	if err != nil {
 		return err
 	}
 	s.port = port
-	s.log = &output.Buffer{}
+	s.log = &process.Buffer{}
 	s.done = make(chan struct{})
 	// Global options first, then the backend and its directory. Keep-alive
 	// is off by default, which would make every request a new connection.

@@ -1,15 +1,19 @@
-// Package output keeps what a test server prints, for the messages of
-// tests that fail, and finds the loopback ports such servers listen on.
+// Package process holds what Berth's test servers share about the
+// processes they run: the output kept for the messages of tests that fail,
+// a graceful stop with a deadline, and free loopback ports to listen on.
 // The servers themselves are in the packages beside it (postgres,
 // versitygw).
-package output
+package process
 
 import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"time"
 )
 
 // maxKept caps the output a Buffer keeps.
@@ -63,4 +67,27 @@ func FreePort() (int, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Stop asks cmd, named name, to stop with sig and waits for done (closed
+// when the process has exited) until timeout has passed; then it kills the
+// process. A process that exited before it was asked is an error that
+// quotes the end of out.
+func Stop(name string, cmd *exec.Cmd, done <-chan struct{}, sig os.Signal, timeout time.Duration, out *Buffer) error {
+	select {
+	case <-done:
+		return fmt.Errorf("%s exited before it was stopped: %s", name, out.Tail())
+	default:
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("stop %s: %w", name, err)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("%s did not stop within %s of %v; killed it", name, timeout, sig)
+	}
 }
