@@ -194,6 +194,41 @@ func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byt
 	return true, nil
 }
 
+// blobsLinker is implemented by index transactions that look up the links
+// and records of many blobs at once (a database, in one round trip rather
+// than two a blob).
+type blobsLinker interface {
+	LinkedBlobs(repo string, ds []digest.Digest) ([]meta.LinkedBlob, error)
+}
+
+// linkedBlobs reports, for each descriptor of descs in order, whether its
+// blob is linked into repo and recorded in the store, with its record.
+func linkedBlobs(tx meta.Tx, repo string, descs []ocispec.Descriptor) ([]meta.LinkedBlob, error) {
+	ds := make([]digest.Digest, len(descs))
+	for i, b := range descs {
+		ds[i] = b.Digest
+	}
+	if bl, ok := tx.(blobsLinker); ok {
+		return bl.LinkedBlobs(repo, ds)
+	}
+	out := make([]meta.LinkedBlob, len(ds))
+	for i, d := range ds {
+		_, linked, err := tx.Link(repo, d)
+		if err != nil || !linked {
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		rec, ok, err := tx.Blob(d)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = meta.LinkedBlob{Linked: ok, Blob: rec}
+	}
+	return out, nil
+}
+
 // checkReferences checks that repo holds everything m references, with the
 // sizes m's descriptors give. With pending (a manifest of the pull-through
 // cache), what repo does not hold yet is allowed, but what it holds must
@@ -206,19 +241,12 @@ func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest, pending bool
 		return detailf(ErrManifestInvalid, map[string]any{"digest": string(desc.Digest), "size": desc.Size, "stored": size},
 			"the descriptor of %s %s gives %d bytes, the repository holds %d", what, desc.Digest, desc.Size, size)
 	}
-	for _, b := range m.Blobs {
-		if _, ok, err := tx.Link(repo, b.Digest); err != nil {
-			return err
-		} else if !ok {
-			if pending {
-				continue
-			}
-			return missing("blob", b.Digest)
-		}
-		rec, ok, err := tx.Blob(b.Digest)
-		if err != nil {
-			return err
-		}
+	linked, err := linkedBlobs(tx, repo, m.Blobs)
+	if err != nil {
+		return err
+	}
+	for i, b := range m.Blobs {
+		rec, ok := linked[i].Blob, linked[i].Linked
 		if !ok {
 			if pending {
 				continue

@@ -146,6 +146,19 @@ type BlobIndex interface {
 	Uses(d digest.Digest, repo string, fn func(u Use) error) error
 }
 
+// LinkedBlob is what a lookup of a blob in a repository found. A backend
+// that answers many such lookups in one round trip offers
+// LinkedBlobs(repo string, ds []digest.Digest) ([]LinkedBlob, error) on its
+// transactions, answering for each digest in order what Link and Blob
+// would.
+type LinkedBlob struct {
+	// Linked is true when the blob is linked into the repository and has
+	// a blob record.
+	Linked bool
+	// Blob is the blob's record, when Linked.
+	Blob Blob
+}
+
 // Use is one use of a digest, as Uses reports it.
 type Use struct {
 	Repo string

@@ -375,6 +375,52 @@ func (t *tx) Link(repo string, d digest.Digest) (meta.Link, bool, error) {
 	return meta.Link{Linked: rec.Linked, Seen: rec.Seen}, true, nil
 }
 
+// LinkedBlobs answers, for each digest of ds in order, whether it is
+// linked into repo and recorded, with its record: what Link and Blob would
+// answer, in one round trip instead of two a digest.
+func (t *tx) LinkedBlobs(repo string, ds []digest.Digest) ([]meta.LinkedBlob, error) {
+	out := make([]meta.LinkedBlob, len(ds))
+	if err := t.read(); err != nil || len(ds) == 0 || !storable(repo) {
+		return out, err
+	}
+	keys := make([]string, 0, len(ds))
+	for _, d := range ds {
+		if storable(string(d)) {
+			keys = append(keys, string(d))
+		}
+	}
+	rows, err := t.ptx.Query(t.ctx, `SELECT b.digest, b.rec FROM blobs b
+		JOIN links l ON l.repo = $1 AND l.digest = b.digest
+		WHERE b.digest = ANY($2::text[])`, repo, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read links and blob records of %s: %w", repo, t.fail(err))
+	}
+	found := map[digest.Digest]meta.Blob{}
+	for rows.Next() {
+		var d string
+		var raw []byte
+		if err := rows.Scan(&d, &raw); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read links and blob records of %s: %w", repo, t.fail(err))
+		}
+		var rec record.Blob
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			rows.Close()
+			return nil, corrupt("blobs", d, err)
+		}
+		found[digest.Digest(d)] = meta.Blob{Size: rec.Size, Created: rec.Created}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read links and blob records of %s: %w", repo, t.fail(err))
+	}
+	for i, d := range ds {
+		if b, ok := found[d]; ok {
+			out[i] = meta.LinkedBlob{Linked: true, Blob: b}
+		}
+	}
+	return out, nil
+}
+
 // PutLink links d into repo, creating repo if needed.
 func (t *tx) PutLink(repo string, d digest.Digest, l meta.Link) error {
 	if err := t.write(); err != nil {
