@@ -101,14 +101,7 @@ func NewDurable() *Server { return &Server{durable: true} }
 // Run runs the package's tests and then stops the server if one was
 // started, returning the exit code for os.Exit.
 func (s *Server) Run(m *testing.M) int {
-	code := m.Run()
-	if err := s.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "testserver/postgres:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	return process.RunThenStop(m, "postgres", s.Stop)
 }
 
 // Database creates a fresh, empty database, dropped when t ends, and
@@ -117,12 +110,7 @@ func (s *Server) Run(m *testing.M) int {
 func (s *Server) Database(t testing.TB) string {
 	t.Helper()
 	name, err := s.CreateDatabase(t.Context())
-	if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") != "true" {
-		t.Skipf("testserver/postgres: %v", err)
-	}
-	if err != nil {
-		t.Fatalf("testserver/postgres: %v", err)
-	}
+	process.Need(t, "postgres", err, ErrNotInstalled)
 	t.Cleanup(func() {
 		if err := s.DropDatabase(context.Background(), name); err != nil {
 			t.Errorf("testserver/postgres: %v", err)

@@ -7,12 +7,14 @@ package process
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -90,4 +92,34 @@ func Stop(name string, cmd *exec.Cmd, done <-chan struct{}, sig os.Signal, timeo
 		<-done
 		return fmt.Errorf("%s did not stop within %s of %v; killed it", name, timeout, sig)
 	}
+}
+
+// RunThenStop runs m's tests, then stop, and returns the exit code: the
+// tests' own, or 1 when they passed but the server named name did not
+// stop cleanly.
+func RunThenStop(m *testing.M, name string, stop func() error) int {
+	code := m.Run()
+	if err := stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "testserver/%s: %v\n", name, err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// Need ends t when the server named name could not give it what it asked
+// for (err): it skips t when the server is not installed (notInstalled)
+// outside CI, and fails it otherwise, so that CI never skips a test for
+// want of a server.
+func Need(t testing.TB, name string, err, notInstalled error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, notInstalled) && os.Getenv("CI") != "true" {
+		t.Skipf("testserver/%s: %v", name, err)
+		return
+	}
+	t.Fatalf("testserver/%s: %v", name, err)
 }

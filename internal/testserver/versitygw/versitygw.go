@@ -93,14 +93,7 @@ func New() *Server { return &Server{} }
 // Run runs the package's tests and then stops the server if one was
 // started, returning the exit code for os.Exit.
 func (s *Server) Run(m *testing.M) int {
-	code := m.Run()
-	if err := s.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "testserver/versitygw:", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	return process.RunThenStop(m, "versitygw", s.Stop)
 }
 
 // Bucket is a bucket of the server and what a client needs to reach it.
@@ -121,12 +114,7 @@ type Bucket struct {
 func (s *Server) Bucket(t testing.TB) Bucket {
 	t.Helper()
 	name, err := s.CreateBucket(t.Context())
-	if errors.Is(err, ErrNotInstalled) && os.Getenv("CI") != "true" {
-		t.Skipf("testserver/versitygw: %v", err)
-	}
-	if err != nil {
-		t.Fatalf("testserver/versitygw: %v", err)
-	}
+	process.Need(t, "versitygw", err, ErrNotInstalled)
 	t.Cleanup(func() {
 		if err := s.RemoveBucket(name); err != nil {
 			t.Errorf("testserver/versitygw: %v", err)
