@@ -122,6 +122,22 @@ func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
 	return nil
 }
 
+// indexAs finds the optional methods T on index, or on the index it wraps
+// (a wrapper that adds metrics offers Unwrap() meta.Store), and so on.
+func indexAs[T any](index meta.Store) (T, bool) {
+	for {
+		if t, ok := index.(T); ok {
+			return t, true
+		}
+		u, ok := index.(interface{ Unwrap() meta.Store })
+		if !ok {
+			var zero T
+			return zero, false
+		}
+		index = u.Unwrap()
+	}
+}
+
 // Publish queues e, to be published once the transaction commits. Time is
 // set when zero.
 func (tx *Tx) Publish(e Event) {

@@ -121,6 +121,51 @@ func TestUpdatesAcrossStores(t *testing.T) {
 	}
 }
 
+// TestHistoryAcrossStores: moves appended to one tag's history from two
+// stores, each numbering its move from the prefetched history (the change
+// put off), all apply, numbered 1 to n without a gap or a repeat.
+func TestHistoryAcrossStores(t *testing.T) {
+	dsn := pg.Database(t)
+	stores := []*Store{openDSN(t, dsn), openDSN(t, dsn)}
+	const workers, each = 8, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		s := stores[w%2]
+		wg.Go(func() {
+			for i := range each {
+				errs <- s.Update(context.Background(), func(mt meta.Tx) error {
+					if err := mt.(*tx).Prefetch(meta.Prefetch{Repo: "r", Tags: []string{"t"}}); err != nil {
+						return err
+					}
+					_, err := mt.AppendMove("r", "t", meta.Move{Time: time.Unix(int64(w*each+i), 0), Action: "push"})
+					return err
+				})
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("append: %v", err)
+		}
+	}
+	err := stores[1].View(context.Background(), func(tx meta.Tx) error {
+		next := uint64(workers * each)
+		return tx.Moves("r", "t", 0, func(m meta.Move) error {
+			if m.Seq != next {
+				return fmt.Errorf("move numbered %d, want %d", m.Seq, next)
+			}
+			next--
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestOutboxOrderAcrossStores: deliveries of one endpoint and key appended
 // by two stores at once are numbered in the order their transactions
 // commit. A reader watching the outbox meanwhile never sees a delivery

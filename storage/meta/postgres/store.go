@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -136,6 +137,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	lockCfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 5 * time.Second}
 	}
+	// LockRecorded reads a record after the lock in one implicit
+	// transaction: only READ COMMITTED gives its second statement a
+	// snapshot of its own.
+	lockCfg.ConnConfig.RuntimeParams = maps.Clone(lockCfg.ConnConfig.RuntimeParams)
+	if lockCfg.ConnConfig.RuntimeParams == nil {
+		lockCfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	lockCfg.ConnConfig.RuntimeParams["default_transaction_isolation"] = "read committed"
 	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the index database: %w", classify(err))
@@ -184,23 +193,29 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	conn, err := beginSession(ctx, s.pool, beginRead)
 	if err != nil {
 		return fmt.Errorf("begin read transaction: %w", classify(err))
 	}
-	defer func() { _ = ptx.Rollback(context.Background()) }()
-	t := &tx{ctx: ctx, ptx: ptx}
+	defer conn.release()
+	t := &tx{ctx: ctx, conn: conn}
 	err = fn(t)
 	t.done = true
 	if err != nil {
 		return err
 	}
 	// The snapshot is what was read; commit ends it.
-	if err := ptx.Commit(ctx); err != nil {
+	if err := conn.commit(ctx); err != nil {
 		return fmt.Errorf("end read transaction: %w", classify(err))
 	}
 	return nil
 }
+
+// The statements that begin transactions: Views, and Updates.
+const (
+	beginRead  = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	beginWrite = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+)
 
 // SQLSTATE codes this package acts on.
 const (
