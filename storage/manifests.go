@@ -132,6 +132,7 @@ func (s *Service) PutManifestWith(ctx context.Context, repo string, d digest.Dig
 		}
 		return "", fmt.Errorf("store manifest %s: %w", d, err)
 	}
+	s.bodies.add(d, body)
 	return d, nil
 }
 
@@ -290,13 +291,19 @@ func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest, pending bool
 	return nil
 }
 
-// resolve finds the manifest a reference names: a digest, or a tag.
+// resolve finds the manifest a reference names: a digest, or a tag. The
+// repository's existence is read only when the manifest is not found, to
+// tell an unknown name from an unknown manifest: a tag or a manifest
+// record implies its repository.
 func resolve(tx meta.Tx, repo, reference string) (digest.Digest, meta.Manifest, error) {
 	var rec meta.Manifest
-	if ok, err := tx.Repository(repo); err != nil {
-		return "", rec, err
-	} else if !ok {
-		return "", rec, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
+	unknown := func(what string) error {
+		if ok, err := tx.Repository(repo); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%w: %s", ErrNameUnknown, repo)
+		}
+		return fmt.Errorf("%w: %s in %s", ErrManifestUnknown, what, repo)
 	}
 	d := digest.Digest(reference)
 	if d.Validate() != nil {
@@ -305,7 +312,7 @@ func resolve(tx meta.Tx, repo, reference string) (digest.Digest, meta.Manifest, 
 			return "", rec, err
 		}
 		if !ok {
-			return "", rec, fmt.Errorf("%w: tag %s in %s", ErrManifestUnknown, reference, repo)
+			return "", rec, unknown("tag " + reference)
 		}
 		d = target
 	}
@@ -314,7 +321,7 @@ func resolve(tx meta.Tx, repo, reference string) (digest.Digest, meta.Manifest, 
 		return "", rec, err
 	}
 	if !ok {
-		return "", rec, fmt.Errorf("%w: %s in %s", ErrManifestUnknown, d, repo)
+		return "", rec, unknown(string(d))
 	}
 	return d, rec, nil
 }
@@ -337,6 +344,9 @@ func (s *Service) GetManifest(ctx context.Context, repo, reference string) (Mani
 	if err != nil {
 		return info, nil, err
 	}
+	if body, ok := s.bodies.get(info.Digest, info.Size); ok {
+		return info, body, nil
+	}
 	r, err := s.readContent(ctx, info.Digest)
 	if errors.Is(err, ErrBlobUnknown) {
 		// Deleted and collected after the lookup.
@@ -356,6 +366,7 @@ func (s *Service) GetManifest(ctx context.Context, repo, reference string) (Mani
 	if int64(n) != info.Size {
 		return info, nil, fmt.Errorf("manifest %s: %d bytes stored, %d indexed", info.Digest, n, info.Size)
 	}
+	s.bodies.add(info.Digest, body[:n])
 	return info, body[:n], nil
 }
 

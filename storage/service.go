@@ -56,6 +56,8 @@ type Service struct {
 	// sessions caches the running hash of upload sessions this process
 	// has served; the blob store's staged content is the truth.
 	sessions *sessionTable
+	// bodies keeps small manifest bodies (see bodies.go).
+	bodies *bodyCache
 }
 
 // New returns the core over index and blobs. The caller owns both and
@@ -66,7 +68,7 @@ func New(index meta.Store, blobs blob.Store, opts Options) *Service {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{index: index, blobs: blobs, log: log, tags: opts.Tags, searchScan: opts.SearchScanLimit,
-		sinks: opts.Sinks, outbox: opts.Outbox, seenRefresh: opts.SeenRefresh, sessions: newSessionTable()}
+		sinks: opts.Sinks, outbox: opts.Outbox, seenRefresh: opts.SeenRefresh, sessions: newSessionTable(), bodies: newBodyCache()}
 	if s.searchScan <= 0 {
 		s.searchScan = DefaultSearchScanLimit
 	}
