@@ -114,6 +114,18 @@ func parseConfig(dsn string) (*pgxpool.Config, error) {
 	if !hasParam(dsn, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
 	}
+	if !hasParam(dsn, "random_page_cost") {
+		// The index's queries are point reads and keyset walks of a
+		// primary key over pages mostly in memory. At PostgreSQL's
+		// default cost of a random read (4, a spinning disk's), a page
+		// of a long list planned on statistics from when it was short
+		// reads the whole rest of the list and sorts it; at an SSD's
+		// it walks the index and stops at the page's end.
+		if cfg.ConnConfig.RuntimeParams == nil {
+			cfg.ConnConfig.RuntimeParams = map[string]string{}
+		}
+		cfg.ConnConfig.RuntimeParams["random_page_cost"] = "1.1"
+	}
 	return cfg, nil
 }
 

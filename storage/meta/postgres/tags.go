@@ -51,6 +51,9 @@ func (t *tx) DeleteTag(repo, tag string) error {
 	return err
 }
 
+// sqlTagsAfter is the walk of a repository's tags after one, in order.
+const sqlTagsAfter = "SELECT tag, digest FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag"
+
 // tagRow is a tag and the digest it names.
 type tagRow struct{ tag, digest string }
 
@@ -64,7 +67,7 @@ func (t *tx) Tags(repo, after string, fn func(tag string, d digest.Digest) error
 		if last != nil {
 			from = last.tag
 		}
-		return "SELECT tag, digest FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag", []any{repo, from}
+		return sqlTagsAfter, []any{repo, from}
 	}, func(r pgx.CollectableRow) (tagRow, error) {
 		var x tagRow
 		err := r.Scan(&x.tag, &x.digest)
