@@ -116,9 +116,12 @@ func (s *Service) PutManifestWith(ctx context.Context, repo string, d digest.Dig
 	}
 	// refused is the error of the last run of the function, if it failed:
 	// then the transaction rolled back and nothing recorded the body.
+	// The index may read what the push will read together with what
+	// the pushes it groups with it will (meta.WithPrefetch).
+	reads := pushReads(repo, d, m, opts.Tags)
 	var refused error
-	err = s.Update(ctx, func(tx *Tx) error {
-		refused = s.recordManifest(tx, repo, d, m, rec, opts)
+	err = s.Update(meta.WithPrefetch(ctx, reads), func(tx *Tx) error {
+		refused = s.recordManifest(tx, repo, d, m, rec, reads, opts)
 		return refused
 	})
 	if err != nil {
@@ -138,8 +141,8 @@ func (s *Service) PutManifestWith(ctx context.Context, repo string, d digest.Dig
 
 // recordManifest records manifest d in repo and moves tags to it, in the
 // transaction of PutManifest.
-func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, opts PutOptions) error {
-	if err := prefetch(tx.Tx, repo, d, m, opts.Tags); err != nil {
+func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, reads meta.Prefetch, opts PutOptions) error {
+	if err := prefetch(tx.Tx, reads); err != nil {
 		return err
 	}
 	// Check references inside the transaction that records the manifest,
@@ -227,14 +230,10 @@ type prefetcher interface {
 	Prefetch(p meta.Prefetch) error
 }
 
-// prefetch reads ahead what recording manifest d of m in repo, with tags,
-// will read, where the index offers it: the links and records of its
-// blobs, the records of its children and its own, and the tags.
-func prefetch(tx meta.Tx, repo string, d digest.Digest, m *manifest.Manifest, tags []string) error {
-	pf, ok := tx.(prefetcher)
-	if !ok {
-		return nil
-	}
+// pushReads is what recording manifest d of m in repo, with tags, reads:
+// the links and records of its blobs, the records of its children and
+// its own, and the tags.
+func pushReads(repo string, d digest.Digest, m *manifest.Manifest, tags []string) meta.Prefetch {
 	p := meta.Prefetch{Repo: repo, Blobs: []digest.Digest{d}, Manifests: []digest.Digest{d}, Tags: tags}
 	for _, b := range m.Blobs {
 		p.Blobs = append(p.Blobs, b.Digest)
@@ -243,7 +242,15 @@ func prefetch(tx meta.Tx, repo string, d digest.Digest, m *manifest.Manifest, ta
 	for _, c := range m.Manifests {
 		p.Manifests = append(p.Manifests, c.Digest)
 	}
-	return pf.Prefetch(p)
+	return p
+}
+
+// prefetch reads p ahead where the index offers it.
+func prefetch(tx meta.Tx, p meta.Prefetch) error {
+	if pf, ok := tx.(prefetcher); ok {
+		return pf.Prefetch(p)
+	}
+	return nil
 }
 
 // checkReferences checks that repo holds everything m references, with the

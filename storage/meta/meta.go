@@ -150,6 +150,23 @@ type BlobIndex interface {
 	Uses(d digest.Digest, repo string, fn func(u Use) error) error
 }
 
+// WithPrefetch returns ctx carrying p, what the function of an Update run
+// with it will read: a backend that groups Updates (a database) may read
+// what every function of a group will read in one round trip before
+// running them. A hint only: reads answer the same with it or without.
+func WithPrefetch(ctx context.Context, p Prefetch) context.Context {
+	return context.WithValue(ctx, prefetchKey{}, p)
+}
+
+// PrefetchOf returns the Prefetch ctx carries, if any (see WithPrefetch).
+func PrefetchOf(ctx context.Context) (Prefetch, bool) {
+	p, ok := ctx.Value(prefetchKey{}).(Prefetch)
+	return p, ok
+}
+
+// prefetchKey is the context key of WithPrefetch.
+type prefetchKey struct{}
+
 // Prefetch names the records of one repository, and the blob records, a
 // transaction is about to read. A backend whose reads cost a round trip
 // each (a database) offers Prefetch(Prefetch) error on its transactions:

@@ -328,6 +328,24 @@ func (s *Store) attempt(calls []*call) (again []*call) {
 	// every later function did, and those run again.
 	grouped := len(live) > 1
 	own := make(map[*call]outcome)
+	// What the functions announced they will read (meta.WithPrefetch) is
+	// read in one round trip, with the BEGIN, and shared: a function
+	// then reads nothing it announced, unless a function before it
+	// changed it. What a function that failed changed is rolled back,
+	// so everything read ahead is forgotten then.
+	fetched := &fetchedSet{}
+	var hints []meta.Prefetch
+	for _, c := range live {
+		if p, ok := meta.PrefetchOf(c.ctx); ok {
+			hints = append(hints, p)
+		}
+	}
+	if reads := fetched.missing(hints...); len(reads) > 0 {
+		if err := fetched.fetch(ctx, conn, reads); err != nil {
+			err = fmt.Errorf("read ahead: %w", classify(err))
+			return doomed(live, -1, err, doomOf(err, conn.pgConn()), own)
+		}
+	}
 	// carried handles the failure cause of a change live[k] put off,
 	// found by a later statement: it returns the calls to run again and
 	// true when the transaction is lost, else where to go on from.
@@ -340,6 +358,7 @@ func (s *Store) attempt(calls []*call) (again []*call) {
 			delete(own, c)
 		}
 		conn.dropAll()
+		fetched.forget()
 		if err := rollbackNow(ctx, conn); err != nil {
 			return doomed(live, -1, err, doomOf(err, conn.pgConn()), own), true, 0
 		}
@@ -356,7 +375,7 @@ func (s *Store) attempt(calls []*call) (again []*call) {
 				conn.later("SAVEPOINT " + savepoint)
 			}
 			start := conn.mark()
-			t := &tx{ctx: c.ctx, conn: conn, writable: true}
+			t := &tx{ctx: c.ctx, conn: conn, writable: true, fetched: fetched}
 			p, ferr := s.call(c.fn, t)
 			if k := conn.carried; k >= 0 {
 				conn.carried = -1
@@ -394,6 +413,7 @@ func (s *Store) attempt(calls []*call) (again []*call) {
 			}
 			own[c] = outcome{ferr, p}
 			conn.drop(start)
+			fetched.forget()
 			if t.failed == nil {
 				conn.later("ROLLBACK TO SAVEPOINT " + savepoint)
 				continue

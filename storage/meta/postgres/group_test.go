@@ -647,3 +647,87 @@ func TestGroupCommitDeadlineWhileQueued(t *testing.T) {
 		t.Error("the function of an Update whose deadline passed in the queue ran")
 	}
 }
+
+// TestGroupCommitReadsAhead: the functions of a batch announce what they
+// read (meta.WithPrefetch), the batch reads it all at once, and still
+// each function reads what the functions before it changed, and none
+// reads what a function that failed changed: each moves one tag, from
+// the digest the one before it set, numbering the move after the one
+// before; the third changes the tag and its history, then fails.
+func TestGroupCommitReadsAhead(t *testing.T) {
+	s := openTemp(t)
+	ctx := context.Background()
+	noErr(t, s.Update(ctx, func(tx meta.Tx) error {
+		return tx.PutLink("r", digest.FromString("l"), meta.Link{Linked: time.Now()})
+	}))
+	release, leader := blockLeader(t, s)
+	const n = 6
+	dg := func(i int) digest.Digest { return digest.FromString(fmt.Sprint("m", i)) }
+	type seen struct {
+		from digest.Digest
+		seq  uint64
+		err  error
+	}
+	out := make([]seen, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		hint := meta.WithPrefetch(ctx, meta.Prefetch{Repo: "r", Tags: []string{"t"}, Blobs: []digest.Digest{dg(i)}})
+		wg.Go(func() {
+			out[i].err = s.Update(hint, func(mt meta.Tx) error {
+				from, _, err := mt.Tag("r", "t")
+				if err != nil {
+					return err
+				}
+				out[i].from = from
+				if err := mt.SetTag("r", "t", dg(i)); err != nil {
+					return err
+				}
+				m, err := mt.AppendMove("r", "t", meta.Move{Time: time.Unix(int64(i), 0), Previous: from, Digest: dg(i), Action: "push"})
+				out[i].seq = m.Seq
+				if err != nil {
+					return err
+				}
+				if i == 2 {
+					return errSentinel
+				}
+				return nil
+			})
+		})
+		waitQueued(t, s, i+1)
+	}
+	release()
+	noErr(t, <-leader)
+	wg.Wait()
+	var prev digest.Digest
+	var seq uint64
+	for i, o := range out {
+		if i == 2 {
+			if !errors.Is(o.err, errSentinel) {
+				t.Errorf("function 2 returned %v, want its own error", o.err)
+			}
+			continue
+		}
+		if o.err != nil {
+			t.Errorf("function %d: %v", i, o.err)
+		}
+		seq++
+		if o.from != prev || o.seq != seq {
+			t.Errorf("function %d moved the tag from %.19s as move %d, want from %.19s as move %d", i, o.from, o.seq, prev, seq)
+		}
+		prev = dg(i)
+	}
+	noErr(t, s.View(ctx, func(tx meta.Tx) error {
+		if d, _, err := tx.Tag("r", "t"); err != nil || d != prev {
+			t.Errorf("tag names %.19s (%v), want %.19s", d, err, prev)
+		}
+		var seqs []uint64
+		err := tx.Moves("r", "t", 0, func(m meta.Move) error {
+			seqs = append(seqs, m.Seq)
+			return nil
+		})
+		if fmt.Sprint(seqs) != "[5 4 3 2 1]" {
+			t.Errorf("history numbered %v, want [5 4 3 2 1]", seqs)
+		}
+		return err
+	}))
+}

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -41,6 +42,15 @@ type fetchKey struct {
 	repo, key string
 }
 
+// fetchedSet is what a transaction read ahead. The functions of a group
+// commit share one: what one changes, the next does not read from it.
+type fetchedSet struct {
+	m map[fetchKey]fetched
+}
+
+// forget drops everything read ahead.
+func (f *fetchedSet) forget() { clear(f.m) }
+
 // fetched is a prefetched record: its value (the record's JSON, or a
 // tag's digest), or its absence.
 type fetched struct {
@@ -51,7 +61,7 @@ type fetched struct {
 // lookup reads the one value of a record: from what was prefetched under
 // k if it was, else by the query sql.
 func (t *tx) lookup(k fetchKey, what, sql string, args ...any) ([]byte, bool, error) {
-	if f, ok := t.fetched[k]; ok {
+	if f, ok := t.fetched.m[k]; ok {
 		return f.val, f.ok, nil
 	}
 	var raw []byte
@@ -65,60 +75,75 @@ func (t *tx) writeKey(k fetchKey) error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
-	delete(t.fetched, k)
+	delete(t.fetched.m, k)
 	return nil
 }
 
-// Prefetch reads the records p names in one round trip (see meta.Prefetch).
+// Prefetch reads the records p names that t has not read ahead yet, in
+// one round trip (see meta.Prefetch); with all of them read ahead (a group
+// commit read what its functions announced: see group.go), none.
 func (t *tx) Prefetch(p meta.Prefetch) error {
 	if err := t.read(); err != nil {
 		return err
 	}
-	keys := func(repo string, ks []string) []string {
-		var out []string
-		for _, k := range ks {
-			if storable(repo, k) {
-				out = append(out, k)
-			}
-		}
-		return out
-	}
-	blobs := keys("", digests(p.Blobs))
-	links := keys(p.Repo, digests(p.Links))
-	manifests := keys(p.Repo, digests(p.Manifests))
-	tags := keys(p.Repo, p.Tags)
-	if len(blobs)+len(links)+len(manifests)+len(tags) == 0 {
+	reads := t.fetched.missing(p)
+	if len(reads) == 0 {
 		return nil
 	}
-	// One point query a record, each a prepared statement with a plan
-	// of its own, in one round trip.
-	type read struct {
-		k   fetchKey
-		sql string
-		arg []any
+	if err := t.fetched.fetch(t.ctx, t.conn, reads); err != nil {
+		return fmt.Errorf("prefetch records of %s: %w", p.Repo, t.fail(err))
 	}
-	var reads []read
-	for _, k := range blobs {
-		reads = append(reads, read{fetchKey{kindBlob, "", k}, sqlBlob, []any{k}})
+	return nil
+}
+
+// fetchRead is one point query of a prefetch.
+type fetchRead struct {
+	k   fetchKey
+	sql string
+	arg []any
+}
+
+// missing returns the point queries of the records ps name that f does
+// not hold, each once.
+func (f *fetchedSet) missing(ps ...meta.Prefetch) []fetchRead {
+	var reads []fetchRead
+	seen := map[fetchKey]bool{}
+	add := func(k fetchKey, sql string, arg ...any) {
+		if _, ok := f.m[k]; ok || seen[k] || !storable(k.repo, k.key) {
+			return
+		}
+		seen[k] = true
+		reads = append(reads, fetchRead{k, sql, arg})
 	}
-	for _, k := range links {
-		reads = append(reads, read{fetchKey{kindLink, p.Repo, k}, sqlLink, []any{p.Repo, k}})
+	for _, p := range ps {
+		for _, d := range p.Blobs {
+			add(fetchKey{kindBlob, "", string(d)}, sqlBlob, string(d))
+		}
+		for _, d := range p.Links {
+			add(fetchKey{kindLink, p.Repo, string(d)}, sqlLink, p.Repo, string(d))
+		}
+		for _, d := range p.Manifests {
+			add(fetchKey{kindManifest, p.Repo, string(d)}, sqlManifest, p.Repo, string(d))
+		}
+		for _, tag := range p.Tags {
+			add(fetchKey{kindTag, p.Repo, tag}, sqlTag, p.Repo, tag)
+			add(fetchKey{kindHistory, p.Repo, tag}, sqlHistory, p.Repo, tag)
+		}
 	}
-	for _, k := range manifests {
-		reads = append(reads, read{fetchKey{kindManifest, p.Repo, k}, sqlManifest, []any{p.Repo, k}})
-	}
-	for _, k := range tags {
-		reads = append(reads, read{fetchKey{kindTag, p.Repo, k}, sqlTag, []any{p.Repo, k}},
-			read{fetchKey{kindHistory, p.Repo, k}, sqlHistory, []any{p.Repo, k}})
-	}
+	return reads
+}
+
+// fetch runs reads, one point query a record, each a prepared statement
+// with a plan of its own, in one round trip after what conn put off, and
+// keeps what they found, an absence included.
+func (f *fetchedSet) fetch(ctx context.Context, conn *session, reads []fetchRead) error {
 	b := &pgx.Batch{}
 	for _, r := range reads {
 		b.Queue(r.sql, r.arg...)
 	}
-	what := "prefetch records of " + p.Repo
-	br, err := t.conn.send(t.ctx, b)
+	br, err := conn.send(ctx, b)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, t.fail(err))
+		return err
 	}
 	got := make(map[fetchKey]fetched, len(reads))
 	for _, r := range reads {
@@ -129,19 +154,19 @@ func (t *tx) Prefetch(p meta.Prefetch) error {
 			got[r.k] = fetched{}
 		case err != nil:
 			_ = br.Close()
-			return fmt.Errorf("%s: %w", what, t.fail(err))
+			return err
 		default:
 			got[r.k] = fetched{ok: true, val: val}
 		}
 	}
 	if err := br.Close(); err != nil {
-		return fmt.Errorf("%s: %w", what, t.fail(err))
+		return err
 	}
-	if t.fetched == nil {
-		t.fetched = got
+	if f.m == nil {
+		f.m = got
 		return nil
 	}
-	maps.Copy(t.fetched, got)
+	maps.Copy(f.m, got)
 	return nil
 }
 

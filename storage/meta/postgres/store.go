@@ -210,7 +210,7 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 		return fmt.Errorf("begin read transaction: %w", classify(err))
 	}
 	defer conn.release()
-	t := &tx{ctx: ctx, conn: conn}
+	t := &tx{ctx: ctx, conn: conn, fetched: &fetchedSet{}}
 	err = fn(t)
 	t.done = true
 	if err != nil {

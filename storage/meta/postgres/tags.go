@@ -111,7 +111,7 @@ func (t *tx) AppendMove(repo, tag string, m meta.Move) (meta.Move, error) {
 		return m, err
 	}
 	hk := fetchKey{kindHistory, repo, tag}
-	if f, ok := t.fetched[hk]; ok {
+	if f, ok := t.fetched.m[hk]; ok {
 		// The last number was read in this transaction, whose
 		// snapshot does not move: the next is known, and the change
 		// can be put off. Should another transaction have appended to
@@ -133,10 +133,10 @@ func (t *tx) AppendMove(repo, tag string, m meta.Move) (meta.Move, error) {
 				ON CONFLICT (repo, tag) DO UPDATE SET last_seq = EXCLUDED.last_seq
 				RETURNING last_seq)
 			INSERT INTO tag_moves (repo, tag, seq, rec) SELECT $1, $2, h.last_seq, $4 FROM h`, repo, tag, last+1, rec)
-		t.fetched[hk] = fetched{ok: true, val: strconv.AppendInt(nil, last+1, 10)}
+		t.fetched.m[hk] = fetched{ok: true, val: strconv.AppendInt(nil, last+1, 10)}
 		return m, nil
 	}
-	delete(t.fetched, hk)
+	delete(t.fetched.m, hk)
 	var seq int64
 	_, err = t.get(fmt.Sprintf("append to the history of %s:%s", repo, tag),
 		`WITH h AS (INSERT INTO tag_histories (repo, tag, last_seq) VALUES ($1, $2, 1)

@@ -49,8 +49,8 @@ type tx struct {
 	// failed is the first error of a statement: PostgreSQL aborts the
 	// transaction with it, and every later statement fails.
 	failed error
-	// fetched holds what Prefetch read (see prefetch.go).
-	fetched map[fetchKey]fetched
+	// fetched holds what was read ahead (see prefetch.go); never nil.
+	fetched *fetchedSet
 }
 
 var _ meta.Tx = (*tx)(nil)
@@ -72,7 +72,7 @@ func (t *tx) write() error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
-	t.fetched = nil
+	t.fetched.forget()
 	return nil
 }
 
