@@ -187,6 +187,19 @@ func (s *session) query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 	return &batchRows{Rows: rows, br: br}, nil
 }
 
+// queryPlanned runs a query planned for its arguments' values each time
+// (an unnamed statement), after sending what is pending. A keyset walk
+// needs that: a prepared statement's generic plan cannot see that one
+// repository holds half the table, and pages through it by reading the
+// rest of it and sorting.
+func (s *session) queryPlanned(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	s.sends++
+	return s.conn.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
+}
+
 // batchRows are the rows of the last query of a batch: closing them
 // closes the batch's results too.
 type batchRows struct {

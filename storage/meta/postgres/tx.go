@@ -179,9 +179,9 @@ func walk[T any](t *tx, what string, query func(last *T) (string, []any), scan f
 			return err
 		}
 		sql, args := query(last)
-		rows, err := t.query(what, sql+" LIMIT "+strconv.Itoa(walkPage), args...)
+		rows, err := t.conn.queryPlanned(t.ctx, sql+" LIMIT "+strconv.Itoa(walkPage), args...)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", what, t.fail(err))
 		}
 		page, err := pgx.CollectRows(rows, scan)
 		if err != nil {
