@@ -8,8 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/berth-registry/berth/storage/meta"
 )
 
@@ -178,12 +176,3 @@ const (
 	sqlTag      = "SELECT digest FROM tags WHERE repo = $1 AND tag = $2"
 	sqlHistory  = "SELECT last_seq::text FROM tag_histories WHERE repo = $1 AND tag = $2"
 )
-
-// digests is ds as strings.
-func digests(ds []digest.Digest) []string {
-	out := make([]string, len(ds))
-	for i, d := range ds {
-		out[i] = string(d)
-	}
-	return out
-}

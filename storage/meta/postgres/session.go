@@ -140,15 +140,20 @@ func (s *session) flush(ctx context.Context) error {
 	return br.Close()
 }
 
+// sendOne is send of a batch of the one statement sql.
+func (s *session) sendOne(ctx context.Context, sql string, args ...any) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	return s.send(ctx, b)
+}
+
 // exec runs a statement that returns no rows, after what is pending.
 func (s *session) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if s.direct() {
 		s.sends++
 		return s.conn.Exec(ctx, sql, args...)
 	}
-	b := &pgx.Batch{}
-	b.Queue(sql, args...)
-	br, err := s.send(ctx, b)
+	br, err := s.sendOne(ctx, sql, args...)
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -173,9 +178,7 @@ func (s *session) query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 		s.sends++
 		return s.conn.Query(ctx, sql, args...)
 	}
-	b := &pgx.Batch{}
-	b.Queue(sql, args...)
-	br, err := s.send(ctx, b)
+	br, err := s.sendOne(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -120,15 +120,6 @@ func (t *tx) execAlone(what, sql string) (pgconn.CommandTag, error) {
 // statement and the transaction (see session).
 func (t *tx) later(sql string, args ...any) { t.conn.later(sql, args...) }
 
-// query runs a query; the caller closes its rows.
-func (t *tx) query(what, sql string, args ...any) (pgx.Rows, error) {
-	rows, err := t.conn.query(t.ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, t.fail(err))
-	}
-	return rows, nil
-}
-
 // get scans the one row of a query into dest, reporting whether there is
 // one.
 func (t *tx) get(what, sql string, args []any, dest ...any) (bool, error) {
