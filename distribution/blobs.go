@@ -106,11 +106,12 @@ func (a *API) getBlob(w http.ResponseWriter, r *http.Request) {
 // specification's error instead.
 func Satisfiable(header string, size int64) bool { return satisfiable(header, size) }
 
-// Streamer is a blob reader whose content may still be arriving (the
-// pull-through cache's fills): a GET of the whole blob hands the answer to
-// its WriteTo, which writes what arrives in large pieces and sends what is
-// on disk with the connection's ReadFrom (sendfile), instead of
-// ServeContent's small reads.
+// Streamer is a blob reader that serves a whole GET better itself than
+// ServeContent's small reads do: the pull-through cache's fills, whose
+// content may still be arriving (WriteTo writes what arrives in large
+// pieces and sends what is on disk with the connection's ReadFrom,
+// sendfile), and the objects of a bucket (read and written in large
+// pieces).
 type Streamer interface {
 	io.WriterTo
 	// Streaming reports whether WriteTo should serve the answer.

@@ -19,6 +19,10 @@ import (
 // server is its own; a shared index would need each replica to recount).
 func (m *Metrics) Index(s meta.Store) meta.Store { return &index{Store: s, m: m} }
 
+// Unwrap returns the index the metrics wrap, whose optional methods its
+// users may look for (see storage).
+func (s *index) Unwrap() meta.Store { return s.Store }
+
 // Count sets the store gauges from one walk of the index in one snapshot:
 // every blob record, every repository's manifests, every upload session.
 // It costs one read of those records; the server does it once, at start,
@@ -119,6 +123,21 @@ func (s *index) Update(ctx context.Context, fn func(meta.Tx) error) error {
 type countingTx struct {
 	meta.Tx
 	c *counts
+}
+
+// prefetcher is implemented by index transactions that read ahead (see
+// meta.Prefetch).
+type prefetcher interface {
+	Prefetch(p meta.Prefetch) error
+}
+
+// Prefetch passes p on to the wrapped transaction if it reads ahead; the
+// counting reads then cost nothing more.
+func (tx *countingTx) Prefetch(p meta.Prefetch) error {
+	if pf, ok := tx.Tx.(prefetcher); ok {
+		return pf.Prefetch(p)
+	}
+	return nil
 }
 
 func (tx *countingTx) PutBlob(d digest.Digest, b meta.Blob) error {

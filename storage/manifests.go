@@ -105,20 +105,23 @@ func (s *Service) PutManifestWith(ctx context.Context, repo string, d digest.Dig
 	}
 	// The digest's lock keeps garbage collection from removing the body
 	// between placing it (or finding it recorded) and the commit.
-	unlock, err := s.index.LockDigests(ctx, d)
+	unlock, recorded, err := s.lockRecorded(ctx, d)
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	placed, err := s.placeManifest(ctx, d, body)
+	placed, err := s.placeManifest(ctx, d, body, recorded)
 	if err != nil {
 		return "", err
 	}
 	// refused is the error of the last run of the function, if it failed:
 	// then the transaction rolled back and nothing recorded the body.
+	// The index may read what the push will read together with what
+	// the pushes it groups with it will (meta.WithPrefetch).
+	reads := pushReads(repo, d, m, opts.Tags)
 	var refused error
-	err = s.Update(ctx, func(tx *Tx) error {
-		refused = s.recordManifest(tx, repo, d, m, rec, opts)
+	err = s.Update(meta.WithPrefetch(ctx, reads), func(tx *Tx) error {
+		refused = s.recordManifest(tx, repo, d, m, rec, reads, opts)
 		return refused
 	})
 	if err != nil {
@@ -132,12 +135,16 @@ func (s *Service) PutManifestWith(ctx context.Context, repo string, d digest.Dig
 		}
 		return "", fmt.Errorf("store manifest %s: %w", d, err)
 	}
+	s.bodies.add(d, body)
 	return d, nil
 }
 
 // recordManifest records manifest d in repo and moves tags to it, in the
 // transaction of PutManifest.
-func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, opts PutOptions) error {
+func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manifest.Manifest, rec meta.Manifest, reads meta.Prefetch, opts PutOptions) error {
+	if err := prefetch(tx.Tx, reads); err != nil {
+		return err
+	}
 	// Check references inside the transaction that records the manifest,
 	// so no concurrent delete can slip between them.
 	if err := checkReferences(tx, repo, m, opts.Upstream != ""); err != nil {
@@ -176,17 +183,11 @@ func (s *Service) recordManifest(tx *Tx, repo string, d digest.Digest, m *manife
 
 // placeManifest makes the body durable under d in the blob store before
 // the transaction that records it, as blobs are, and reports whether it
-// did; a body the index records already is not written again. The caller
-// holds d's lock.
-func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byte) (placed bool, err error) {
-	var have bool
-	err = s.index.View(ctx, func(tx meta.Tx) error {
-		var err error
-		_, have, err = tx.Blob(d)
-		return err
-	})
-	if err != nil || have {
-		return false, err
+// did; a body the index records already (recorded) is not written again.
+// The caller holds d's lock.
+func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byte, recorded bool) (placed bool, err error) {
+	if recorded {
+		return false, nil
 	}
 	if err := s.blobs.Put(ctx, d, bytes.NewReader(body), int64(len(body))); err != nil {
 		return false, fmt.Errorf("place manifest: %w", err)
@@ -194,39 +195,62 @@ func (s *Service) placeManifest(ctx context.Context, d digest.Digest, body []byt
 	return true, nil
 }
 
-// blobsLinker is implemented by index transactions that look up the links
-// and records of many blobs at once (a database, in one round trip rather
-// than two a blob).
-type blobsLinker interface {
-	LinkedBlobs(repo string, ds []digest.Digest) ([]meta.LinkedBlob, error)
+// recordedLocker is implemented by indexes that lock a digest and tell
+// whether it has a blob record in one round trip (a database), where
+// LockDigests and a View take several.
+type recordedLocker interface {
+	LockRecorded(ctx context.Context, d digest.Digest) (unlock func(), recorded bool, err error)
 }
 
-// linkedBlobs reports, for each descriptor of descs in order, whether its
-// blob is linked into repo and recorded in the store, with its record.
-func linkedBlobs(tx meta.Tx, repo string, descs []ocispec.Descriptor) ([]meta.LinkedBlob, error) {
-	ds := make([]digest.Digest, len(descs))
-	for i, b := range descs {
-		ds[i] = b.Digest
+// lockRecorded locks d and reports whether it has a blob record, read
+// once the lock is held.
+func (s *Service) lockRecorded(ctx context.Context, d digest.Digest) (unlock func(), recorded bool, err error) {
+	if rl, ok := indexAs[recordedLocker](s.index); ok {
+		return rl.LockRecorded(ctx, d)
 	}
-	if bl, ok := tx.(blobsLinker); ok {
-		return bl.LinkedBlobs(repo, ds)
+	unlock, err = s.index.LockDigests(ctx, d)
+	if err != nil {
+		return nil, false, err
 	}
-	out := make([]meta.LinkedBlob, len(ds))
-	for i, d := range ds {
-		_, linked, err := tx.Link(repo, d)
-		if err != nil || !linked {
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		rec, ok, err := tx.Blob(d)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = meta.LinkedBlob{Linked: ok, Blob: rec}
+	err = s.index.View(ctx, func(tx meta.Tx) error {
+		var err error
+		_, recorded, err = tx.Blob(d)
+		return err
+	})
+	if err != nil {
+		unlock()
+		return nil, false, err
 	}
-	return out, nil
+	return unlock, recorded, nil
+}
+
+// prefetcher is implemented by index transactions that read many
+// records in one round trip (see meta.Prefetch).
+type prefetcher interface {
+	Prefetch(p meta.Prefetch) error
+}
+
+// pushReads is what recording manifest d of m in repo, with tags, reads:
+// the links and records of its blobs, the records of its children and
+// its own, and the tags.
+func pushReads(repo string, d digest.Digest, m *manifest.Manifest, tags []string) meta.Prefetch {
+	p := meta.Prefetch{Repo: repo, Blobs: []digest.Digest{d}, Manifests: []digest.Digest{d}, Tags: tags}
+	for _, b := range m.Blobs {
+		p.Blobs = append(p.Blobs, b.Digest)
+		p.Links = append(p.Links, b.Digest)
+	}
+	for _, c := range m.Manifests {
+		p.Manifests = append(p.Manifests, c.Digest)
+	}
+	return p
+}
+
+// prefetch reads p ahead where the index offers it.
+func prefetch(tx meta.Tx, p meta.Prefetch) error {
+	if pf, ok := tx.(prefetcher); ok {
+		return pf.Prefetch(p)
+	}
+	return nil
 }
 
 // checkReferences checks that repo holds everything m references, with the
@@ -241,20 +265,19 @@ func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest, pending bool
 		return detailf(ErrManifestInvalid, map[string]any{"digest": string(desc.Digest), "size": desc.Size, "stored": size},
 			"the descriptor of %s %s gives %d bytes, the repository holds %d", what, desc.Digest, desc.Size, size)
 	}
-	linked, err := linkedBlobs(tx, repo, m.Blobs)
-	if err != nil {
-		return err
-	}
-	for i, b := range m.Blobs {
-		rec, ok := linked[i].Blob, linked[i].Linked
-		if !ok {
+	for _, b := range m.Blobs {
+		info, err := linkedBlob(tx, repo, b.Digest)
+		if errors.Is(err, ErrBlobUnknown) {
 			if pending {
 				continue
 			}
 			return missing("blob", b.Digest)
 		}
-		if rec.Size != b.Size {
-			return wrongSize("blob", b, rec.Size)
+		if err != nil {
+			return err
+		}
+		if info.Size != b.Size {
+			return wrongSize("blob", b, info.Size)
 		}
 	}
 	for _, c := range m.Manifests {
@@ -275,13 +298,19 @@ func checkReferences(tx meta.Tx, repo string, m *manifest.Manifest, pending bool
 	return nil
 }
 
-// resolve finds the manifest a reference names: a digest, or a tag.
+// resolve finds the manifest a reference names: a digest, or a tag. The
+// repository's existence is read only when the manifest is not found, to
+// tell an unknown name from an unknown manifest: a tag or a manifest
+// record implies its repository.
 func resolve(tx meta.Tx, repo, reference string) (digest.Digest, meta.Manifest, error) {
 	var rec meta.Manifest
-	if ok, err := tx.Repository(repo); err != nil {
-		return "", rec, err
-	} else if !ok {
-		return "", rec, fmt.Errorf("%w: %s", ErrNameUnknown, repo)
+	unknown := func(what string) error {
+		if ok, err := tx.Repository(repo); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("%w: %s", ErrNameUnknown, repo)
+		}
+		return fmt.Errorf("%w: %s in %s", ErrManifestUnknown, what, repo)
 	}
 	d := digest.Digest(reference)
 	if d.Validate() != nil {
@@ -290,7 +319,7 @@ func resolve(tx meta.Tx, repo, reference string) (digest.Digest, meta.Manifest, 
 			return "", rec, err
 		}
 		if !ok {
-			return "", rec, fmt.Errorf("%w: tag %s in %s", ErrManifestUnknown, reference, repo)
+			return "", rec, unknown("tag " + reference)
 		}
 		d = target
 	}
@@ -299,7 +328,7 @@ func resolve(tx meta.Tx, repo, reference string) (digest.Digest, meta.Manifest, 
 		return "", rec, err
 	}
 	if !ok {
-		return "", rec, fmt.Errorf("%w: %s in %s", ErrManifestUnknown, d, repo)
+		return "", rec, unknown(string(d))
 	}
 	return d, rec, nil
 }
@@ -322,6 +351,9 @@ func (s *Service) GetManifest(ctx context.Context, repo, reference string) (Mani
 	if err != nil {
 		return info, nil, err
 	}
+	if body, ok := s.bodies.get(info.Digest, info.Size); ok {
+		return info, body, nil
+	}
 	r, err := s.readContent(ctx, info.Digest)
 	if errors.Is(err, ErrBlobUnknown) {
 		// Deleted and collected after the lookup.
@@ -341,6 +373,7 @@ func (s *Service) GetManifest(ctx context.Context, repo, reference string) (Mani
 	if int64(n) != info.Size {
 		return info, nil, fmt.Errorf("manifest %s: %d bytes stored, %d indexed", info.Digest, n, info.Size)
 	}
+	s.bodies.add(info.Digest, body[:n])
 	return info, body[:n], nil
 }
 

@@ -56,6 +56,8 @@ type Service struct {
 	// sessions caches the running hash of upload sessions this process
 	// has served; the blob store's staged content is the truth.
 	sessions *sessionTable
+	// bodies keeps small manifest bodies (see bodies.go).
+	bodies *bodyCache
 }
 
 // New returns the core over index and blobs. The caller owns both and
@@ -66,7 +68,7 @@ func New(index meta.Store, blobs blob.Store, opts Options) *Service {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{index: index, blobs: blobs, log: log, tags: opts.Tags, searchScan: opts.SearchScanLimit,
-		sinks: opts.Sinks, outbox: opts.Outbox, seenRefresh: opts.SeenRefresh, sessions: newSessionTable()}
+		sinks: opts.Sinks, outbox: opts.Outbox, seenRefresh: opts.SeenRefresh, sessions: newSessionTable(), bodies: newBodyCache()}
 	if s.searchScan <= 0 {
 		s.searchScan = DefaultSearchScanLimit
 	}
@@ -120,6 +122,22 @@ func (s *Service) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 	s.publish(ctx, tx.events)
 	return nil
+}
+
+// indexAs finds the optional methods T on index, or on the index it wraps
+// (a wrapper that adds metrics offers Unwrap() meta.Store), and so on.
+func indexAs[T any](index meta.Store) (T, bool) {
+	for {
+		if t, ok := index.(T); ok {
+			return t, true
+		}
+		u, ok := index.(interface{ Unwrap() meta.Store })
+		if !ok {
+			var zero T
+			return zero, false
+		}
+		index = u.Unwrap()
+	}
 }
 
 // Publish queues e, to be published once the transaction commits. Time is

@@ -50,7 +50,11 @@ type Store interface {
 	View(ctx context.Context, fn func(Tx) error) error
 	// Update runs fn in a serialisable read-write transaction and commits
 	// it durably if fn returns nil; otherwise nothing fn did is kept and
-	// its error is returned. fn may run more than once (a backend retries
+	// its error is returned. A backend may put off a change whose only
+	// possible failure is its own (a database's constraint or connection)
+	// and send it with fn's next read or at the end of fn: its failure
+	// then comes from that later call, or fails the Update, and either
+	// way nothing fn did is kept. fn may run more than once (a backend retries
 	// a transaction that conflicted, or that shared a group commit with
 	// one that failed), so it must have no effect outside the transaction
 	// except on state it resets each time it starts. It may run on another
@@ -146,17 +150,40 @@ type BlobIndex interface {
 	Uses(d digest.Digest, repo string, fn func(u Use) error) error
 }
 
-// LinkedBlob is what a lookup of a blob in a repository found. A backend
-// that answers many such lookups in one round trip offers
-// LinkedBlobs(repo string, ds []digest.Digest) ([]LinkedBlob, error) on its
-// transactions, answering for each digest in order what Link and Blob
-// would.
-type LinkedBlob struct {
-	// Linked is true when the blob is linked into the repository and has
-	// a blob record.
-	Linked bool
-	// Blob is the blob's record, when Linked.
-	Blob Blob
+// WithPrefetch returns ctx carrying p, what the function of an Update run
+// with it will read: a backend that groups Updates (a database) may read
+// what every function of a group will read in one round trip before
+// running them. A hint only: reads answer the same with it or without.
+func WithPrefetch(ctx context.Context, p Prefetch) context.Context {
+	return context.WithValue(ctx, prefetchKey{}, p)
+}
+
+// PrefetchOf returns the Prefetch ctx carries, if any (see WithPrefetch).
+func PrefetchOf(ctx context.Context) (Prefetch, bool) {
+	p, ok := ctx.Value(prefetchKey{}).(Prefetch)
+	return p, ok
+}
+
+// prefetchKey is the context key of WithPrefetch.
+type prefetchKey struct{}
+
+// Prefetch names the records of one repository, and the blob records, a
+// transaction is about to read. A backend whose reads cost a round trip
+// each (a database) offers Prefetch(Prefetch) error on its transactions:
+// it reads them all in one round trip, and Blob, Link, Manifest and Tag
+// then answer from what it read, as changed by the transaction since.
+// Prefetching changes no answer, only its cost.
+type Prefetch struct {
+	// Repo is the repository of Links, Manifests and Tags.
+	Repo string
+	// Blobs are the digests of blob records (Blob).
+	Blobs []digest.Digest
+	// Links are the digests of links into Repo (Link).
+	Links []digest.Digest
+	// Manifests are the digests of manifest records in Repo (Manifest).
+	Manifests []digest.Digest
+	// Tags are tags of Repo (Tag).
+	Tags []string
 }
 
 // Use is one use of a digest, as Uses reports it.

@@ -388,6 +388,47 @@ func TestRangedReads(t *testing.T) {
 	}
 }
 
+// TestWriteTo: a blob reader writes its content from where it stands to
+// the end (the whole GET of distribution.Streamer), reading little more
+// than that from the bucket.
+func TestWriteTo(t *testing.T) {
+	opts := options(t)
+	counter := &countingTransport{}
+	opts.HTTPClient = &http.Client{Transport: counter}
+	s := openStore(t, opts)
+	data := random(t, 3<<20+5)
+	d := digest.FromBytes(data)
+	if err := s.Put(t.Context(), d, bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, 1<<20 + 3, int64(len(data))} {
+		f, err := s.Open(t.Context(), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		wt, ok := f.(interface {
+			io.WriterTo
+			Streaming() bool
+		})
+		if !ok || !wt.Streaming() {
+			t.Fatalf("blob reader %T does not stream", f)
+		}
+		counter.n.Store(0)
+		var got bytes.Buffer
+		n, err := wt.WriteTo(&got)
+		if err != nil || n != int64(len(data))-off || !bytes.Equal(got.Bytes(), data[off:]) {
+			t.Fatalf("WriteTo from %d: %d bytes, %v; want the %d bytes after it", off, n, err, int64(len(data))-off)
+		}
+		if m := counter.n.Load(); m > int64(len(data))-off+64<<10 {
+			t.Fatalf("WriteTo from %d read %d bytes from the bucket", off, m)
+		}
+		f.Close()
+	}
+}
+
 // TestOpenFailsClearly: a bad endpoint, bucket or key stops Open with one
 // line that says which.
 func TestOpenFailsClearly(t *testing.T) {

@@ -237,7 +237,18 @@ func testTagsOf(t *testing.T, h *handle) {
 	})
 }
 
-func testMoves(t *testing.T, h *handle) {
+func testMoves(t *testing.T, h *handle) { moves(t, h, false) }
+
+// testMovesPrefetched is testMoves with the tags' records prefetched
+// first, where the transaction reads ahead: the numbering is the same.
+func testMovesPrefetched(t *testing.T, h *handle) { moves(t, h, true) }
+
+func moves(t *testing.T, h *handle, prefetch bool) {
+	ahead := func(tx meta.Tx) {
+		if pf, ok := tx.(prefetcher); ok && prefetch {
+			must(t, pf.Prefetch(meta.Prefetch{Repo: "r", Tags: []string{"t", "other"}}))
+		}
+	}
 	actor := meta.Actor{Kind: "user", Name: "alice", Address: "192.0.2.1"}
 	want := []meta.Move{
 		{Time: at(1), Digest: dg("a"), Action: "push", Actor: actor},
@@ -245,6 +256,7 @@ func testMoves(t *testing.T, h *handle) {
 		{Time: at(3), Previous: dg("b"), Action: "delete", Actor: meta.Actor{Kind: "anonymous"}},
 	}
 	h.update(t, func(tx meta.Tx) error {
+		ahead(tx)
 		for i, m := range want {
 			m.Seq = 99 // ignored
 			got, err := tx.AppendMove("r", "t", m)
@@ -281,11 +293,21 @@ func testMoves(t *testing.T, h *handle) {
 	})
 	// The numbering goes on in a later transaction.
 	h.update(t, func(tx meta.Tx) error {
+		ahead(tx)
 		m, err := tx.AppendMove("r", "t", meta.Move{Time: at(4), Digest: dg("c"), Action: "rollback"})
 		if err == nil && m.Seq != 4 {
 			t.Errorf("AppendMove in a later transaction numbered %d, want 4", m.Seq)
 		}
 		return err
+	})
+	h.view(t, func(tx meta.Tx) error {
+		var seqs []uint64
+		must(t, tx.Moves("r", "t", 0, func(m meta.Move) error {
+			seqs = append(seqs, m.Seq)
+			return nil
+		}))
+		equal(t, "history of r:t", seqs, []uint64{4, 3, 2, 1})
+		return nil
 	})
 }
 

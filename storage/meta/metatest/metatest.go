@@ -61,6 +61,7 @@ func Run(t *testing.T, b Backend) {
 		{"Tags", testTags},
 		{"TagsOf", testTagsOf},
 		{"Moves", testMoves},
+		{"MovesPrefetched", testMovesPrefetched},
 		{"MovesPaging", testMovesPaging},
 		{"Search", testSearch},
 		{"SearchAfterChanges", testSearchAfterChanges},

@@ -130,6 +130,52 @@ func (m *model) randomOp(r *rand.Rand) op {
 	}
 }
 
+// prefetcher is implemented by transactions that read ahead (see
+// meta.Prefetch).
+type prefetcher interface {
+	Prefetch(p meta.Prefetch) error
+}
+
+// readsOp checks the point reads (Link, Manifest, Tag) of repo against
+// the model as it is when the op is made, amid the changes of a
+// transaction; then, where the transaction reads ahead, it prefetches
+// every record of the universe in repo, so that the reads of later ops
+// answer from what it read as changed since.
+func (m *model) readsOp(repo string) op {
+	links, manifests, tags := maps.Clone(m.links[repo]), maps.Clone(m.manifests[repo]), maps.Clone(m.tags[repo])
+	return op{fmt.Sprintf("reads(%s)", repo), func(tx meta.Tx) error {
+		for _, d := range modelDigest {
+			l, ok, err := tx.Link(repo, d)
+			if err != nil {
+				return err
+			}
+			if want, wok := links[d]; ok != wok || !l.Linked.Equal(want.Linked) || !l.Seen.Equal(want.Seen) {
+				return fmt.Errorf("Link(%s, %.12s) = %v, %v; want %v, %v", repo, d, l, ok, want, wok)
+			}
+			mf, ok, err := tx.Manifest(repo, d)
+			if err != nil {
+				return err
+			}
+			if want, wok := manifests[d]; ok != wok || (ok && norm(mf) != norm(want)) {
+				return fmt.Errorf("Manifest(%s, %.12s) = %v, %v; want %v, %v", repo, d, norm(mf), ok, norm(want), wok)
+			}
+		}
+		for _, tag := range modelTags {
+			got, ok, err := tx.Tag(repo, tag)
+			if err != nil {
+				return err
+			}
+			if want, wok := tags[tag]; ok != wok || got != want {
+				return fmt.Errorf("Tag(%s, %s) = %s, %v; want %s, %v", repo, tag, got, ok, want, wok)
+			}
+		}
+		if pf, ok := tx.(prefetcher); ok {
+			return pf.Prefetch(meta.Prefetch{Repo: repo, Blobs: modelDigest, Links: modelDigest, Manifests: modelDigest, Tags: modelTags})
+		}
+		return nil
+	}, func() {}}
+}
+
 func randomManifest(r *rand.Rand) meta.Manifest {
 	rec := meta.Manifest{MediaType: ocispec.MediaTypeImageManifest, Size: int64(r.IntN(1000) + 1), Created: at(r.IntN(100))}
 	for range r.IntN(4) {
@@ -168,6 +214,9 @@ func testModel(t *testing.T, h *handle) {
 				o := m.randomOp(r)
 				ops = append(ops, o)
 				o.model() // later ops see the effects of earlier ones
+				if r.IntN(2) == 0 {
+					ops = append(ops, m.readsOp(modelRepos[r.IntN(len(modelRepos))]))
+				}
 			}
 			err := h.s.Update(t.Context(), func(tx meta.Tx) error {
 				for _, o := range ops {

@@ -87,11 +87,11 @@ func (c *checker) run() error {
 func cursor[T any](c *checker, sql string, scan func(pgx.CollectableRow) (T, error), fn func([]T) error) error {
 	c.n++
 	name := fmt.Sprintf("berth_check_%d", c.n)
-	if _, err := c.t.exec("check: open cursor", "DECLARE "+name+" NO SCROLL CURSOR FOR "+sql); err != nil {
+	if _, err := c.t.execAlone("check: open cursor", "DECLARE "+name+" NO SCROLL CURSOR FOR "+sql); err != nil {
 		return err
 	}
 	for {
-		rows, err := c.t.ptx.Query(c.t.ctx, fmt.Sprintf("FETCH %d FROM %s", checkPage, name))
+		rows, err := c.t.conn.query(c.t.ctx, fmt.Sprintf("FETCH %d FROM %s", checkPage, name))
 		if err != nil {
 			return fmt.Errorf("check: %w", c.t.fail(err))
 		}
@@ -105,7 +105,7 @@ func cursor[T any](c *checker, sql string, scan func(pgx.CollectableRow) (T, err
 			}
 		}
 		if len(page) < checkPage {
-			_, err := c.t.exec("check: close cursor", "CLOSE "+name)
+			_, err := c.t.execAlone("check: close cursor", "CLOSE "+name)
 			return err
 		}
 	}
@@ -221,7 +221,7 @@ func (c *checker) derivedPage(page []manifestRow) error {
 	pairs := map[manifestKey]map[string]bool{}
 	refs := map[manifestKey]map[string]bool{}
 	read := func(what, sql string, into map[manifestKey]map[string]bool) error {
-		rows, err := c.t.ptx.Query(c.t.ctx, sql, first.repo, first.digest, last.repo, last.digest)
+		rows, err := c.t.conn.query(c.t.ctx, sql, first.repo, first.digest, last.repo, last.digest)
 		if err != nil {
 			return fmt.Errorf("check: read %s: %w", what, c.t.fail(err))
 		}

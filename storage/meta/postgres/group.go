@@ -49,6 +49,14 @@ import (
 // committed, or failed to commit for a reason running it again would not
 // cure; meta.Store.Update allows functions to run more than once.
 //
+// A function's changes that need no answer are put off (see session) and
+// go with the next statement: the next function's first, or the commit.
+// So a batch costs a round trip a function, not a statement. Should such
+// a change fail, the function that made it is the one that failed: the
+// transaction rolls back to that function's savepoint, which also undoes
+// the functions after it (their statements never ran, or are rolled
+// back), and they run again; a function may run more than once anyway.
+//
 // The leader hands leadership to the first writer still queued before it
 // returns, so no caller waits for batches other than the one that carries
 // its own function. A panic in a function is recovered by the leader,
@@ -304,73 +312,137 @@ func (s *Store) attempt(calls []*call) (again []*call) {
 	}
 	ctx, stop := batchContext(live)
 	defer stop()
-	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.Serializable})
+	conn, err := beginSession(ctx, s.pool, beginWrite)
 	if err != nil {
 		err = fmt.Errorf("begin transaction: %w", classify(err))
 		return doomed(live, -1, err, doomOf(err, nil), nil)
 	}
-	ended := false // committed or rolled back
-	defer func() {
-		if !ended {
-			_ = ptx.Rollback(context.Background())
-		}
-	}()
+	// Rolls back what a transaction that did not commit left open.
+	defer conn.release()
 	// A lone function needs no savepoint: its failure rolls back the
-	// transaction, as an ungrouped Update's would.
+	// transaction, as an ungrouped Update's would. The savepoints, the
+	// rollbacks to them and the changes a function puts off go with the
+	// next statement (see session): the next function's first, or the
+	// commit. When a change put off by live[k] fails so, live[k] failed:
+	// the transaction rolls back to its savepoint, which undoes what
+	// every later function did, and those run again.
 	grouped := len(live) > 1
 	own := make(map[*call]outcome)
-	for i, c := range live {
-		if grouped {
-			sql := "SAVEPOINT " + savepoint
-			if i > 0 {
-				sql = "RELEASE SAVEPOINT " + savepoint + "; " + sql
-			}
-			if _, err := ptx.Exec(ctx, sql); err != nil {
-				err = fmt.Errorf("open savepoint: %w", classify(err))
-				return doomed(live, -1, err, doomOf(err, ptx.Conn()), own)
-			}
+	// What the functions announced they will read (meta.WithPrefetch) is
+	// read in one round trip, with the BEGIN, and shared: a function
+	// then reads nothing it announced, unless a function before it
+	// changed it. What a function that failed changed is rolled back,
+	// so everything read ahead is forgotten then.
+	fetched := &fetchedSet{}
+	var hints []meta.Prefetch
+	for _, c := range live {
+		if p, ok := meta.PrefetchOf(c.ctx); ok {
+			hints = append(hints, p)
 		}
-		t := &tx{ctx: c.ctx, ptx: ptx, writable: true}
-		p, ferr := s.call(c.fn, t)
-		if t.failed != nil {
-			if d := doomOf(t.failed, ptx.Conn()); d != final {
-				// The transaction is lost, whatever fn made of it.
-				cause := t.failed
-				if d == lost && ferr != nil {
-					cause = ferr
+	}
+	if reads := fetched.missing(hints...); len(reads) > 0 {
+		if err := fetched.fetch(ctx, conn, reads); err != nil {
+			err = fmt.Errorf("read ahead: %w", classify(err))
+			return doomed(live, -1, err, doomOf(err, conn.pgConn()), own)
+		}
+	}
+	// carried handles the failure cause of a change live[k] put off,
+	// found by a later statement: it returns the calls to run again and
+	// true when the transaction is lost, else where to go on from.
+	carried := func(k int, cause error) (again []*call, lost bool, next int) {
+		if d := doomOf(cause, conn.pgConn()); d != final {
+			return doomed(live, k, cause, d, own), true, 0
+		}
+		own[live[k]] = outcome{err: fmt.Errorf("change the index: %w", cause)}
+		for _, c := range live[k+1:] {
+			delete(own, c)
+		}
+		conn.dropAll()
+		fetched.forget()
+		if err := rollbackNow(ctx, conn); err != nil {
+			return doomed(live, -1, err, doomOf(err, conn.pgConn()), own), true, 0
+		}
+		return nil, false, k + 1
+	}
+	for i := 0; ; {
+		for i < len(live) {
+			c := live[i]
+			conn.owner = i
+			if grouped {
+				if i > 0 {
+					conn.later("RELEASE SAVEPOINT " + savepoint)
 				}
-				return doomed(live, i, cause, d, own)
+				conn.later("SAVEPOINT " + savepoint)
 			}
-		}
-		if ferr == nil && p == nil {
-			if t.failed == nil {
+			start := conn.mark()
+			t := &tx{ctx: c.ctx, conn: conn, writable: true, fetched: fetched}
+			p, ferr := s.call(c.fn, t)
+			if k := conn.carried; k >= 0 {
+				conn.carried = -1
+				again, lost, next := carried(k, t.failed)
+				if lost {
+					return again
+				}
+				i = next
 				continue
 			}
-			// fn ignored an error of the index: what fn meant cannot
-			// be committed.
-			ferr = fmt.Errorf("commit transaction after a failed statement: %w", t.failed)
+			if t.failed != nil {
+				if d := doomOf(t.failed, conn.pgConn()); d != final {
+					// The transaction is lost, whatever fn made of it.
+					cause := t.failed
+					if d == lost && ferr != nil {
+						cause = ferr
+					}
+					return doomed(live, i, cause, d, own)
+				}
+			}
+			i++
+			if ferr == nil && p == nil {
+				if t.failed == nil {
+					continue
+				}
+				// fn ignored an error of the index: what fn meant
+				// cannot be committed.
+				ferr = fmt.Errorf("commit transaction after a failed statement: %w", t.failed)
+			}
+			if !grouped {
+				// Rolled back by the deferred release; nothing to
+				// commit.
+				c.settle(ferr, p)
+				return nil
+			}
+			own[c] = outcome{ferr, p}
+			conn.drop(start)
+			fetched.forget()
+			if t.failed == nil {
+				conn.later("ROLLBACK TO SAVEPOINT " + savepoint)
+				continue
+			}
+			if err := rollbackNow(ctx, conn); err != nil {
+				return doomed(live, -1, err, doomOf(err, conn.pgConn()), own)
+			}
 		}
-		if !grouped {
-			// Rolled back by the deferred Rollback; nothing to commit.
-			c.settle(ferr, p)
+		if len(own) == len(live) {
+			// Nothing to commit.
+			for _, c := range live {
+				c.settle(own[c].err, own[c].panicked)
+			}
 			return nil
 		}
-		own[c] = outcome{ferr, p}
-		if _, err := ptx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
-			err = fmt.Errorf("roll back to savepoint: %w", classify(err))
-			return doomed(live, -1, err, doomOf(err, ptx.Conn()), own)
+		conn.owner = len(live)
+		err = conn.commit(ctx)
+		if err == nil {
+			break
 		}
-	}
-	if len(own) == len(live) {
-		// Nothing to commit.
-		for _, c := range live {
-			c.settle(own[c].err, own[c].panicked)
+		if k := conn.carried; k >= 0 && grouped {
+			conn.carried = -1
+			again, lost, next := carried(k, classify(err))
+			if lost {
+				return again
+			}
+			i = next
+			continue
 		}
-		return nil
-	}
-	err = ptx.Commit(ctx)
-	ended = true // committed, or rolled back by the failed commit
-	if err != nil {
 		err = fmt.Errorf("commit transaction: %w", classify(err))
 		// A commit that lost its connection may have committed: it is
 		// not run again, its functions get its error.
@@ -384,6 +456,18 @@ func (s *Store) attempt(calls []*call) (again []*call) {
 	for _, c := range live {
 		o := own[c]
 		c.settle(o.err, o.panicked)
+	}
+	return nil
+}
+
+// rollbackNow rolls the transaction of conn, failed by a statement, back
+// to the savepoint at once rather than putting it off: until then the
+// transaction is aborted, and pgx prepares no statement (its cache may
+// have dropped some of a failed batch) before the transaction is good
+// again.
+func rollbackNow(ctx context.Context, conn *session) error {
+	if _, err := conn.execAlone(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
+		return fmt.Errorf("roll back to savepoint: %w", classify(err))
 	}
 	return nil
 }

@@ -190,6 +190,7 @@ const (
 	loseConnOnce behaviour = "lostconn1"  // ends its session in its first run
 	goexit       behaviour = "goexit"     // calls runtime.Goexit
 	slowCancel   behaviour = "cancelling" // its caller leaves as it runs
+	failPutOff   behaviour = "putoff"     // puts off a change that fails, and returns nil
 )
 
 // result is what became of one function of a batching test.
@@ -245,6 +246,11 @@ func runBatch(t *testing.T, s *Store, plan []behaviour) []result {
 					return err
 				case what == goexit:
 					runtime.Goexit()
+				case what == failPutOff:
+					// A tag in a repository that does not exist: the
+					// change is put off, and its foreign key fails it
+					// as a later statement carries it.
+					return mt.SetTag(fmt.Sprintf("no-repository-%d", i), "v1", digest.FromString("x"))
 				case what == slowCancel:
 					cancel()
 					_, err := xt.exec("after the caller left", "SELECT 1")
@@ -332,6 +338,56 @@ func TestGroupCommitFailures(t *testing.T) {
 	}
 	// The queue still works.
 	noErr(t, s.Update(context.Background(), func(tx meta.Tx) error { _, err := appendLog(tx, "after"); return err }))
+}
+
+// TestGroupCommitPutOffFailures: a change a function puts off fails when
+// a later statement carries it, the next function's or the commit's; that
+// function alone fails and leaves nothing, the functions after it run
+// again, and every other function commits as if each had run alone.
+func TestGroupCommitPutOffFailures(t *testing.T) {
+	s := openTemp(t)
+	plan := []behaviour{succeed, failPutOff, succeed, succeed, failPutOff}
+	out := runBatch(t, s, plan)
+	wantOK(t, out, 0, 2, 3)
+	var pe *pgconn.PgError
+	for _, i := range []int{1, 4} {
+		if o := out[i]; !errors.As(o.err, &pe) || pe.Code != "23503" {
+			t.Errorf("function %d returned %v, want its change's error (23503, a foreign key)", i, o.err)
+		}
+	}
+	for i, want := range []string{"L", "L,0", "L,0", "L,0,2", "L,0,2,3"} {
+		if out[i].seen != want {
+			t.Errorf("function %d saw %q, want %q", i, out[i].seen, want)
+		}
+	}
+	// Function 2's first statement carried function 1's change: it ran
+	// again; function 4's change failed at the commit, after every
+	// function had run.
+	for i, want := range []int{1, 1, 2, 1, 1} {
+		if out[i].runs != want {
+			t.Errorf("function %d ran %d times, want %d", i, out[i].runs, want)
+		}
+	}
+	wantLog(t, s, "L,0,2,3")
+	noErr(t, s.View(context.Background(), func(tx meta.Tx) error {
+		for _, repo := range []string{"no-repository-1", "no-repository-4"} {
+			if ok, err := tx.Repository(repo); ok || err != nil {
+				t.Errorf("repository %s: %v, %v; want none", repo, ok, err)
+			}
+		}
+		return nil
+	}))
+	// Alone, the commit carries the change, and the Update fails.
+	err := s.Update(context.Background(), func(tx meta.Tx) error {
+		if _, err := appendLog(tx, "alone"); err != nil {
+			return err
+		}
+		return tx.SetTag("no-repository", "v1", digest.FromString("x"))
+	})
+	if !errors.As(err, &pe) || pe.Code != "23503" {
+		t.Errorf("a lone Update whose change fails returned %v, want 23503", err)
+	}
+	wantLog(t, s, "L,0,2,3")
 }
 
 // TestGroupCommitOnlyFailures: a batch whose every function fails commits
@@ -590,4 +646,88 @@ func TestGroupCommitDeadlineWhileQueued(t *testing.T) {
 	if ran.Load() {
 		t.Error("the function of an Update whose deadline passed in the queue ran")
 	}
+}
+
+// TestGroupCommitReadsAhead: the functions of a batch announce what they
+// read (meta.WithPrefetch), the batch reads it all at once, and still
+// each function reads what the functions before it changed, and none
+// reads what a function that failed changed: each moves one tag, from
+// the digest the one before it set, numbering the move after the one
+// before; the third changes the tag and its history, then fails.
+func TestGroupCommitReadsAhead(t *testing.T) {
+	s := openTemp(t)
+	ctx := context.Background()
+	noErr(t, s.Update(ctx, func(tx meta.Tx) error {
+		return tx.PutLink("r", digest.FromString("l"), meta.Link{Linked: time.Now()})
+	}))
+	release, leader := blockLeader(t, s)
+	const n = 6
+	dg := func(i int) digest.Digest { return digest.FromString(fmt.Sprint("m", i)) }
+	type seen struct {
+		from digest.Digest
+		seq  uint64
+		err  error
+	}
+	out := make([]seen, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		hint := meta.WithPrefetch(ctx, meta.Prefetch{Repo: "r", Tags: []string{"t"}, Blobs: []digest.Digest{dg(i)}})
+		wg.Go(func() {
+			out[i].err = s.Update(hint, func(mt meta.Tx) error {
+				from, _, err := mt.Tag("r", "t")
+				if err != nil {
+					return err
+				}
+				out[i].from = from
+				if err := mt.SetTag("r", "t", dg(i)); err != nil {
+					return err
+				}
+				m, err := mt.AppendMove("r", "t", meta.Move{Time: time.Unix(int64(i), 0), Previous: from, Digest: dg(i), Action: "push"})
+				out[i].seq = m.Seq
+				if err != nil {
+					return err
+				}
+				if i == 2 {
+					return errSentinel
+				}
+				return nil
+			})
+		})
+		waitQueued(t, s, i+1)
+	}
+	release()
+	noErr(t, <-leader)
+	wg.Wait()
+	var prev digest.Digest
+	var seq uint64
+	for i, o := range out {
+		if i == 2 {
+			if !errors.Is(o.err, errSentinel) {
+				t.Errorf("function 2 returned %v, want its own error", o.err)
+			}
+			continue
+		}
+		if o.err != nil {
+			t.Errorf("function %d: %v", i, o.err)
+		}
+		seq++
+		if o.from != prev || o.seq != seq {
+			t.Errorf("function %d moved the tag from %.19s as move %d, want from %.19s as move %d", i, o.from, o.seq, prev, seq)
+		}
+		prev = dg(i)
+	}
+	noErr(t, s.View(ctx, func(tx meta.Tx) error {
+		if d, _, err := tx.Tag("r", "t"); err != nil || d != prev {
+			t.Errorf("tag names %.19s (%v), want %.19s", d, err, prev)
+		}
+		var seqs []uint64
+		err := tx.Moves("r", "t", 0, func(m meta.Move) error {
+			seqs = append(seqs, m.Seq)
+			return nil
+		})
+		if fmt.Sprint(seqs) != "[5 4 3 2 1]" {
+			t.Errorf("history numbered %v, want [5 4 3 2 1]", seqs)
+		}
+		return err
+	}))
 }

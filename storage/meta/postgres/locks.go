@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/opencontainers/go-digest"
 )
@@ -25,7 +26,9 @@ func lockKey(d digest.Digest) int64 {
 // session of the lock pool and, on it, the session advisory lock of each
 // digest's key, in ascending order of key, each once, so that two holders
 // cannot deadlock. The session is held until the unlock, which releases
-// its locks and returns it to the pool. A done ctx cancels the wait on the
+// its locks and returns it to the pool in the background: the caller
+// does not wait for that round trip, and holding the locks a moment
+// longer only makes another holder wait (Close waits for it). A done ctx cancels the wait on the
 // server and returns its error, holding nothing (the session is closed).
 // The unlock may be called more than once.
 func (s *Store) LockDigests(ctx context.Context, ds ...digest.Digest) (func(), error) {
@@ -54,7 +57,42 @@ func (s *Store) LockDigests(ctx context.Context, ds ...digest.Digest) (func(), e
 		}
 	}
 	var once sync.Once
-	return func() { once.Do(func() { release(conn) }) }, nil
+	return func() { once.Do(func() { go release(conn) }) }, nil
+}
+
+// LockRecorded is LockDigests of d that also reports whether d has a
+// blob record once the lock is held, in the same round trip: the record
+// is read by a statement of its own, after the one that waits for the
+// lock, and a statement of the locks' sessions sees what was committed
+// when it began (they run at READ COMMITTED, whatever the database's
+// default: see Open).
+func (s *Store) LockRecorded(ctx context.Context, d digest.Digest) (unlock func(), recorded bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, fmt.Errorf("lock digests: %w", err)
+	}
+	conn, err := s.locks.Acquire(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("lock digests: %w", lockErr(ctx, err))
+	}
+	b := &pgx.Batch{}
+	b.Queue("SELECT pg_advisory_lock($1)", lockKey(d))
+	b.Queue("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)", string(d))
+	br := conn.SendBatch(ctx, b)
+	_, err = br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&recorded)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Whether the lock was granted or not, closing the session
+		// releases what it holds.
+		discard(conn)
+		return nil, false, fmt.Errorf("lock digests: %w", lockErr(ctx, err))
+	}
+	var once sync.Once
+	return func() { once.Do(func() { go release(conn) }) }, recorded, nil
 }
 
 // lockErr is the error of a failed lock: ctx's when it ended the wait.

@@ -78,27 +78,20 @@ func TestLockDigestsAcrossStores(t *testing.T) {
 	unlockB()
 }
 
-// TestUpdatesAcrossStores: read-modify-write Updates from two stores on
-// one database (two replicas) all apply exactly once.
-func TestUpdatesAcrossStores(t *testing.T) {
+// updatesAcrossStores runs workers goroutines, each making each Updates
+// of fn, alternately on two stores of one new database (two replicas),
+// fails t for every Update that failed, and returns the second store.
+func updatesAcrossStores(t *testing.T, workers, each int, fn func(tx meta.Tx, w, i int) error) *Store {
+	t.Helper()
 	dsn := pg.Database(t)
 	stores := []*Store{openDSN(t, dsn), openDSN(t, dsn)}
-	counter := digest.FromString("counter")
-	const workers, each = 8, 10
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*each)
 	for w := range workers {
 		s := stores[w%2]
 		wg.Go(func() {
-			for range each {
-				errs <- s.Update(context.Background(), func(tx meta.Tx) error {
-					b, _, err := tx.Blob(counter)
-					if err != nil {
-						return err
-					}
-					b.Size++
-					return tx.PutBlob(counter, b)
-				})
+			for i := range each {
+				errs <- s.Update(context.Background(), func(tx meta.Tx) error { return fn(tx, w, i) })
 			}
 		})
 	}
@@ -109,12 +102,55 @@ func TestUpdatesAcrossStores(t *testing.T) {
 			t.Errorf("update: %v", err)
 		}
 	}
-	err := stores[1].View(context.Background(), func(tx meta.Tx) error {
+	return stores[1]
+}
+
+// TestUpdatesAcrossStores: read-modify-write Updates from two stores on
+// one database (two replicas) all apply exactly once.
+func TestUpdatesAcrossStores(t *testing.T) {
+	counter := digest.FromString("counter")
+	const workers, each = 8, 10
+	s := updatesAcrossStores(t, workers, each, func(tx meta.Tx, _, _ int) error {
+		b, _, err := tx.Blob(counter)
+		if err != nil {
+			return err
+		}
+		b.Size++
+		return tx.PutBlob(counter, b)
+	})
+	err := s.View(context.Background(), func(tx meta.Tx) error {
 		b, _, err := tx.Blob(counter)
 		if err == nil && b.Size != workers*each {
 			err = fmt.Errorf("counter = %d after %d updates from two stores", b.Size, workers*each)
 		}
 		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHistoryAcrossStores: moves appended to one tag's history from two
+// stores, each numbering its move from the prefetched history (the change
+// put off), all apply, numbered 1 to n without a gap or a repeat.
+func TestHistoryAcrossStores(t *testing.T) {
+	const workers, each = 8, 10
+	s := updatesAcrossStores(t, workers, each, func(mt meta.Tx, w, i int) error {
+		if err := mt.(*tx).Prefetch(meta.Prefetch{Repo: "r", Tags: []string{"t"}}); err != nil {
+			return err
+		}
+		_, err := mt.AppendMove("r", "t", meta.Move{Time: time.Unix(int64(w*each+i), 0), Action: "push"})
+		return err
+	})
+	err := s.View(context.Background(), func(tx meta.Tx) error {
+		next := uint64(workers * each)
+		return tx.Moves("r", "t", 0, func(m meta.Move) error {
+			if m.Seq != next {
+				return fmt.Errorf("move numbered %d, want %d", m.Seq, next)
+			}
+			next--
+			return nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -113,6 +114,18 @@ func parseConfig(dsn string) (*pgxpool.Config, error) {
 	if !hasParam(dsn, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
 	}
+	if !hasParam(dsn, "random_page_cost") {
+		// The index's queries are point reads and keyset walks of a
+		// primary key over pages mostly in memory. At PostgreSQL's
+		// default cost of a random read (4, a spinning disk's), a page
+		// of a long list planned on statistics from when it was short
+		// reads the whole rest of the list and sorts it; at an SSD's
+		// it walks the index and stops at the page's end.
+		if cfg.ConnConfig.RuntimeParams == nil {
+			cfg.ConnConfig.RuntimeParams = map[string]string{}
+		}
+		cfg.ConnConfig.RuntimeParams["random_page_cost"] = "1.1"
+	}
 	return cfg, nil
 }
 
@@ -136,6 +149,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	lockCfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 5 * time.Second}
 	}
+	// LockRecorded reads a record after the lock in one implicit
+	// transaction: only READ COMMITTED gives its second statement a
+	// snapshot of its own.
+	lockCfg.ConnConfig.RuntimeParams = maps.Clone(lockCfg.ConnConfig.RuntimeParams)
+	if lockCfg.ConnConfig.RuntimeParams == nil {
+		lockCfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	lockCfg.ConnConfig.RuntimeParams["default_transaction_isolation"] = "read committed"
 	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the index database: %w", classify(err))
@@ -184,23 +205,29 @@ func (s *Store) View(ctx context.Context, fn func(meta.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ptx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	conn, err := beginSession(ctx, s.pool, beginRead)
 	if err != nil {
 		return fmt.Errorf("begin read transaction: %w", classify(err))
 	}
-	defer func() { _ = ptx.Rollback(context.Background()) }()
-	t := &tx{ctx: ctx, ptx: ptx}
+	defer conn.release()
+	t := &tx{ctx: ctx, conn: conn, fetched: &fetchedSet{}}
 	err = fn(t)
 	t.done = true
 	if err != nil {
 		return err
 	}
 	// The snapshot is what was read; commit ends it.
-	if err := ptx.Commit(ctx); err != nil {
+	if err := conn.commit(ctx); err != nil {
 		return fmt.Errorf("end read transaction: %w", classify(err))
 	}
 	return nil
 }
+
+// The statements that begin transactions: Views, and Updates.
+const (
+	beginRead  = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+	beginWrite = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+)
 
 // SQLSTATE codes this package acts on.
 const (

@@ -16,14 +16,14 @@ func (t *tx) Tag(repo, tag string) (digest.Digest, bool, error) {
 	if err := t.read(); err != nil || !storable(repo, tag) {
 		return "", false, err
 	}
-	var d string
-	ok, err := t.get("read tag", "SELECT digest FROM tags WHERE repo = $1 AND tag = $2", []any{repo, tag}, &d)
+	d, ok, err := t.lookup(fetchKey{kindTag, repo, tag}, "read tag", sqlTag, repo, tag)
 	return digest.Digest(d), ok, err
 }
 
-// SetTag points tag in repo at d; the repository must exist.
+// SetTag points tag in repo at d; the repository must exist. The change
+// is put off (see session).
 func (t *tx) SetTag(repo, tag string, d digest.Digest) error {
-	if err := t.write(); err != nil {
+	if err := t.writeKey(fetchKey{kindTag, repo, tag}); err != nil {
 		return err
 	}
 	if err := validName("tag", tag); err != nil {
@@ -35,26 +35,24 @@ func (t *tx) SetTag(repo, tag string, d digest.Digest) error {
 	if !keyable(repo) {
 		return fmt.Errorf("tag %s in %s: %w", tag, repo, errNoRepository)
 	}
-	res, err := t.exec(fmt.Sprintf("tag %s in %s", tag, repo), `INSERT INTO tags (repo, tag, digest)
-		SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM repositories WHERE name = $1)
+	// Put off: a repository that does not exist fails the foreign key
+	// of tags, and the transaction with it.
+	t.later(`INSERT INTO tags (repo, tag, digest) VALUES ($1, $2, $3)
 		ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest`, repo, tag, d)
-	if err != nil {
-		return err
-	}
-	if res.RowsAffected() == 0 {
-		return fmt.Errorf("tag %s in %s: %w", tag, repo, errNoRepository)
-	}
 	return nil
 }
 
 // DeleteTag removes tag from repo.
 func (t *tx) DeleteTag(repo, tag string) error {
-	if err := t.write(); err != nil || !storable(repo, tag) {
+	if err := t.writeKey(fetchKey{kindTag, repo, tag}); err != nil || !storable(repo, tag) {
 		return err
 	}
 	_, err := t.exec(fmt.Sprintf("delete tag %s in %s", tag, repo), "DELETE FROM tags WHERE repo = $1 AND tag = $2", repo, tag)
 	return err
 }
+
+// sqlTagsAfter is the walk of a repository's tags after one, in order.
+const sqlTagsAfter = "SELECT tag, digest FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag"
 
 // tagRow is a tag and the digest it names.
 type tagRow struct{ tag, digest string }
@@ -69,7 +67,7 @@ func (t *tx) Tags(repo, after string, fn func(tag string, d digest.Digest) error
 		if last != nil {
 			from = last.tag
 		}
-		return "SELECT tag, digest FROM tags WHERE repo = $1 AND tag > $2 ORDER BY tag", []any{repo, from}
+		return sqlTagsAfter, []any{repo, from}
 	}, func(r pgx.CollectableRow) (tagRow, error) {
 		var x tagRow
 		err := r.Scan(&x.tag, &x.digest)
@@ -83,7 +81,7 @@ func (t *tx) TagsOf(repo string, d digest.Digest) ([]string, error) {
 	if err := t.read(); err != nil || !keyable(repo) || !keyable(string(d)) {
 		return nil, err
 	}
-	rows, err := t.ptx.Query(t.ctx, "SELECT tag FROM tags WHERE repo = $1 AND digest = $2 ORDER BY tag", repo, d)
+	rows, err := t.conn.query(t.ctx, "SELECT tag FROM tags WHERE repo = $1 AND digest = $2 ORDER BY tag", repo, d)
 	if err != nil {
 		return nil, fmt.Errorf("read tags of %s in %s: %w", d, repo, t.fail(err))
 	}
@@ -95,9 +93,10 @@ func (t *tx) TagsOf(repo string, d digest.Digest) ([]string, error) {
 }
 
 // AppendMove numbers m by the tag's tag_histories row, which it creates
-// or updates (locking it until commit), and records it, in one statement.
+// or updates (locking it until commit), and records it, in one statement:
+// put off when the row was prefetched (see prefetch.go), else at once.
 func (t *tx) AppendMove(repo, tag string, m meta.Move) (meta.Move, error) {
-	if err := t.write(); err != nil {
+	if err := t.checkWritable(); err != nil {
 		return m, err
 	}
 	if err := validName("repository name", repo); err != nil {
@@ -111,6 +110,33 @@ func (t *tx) AppendMove(repo, tag string, m meta.Move) (meta.Move, error) {
 	if err != nil {
 		return m, err
 	}
+	hk := fetchKey{kindHistory, repo, tag}
+	if f, ok := t.fetched.m[hk]; ok {
+		// The last number was read in this transaction, whose
+		// snapshot does not move: the next is known, and the change
+		// can be put off. Should another transaction have appended to
+		// the history since the snapshot, the change of its row fails
+		// to serialise; and the key of tag_moves refuses a number
+		// twice.
+		last := int64(0)
+		if f.ok {
+			if last, err = strconv.ParseInt(string(f.val), 10, 64); err != nil {
+				return m, corrupt("tag_histories", repo+":"+tag, err)
+			}
+		}
+		m.Seq = uint64(last + 1)
+		// The move is inserted from the row the history's change
+		// returns, so that change runs first: a concurrent append fails
+		// it to serialise (40001, run again) before the move's key
+		// could refuse the number (23505, final).
+		t.later(`WITH h AS (INSERT INTO tag_histories (repo, tag, last_seq) VALUES ($1, $2, $3)
+				ON CONFLICT (repo, tag) DO UPDATE SET last_seq = EXCLUDED.last_seq
+				RETURNING last_seq)
+			INSERT INTO tag_moves (repo, tag, seq, rec) SELECT $1, $2, h.last_seq, $4 FROM h`, repo, tag, last+1, rec)
+		t.fetched.m[hk] = fetched{ok: true, val: strconv.AppendInt(nil, last+1, 10)}
+		return m, nil
+	}
+	delete(t.fetched.m, hk)
 	var seq int64
 	_, err = t.get(fmt.Sprintf("append to the history of %s:%s", repo, tag),
 		`WITH h AS (INSERT INTO tag_histories (repo, tag, last_seq) VALUES ($1, $2, 1)

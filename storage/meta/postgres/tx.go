@@ -39,15 +39,18 @@ var errNoRepository = errors.New("repository does not exist")
 // memory stays flat whatever the size of the table.
 const walkPage = 256
 
-// tx is a meta.Tx over one PostgreSQL transaction.
+// tx is a meta.Tx over one PostgreSQL transaction, on a session that
+// puts off what it may (see session.go).
 type tx struct {
 	ctx      context.Context
-	ptx      pgx.Tx
+	conn     *session
 	writable bool
 	done     bool
 	// failed is the first error of a statement: PostgreSQL aborts the
 	// transaction with it, and every later statement fails.
 	failed error
+	// fetched holds what was read ahead (see prefetch.go); never nil.
+	fetched *fetchedSet
 }
 
 var _ meta.Tx = (*tx)(nil)
@@ -62,7 +65,18 @@ func (t *tx) read() error {
 	return nil
 }
 
+// write checks that t may change the index, before a change, and forgets
+// what was prefetched: the change may touch any of it. A change of one
+// record calls writeKey instead.
 func (t *tx) write() error {
+	if err := t.checkWritable(); err != nil {
+		return err
+	}
+	t.fetched.forget()
+	return nil
+}
+
+func (t *tx) checkWritable() error {
 	if err := t.read(); err != nil {
 		return err
 	}
@@ -84,17 +98,42 @@ func (t *tx) fail(err error) error {
 
 // exec runs a statement that returns no rows.
 func (t *tx) exec(what, sql string, args ...any) (pgconn.CommandTag, error) {
-	tag, err := t.ptx.Exec(t.ctx, sql, args...)
+	tag, err := t.conn.exec(t.ctx, sql, args...)
 	if err != nil {
 		return tag, fmt.Errorf("%s: %w", what, t.fail(err))
 	}
 	return tag, nil
 }
 
+// execAlone runs a statement made up on the spot, without arguments, in
+// a round trip of its own (see session.execAlone).
+func (t *tx) execAlone(what, sql string) (pgconn.CommandTag, error) {
+	tag, err := t.conn.execAlone(t.ctx, sql)
+	if err != nil {
+		return tag, fmt.Errorf("%s: %w", what, t.fail(err))
+	}
+	return tag, nil
+}
+
+// later puts off a change whose only possible failure is the database's:
+// it is sent with the next statement, and its failure fails that
+// statement and the transaction (see session).
+func (t *tx) later(sql string, args ...any) { t.conn.later(sql, args...) }
+
 // get scans the one row of a query into dest, reporting whether there is
 // one.
 func (t *tx) get(what, sql string, args []any, dest ...any) (bool, error) {
-	err := t.ptx.QueryRow(t.ctx, sql, args...).Scan(dest...)
+	rows, err := t.conn.query(t.ctx, sql, args...)
+	if err == nil {
+		err = pgx.ErrNoRows
+		if rows.Next() {
+			err = rows.Scan(dest...)
+		}
+		rows.Close()
+		if rerr := rows.Err(); rerr != nil {
+			err = rerr
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -106,10 +145,17 @@ func (t *tx) get(what, sql string, args []any, dest ...any) (bool, error) {
 
 // batch sends the statements of b in one round trip.
 func (t *tx) batch(what string, b *pgx.Batch) error {
-	if err := t.ptx.SendBatch(t.ctx, b).Close(); err != nil {
+	if err := t.conn.sendBatch(t.ctx, b); err != nil {
 		return fmt.Errorf("%s: %w", what, t.fail(err))
 	}
 	return nil
+}
+
+// laterBatch puts off the statements of b, as later does.
+func (t *tx) laterBatch(b *pgx.Batch) {
+	for _, q := range b.QueuedQueries {
+		t.conn.later(q.SQL, q.Arguments...)
+	}
 }
 
 // walk calls fn for the rows of a keyset-paged query: query returns the
@@ -124,7 +170,7 @@ func walk[T any](t *tx, what string, query func(last *T) (string, []any), scan f
 			return err
 		}
 		sql, args := query(last)
-		rows, err := t.ptx.Query(t.ctx, sql+" LIMIT "+strconv.Itoa(walkPage), args...)
+		rows, err := t.conn.queryPlanned(t.ctx, sql+" LIMIT "+strconv.Itoa(walkPage), args...)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, t.fail(err))
 		}
@@ -223,8 +269,7 @@ func (t *tx) Blob(d digest.Digest) (meta.Blob, bool, error) {
 	if err := t.read(); err != nil || !storable(string(d)) {
 		return meta.Blob{}, false, err
 	}
-	var raw []byte
-	ok, err := t.get("read blob record", "SELECT rec FROM blobs WHERE digest = $1", []any{d}, &raw)
+	raw, ok, err := t.lookup(fetchKey{kindBlob, "", string(d)}, "read blob record", sqlBlob, d)
 	if !ok || err != nil {
 		return meta.Blob{}, false, err
 	}
@@ -235,9 +280,9 @@ func (t *tx) Blob(d digest.Digest) (meta.Blob, bool, error) {
 	return meta.Blob{Size: rec.Size, Created: rec.Created}, true, nil
 }
 
-// PutBlob records d.
+// PutBlob records d. The change is put off (see session).
 func (t *tx) PutBlob(d digest.Digest, b meta.Blob) error {
-	if err := t.write(); err != nil {
+	if err := t.writeKey(fetchKey{kindBlob, "", string(d)}); err != nil {
 		return err
 	}
 	if err := validDigest(d); err != nil {
@@ -247,14 +292,13 @@ func (t *tx) PutBlob(d digest.Digest, b meta.Blob) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec("record blob "+string(d),
-		"INSERT INTO blobs (digest, rec) VALUES ($1, $2) ON CONFLICT (digest) DO UPDATE SET rec = EXCLUDED.rec", d, rec)
-	return err
+	t.later("INSERT INTO blobs (digest, rec) VALUES ($1, $2) ON CONFLICT (digest) DO UPDATE SET rec = EXCLUDED.rec", d, rec)
+	return nil
 }
 
 // DeleteBlob removes the record of d.
 func (t *tx) DeleteBlob(d digest.Digest) error {
-	if err := t.write(); err != nil || !storable(string(d)) {
+	if err := t.writeKey(fetchKey{kindBlob, "", string(d)}); err != nil || !storable(string(d)) {
 		return err
 	}
 	_, err := t.exec("delete blob record "+string(d), "DELETE FROM blobs WHERE digest = $1", d)
@@ -293,7 +337,7 @@ func (t *tx) Uses(d digest.Digest, repo string, fn func(u meta.Use) error) error
 			UNION ALL
 			SELECT repo, 'r', manifest FROM manifest_refs WHERE ref = $1 AND ($2 = '' OR repo = $2)
 		) u ORDER BY repo COLLATE "C", kind COLLATE "C", manifest COLLATE "C"`
-	rows, err := t.ptx.Query(t.ctx, q, d, repo)
+	rows, err := t.conn.query(t.ctx, q, d, repo)
 	if err != nil {
 		return fmt.Errorf("read uses of %s: %w", d, t.fail(err))
 	}
@@ -363,8 +407,7 @@ func (t *tx) Link(repo string, d digest.Digest) (meta.Link, bool, error) {
 	if err := t.read(); err != nil || !storable(repo, string(d)) {
 		return meta.Link{}, false, err
 	}
-	var raw []byte
-	ok, err := t.get("read link", "SELECT rec FROM links WHERE repo = $1 AND digest = $2", []any{repo, d}, &raw)
+	raw, ok, err := t.lookup(fetchKey{kindLink, repo, string(d)}, "read link", sqlLink, repo, d)
 	if !ok || err != nil {
 		return meta.Link{}, false, err
 	}
@@ -375,55 +418,10 @@ func (t *tx) Link(repo string, d digest.Digest) (meta.Link, bool, error) {
 	return meta.Link{Linked: rec.Linked, Seen: rec.Seen}, true, nil
 }
 
-// LinkedBlobs answers, for each digest of ds in order, whether it is
-// linked into repo and recorded, with its record: what Link and Blob would
-// answer, in one round trip instead of two a digest.
-func (t *tx) LinkedBlobs(repo string, ds []digest.Digest) ([]meta.LinkedBlob, error) {
-	out := make([]meta.LinkedBlob, len(ds))
-	if err := t.read(); err != nil || len(ds) == 0 || !storable(repo) {
-		return out, err
-	}
-	keys := make([]string, 0, len(ds))
-	for _, d := range ds {
-		if storable(string(d)) {
-			keys = append(keys, string(d))
-		}
-	}
-	rows, err := t.ptx.Query(t.ctx, `SELECT b.digest, b.rec FROM blobs b
-		JOIN links l ON l.repo = $1 AND l.digest = b.digest
-		WHERE b.digest = ANY($2::text[])`, repo, keys)
-	if err != nil {
-		return nil, fmt.Errorf("read links and blob records of %s: %w", repo, t.fail(err))
-	}
-	found := map[digest.Digest]meta.Blob{}
-	for rows.Next() {
-		var d string
-		var raw []byte
-		if err := rows.Scan(&d, &raw); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read links and blob records of %s: %w", repo, t.fail(err))
-		}
-		var rec record.Blob
-		if err := json.Unmarshal(raw, &rec); err != nil {
-			rows.Close()
-			return nil, corrupt("blobs", d, err)
-		}
-		found[digest.Digest(d)] = meta.Blob{Size: rec.Size, Created: rec.Created}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read links and blob records of %s: %w", repo, t.fail(err))
-	}
-	for i, d := range ds {
-		if b, ok := found[d]; ok {
-			out[i] = meta.LinkedBlob{Linked: true, Blob: b}
-		}
-	}
-	return out, nil
-}
-
-// PutLink links d into repo, creating repo if needed.
+// PutLink links d into repo, creating repo if needed. The change is put
+// off (see session).
 func (t *tx) PutLink(repo string, d digest.Digest, l meta.Link) error {
-	if err := t.write(); err != nil {
+	if err := t.writeKey(fetchKey{kindLink, repo, string(d)}); err != nil {
 		return err
 	}
 	if err := validRepo(repo); err != nil {
@@ -436,15 +434,14 @@ func (t *tx) PutLink(repo string, d digest.Digest, l meta.Link) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec(fmt.Sprintf("link %s into %s", d, repo), withRepo+
-		`INSERT INTO links (repo, digest, rec) VALUES ($1, $2, $3)
+	t.later(withRepo+`INSERT INTO links (repo, digest, rec) VALUES ($1, $2, $3)
 		ON CONFLICT (repo, digest) DO UPDATE SET rec = EXCLUDED.rec`, repo, d, rec)
-	return err
+	return nil
 }
 
 // DeleteLink unlinks d from repo.
 func (t *tx) DeleteLink(repo string, d digest.Digest) error {
-	if err := t.write(); err != nil || !storable(repo, string(d)) {
+	if err := t.writeKey(fetchKey{kindLink, repo, string(d)}); err != nil || !storable(repo, string(d)) {
 		return err
 	}
 	_, err := t.exec(fmt.Sprintf("delete link %s in %s", d, repo), "DELETE FROM links WHERE repo = $1 AND digest = $2", repo, d)
@@ -486,8 +483,7 @@ func (t *tx) Manifest(repo string, d digest.Digest) (meta.Manifest, bool, error)
 	if err := t.read(); err != nil || !storable(repo, string(d)) {
 		return meta.Manifest{}, false, err
 	}
-	var raw []byte
-	ok, err := t.get("read manifest record", "SELECT rec FROM manifests WHERE repo = $1 AND digest = $2", []any{repo, d}, &raw)
+	raw, ok, err := t.lookup(fetchKey{kindManifest, repo, string(d)}, "read manifest record", sqlManifest, repo, d)
 	if !ok || err != nil {
 		return meta.Manifest{}, false, err
 	}
@@ -500,9 +496,10 @@ func (t *tx) Manifest(repo string, d digest.Digest) (meta.Manifest, bool, error)
 
 // PutManifest records manifest d in repo, replacing a record there may be
 // with its derived rows: the old record's go with it (ON DELETE CASCADE),
-// the new one's are written from it, all in one round trip.
+// the new one's are written from it. The changes are put off (see
+// session) and go in one round trip.
 func (t *tx) PutManifest(repo string, d digest.Digest, m meta.Manifest) error {
-	if err := t.write(); err != nil {
+	if err := t.writeKey(fetchKey{kindManifest, repo, string(d)}); err != nil {
 		return err
 	}
 	if err := validRepo(repo); err != nil {
@@ -530,7 +527,8 @@ func (t *tx) PutManifest(repo string, d digest.Digest, m meta.Manifest) error {
 	b.Queue("DELETE FROM manifests WHERE repo = $1 AND digest = $2", repo, d)
 	b.Queue(withRepo+"INSERT INTO manifests (repo, digest, rec, subject) VALUES ($1, $2, $3, $4)", repo, d, raw, subjectOf(&rec))
 	queueDerived(b, repo, d, &rec)
-	return t.batch(fmt.Sprintf("record manifest %s in %s", d, repo), b)
+	t.laterBatch(b)
+	return nil
 }
 
 // subjectOf is the subject column of a manifest record: its subject's
@@ -590,7 +588,7 @@ func pairsOf(rec *record.Manifest) (kinds, keys, values []string) {
 
 // DeleteManifest removes manifest d of repo; its derived rows go with it.
 func (t *tx) DeleteManifest(repo string, d digest.Digest) error {
-	if err := t.write(); err != nil || !storable(repo, string(d)) {
+	if err := t.writeKey(fetchKey{kindManifest, repo, string(d)}); err != nil || !storable(repo, string(d)) {
 		return err
 	}
 	_, err := t.exec(fmt.Sprintf("delete manifest %s in %s", d, repo), "DELETE FROM manifests WHERE repo = $1 AND digest = $2", repo, d)
