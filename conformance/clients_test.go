@@ -328,6 +328,24 @@ func (r *registryUnderTest) expectRefused(t *testing.T, what string, res clientR
 	}
 }
 
+// expectRefusedPush is expectRefused for a push into repo by a client
+// that sends its requests concurrently (ctr): when Berth refuses one, the
+// client may cancel the others and report that cancellation ("context
+// canceled") rather than the refusal. Such a push counts as refused for
+// want of credentials when Berth's log shows it denied the anonymous push
+// into repo.
+func (r *registryUnderTest) expectRefusedPush(t *testing.T, what, repo string, res clientResult) {
+	t.Helper()
+	out := res.stdout + res.stderr
+	if r.auth() && res.err != nil && !refusedWithoutLogin.MatchString(out) && strings.Contains(out, "context canceled") &&
+		strings.Contains(r.Logs(), `msg="access denied" identity=anonymous scope=repository:`+repo+":push") {
+		t.Logf("%s without logging in was refused, as it must be: Berth denied the anonymous push into %s, and the client reported %s",
+			what, repo, strings.TrimSpace(lastLine(out)))
+		return
+	}
+	r.expectRefused(t, what, res)
+}
+
 // refusalLine is the first line of a client's output that says it was
 // asked for credentials.
 func refusalLine(out string) string {

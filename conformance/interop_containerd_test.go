@@ -324,7 +324,7 @@ func testContainerdPullPush(t *testing.T, srv *registryUnderTest) {
 
 	// Without the hosts directory's credentials or --user, a push is
 	// refused.
-	srv.expectRefused(t, "ctr images push", ctrd.try("images", "push", "--plain-http", srv.Addr+"/ctr/refused:v1", byDigest))
+	srv.expectRefusedPush(t, "ctr images push", "ctr/refused", ctrd.try("images", "push", "--plain-http", srv.Addr+"/ctr/refused:v1", byDigest))
 }
 
 // mirrorHost is a registry name that cannot resolve (.test is reserved),

@@ -114,11 +114,11 @@ func (s *Service) PutManifestWith(ctx context.Context, repo string, d digest.Dig
 	if err != nil {
 		return "", err
 	}
-	// refused is the error of the last run of the function, if it failed:
-	// then the transaction rolled back and nothing recorded the body.
 	// The index may read what the push will read together with what
 	// the pushes it groups with it will (meta.WithPrefetch).
 	reads := pushReads(repo, d, m, opts.Tags)
+	// refused is the error of the last run of the function, if it failed:
+	// then the transaction rolled back and nothing recorded the body.
 	var refused error
 	err = s.Update(meta.WithPrefetch(ctx, reads), func(tx *Tx) error {
 		refused = s.recordManifest(tx, repo, d, m, rec, reads, opts)

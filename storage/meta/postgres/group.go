@@ -51,11 +51,13 @@ import (
 //
 // A function's changes that need no answer are put off (see session) and
 // go with the next statement: the next function's first, or the commit.
-// So a batch costs a round trip a function, not a statement. Should such
-// a change fail, the function that made it is the one that failed: the
-// transaction rolls back to that function's savepoint, which also undoes
-// the functions after it (their statements never ran, or are rolled
-// back), and they run again; a function may run more than once anyway.
+// What the functions announced they will read (meta.WithPrefetch) is read
+// for the whole batch at once, with the BEGIN. So a batch of pushes costs
+// two round trips, not one a statement. Should a change put off fail, the
+// function that made it is the one that failed: the transaction rolls
+// back to that function's savepoint, which also undoes the functions
+// after it (their statements never ran, or are rolled back), and they run
+// again; a function may run more than once anyway.
 //
 // The leader hands leadership to the first writer still queued before it
 // returns, so no caller waits for batches other than the one that carries

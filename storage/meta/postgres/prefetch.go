@@ -13,14 +13,14 @@ import (
 
 // Prefetched reads.
 //
-// A transaction keeps what Prefetch read, keyed by record, and Blob, Link,
-// Manifest and Tag answer from it, an absent record included. A tag's
-// history number comes with the tag: AppendMove then numbers the move
-// itself and puts the change off. The snapshot
-// of a transaction does not move, so what was read stays true but for the
-// transaction's own changes: a change of one record (PutBlob, DeleteLink,
-// SetTag and their like) forgets that record, and any other change forgets
-// everything (tx.write).
+// A transaction keeps what was read ahead (Prefetch, or its group commit
+// for all its functions), keyed by record, and Blob, Link, Manifest and Tag
+// answer from it, an absent record included. A tag's history number comes
+// with the tag: AppendMove then numbers the move itself and puts the
+// change off. The snapshot of a transaction does not move, so what was
+// read stays true but for the transaction's own changes: a change of one
+// record (PutBlob, DeleteLink, SetTag and their like) forgets that record,
+// and any other change forgets everything (tx.write).
 
 // Kinds of prefetched records.
 const (
