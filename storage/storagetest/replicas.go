@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-registry/berth/storage"
 	"github.com/berth-registry/berth/storage/gc"
+	"github.com/berth-registry/berth/storage/internal/ageing"
 	"github.com/berth-registry/berth/storage/meta"
 )
 
@@ -46,22 +47,7 @@ func openReplicas(t *testing.T, b Backends, opts ...option) (a, r *store) {
 // set) back by d, below the core.
 func ageLinks(t *testing.T, s *store, repo string, d time.Duration) {
 	t.Helper()
-	update(t, s, func(tx meta.Tx) error {
-		links := map[digest.Digest]meta.Link{}
-		if err := tx.Links(repo, func(dg digest.Digest, l meta.Link) error { links[dg] = l; return nil }); err != nil {
-			return err
-		}
-		for dg, l := range links {
-			l.Linked = l.Linked.Add(-d)
-			if !l.Seen.IsZero() {
-				l.Seen = l.Seen.Add(-d)
-			}
-			if err := tx.PutLink(repo, dg, l); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	update(t, s, func(tx meta.Tx) error { return ageing.Links(tx, repo, d) })
 }
 
 // A blob a lookup found through one replica is kept by a collection that

@@ -22,6 +22,7 @@ import (
 
 	"github.com/berth-registry/berth/storage"
 	blobfs "github.com/berth-registry/berth/storage/blob/fs"
+	"github.com/berth-registry/berth/storage/internal/ageing"
 	"github.com/berth-registry/berth/storage/manifest"
 	"github.com/berth-registry/berth/storage/meta"
 	"github.com/berth-registry/berth/storage/meta/bolt"
@@ -239,18 +240,8 @@ func (s *Store) Age(d time.Duration) {
 			return err
 		}
 		for _, repo := range repos {
-			links := map[digest.Digest]meta.Link{}
-			if err := tx.Links(repo, func(dg digest.Digest, l meta.Link) error { links[dg] = l; return nil }); err != nil {
+			if err := ageing.Links(tx, repo, d); err != nil {
 				return err
-			}
-			for dg, l := range links {
-				l.Linked = l.Linked.Add(-d)
-				if !l.Seen.IsZero() {
-					l.Seen = l.Seen.Add(-d)
-				}
-				if err := tx.PutLink(repo, dg, l); err != nil {
-					return err
-				}
 			}
 			manifests := map[digest.Digest]meta.Manifest{}
 			err := tx.Manifests(repo, "", func(dg digest.Digest, m meta.Manifest) error { manifests[dg] = m; return nil })
